@@ -1,0 +1,46 @@
+# Entry points. `make demo` runs the main job, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Ansible finds the collection through this tree: .collections/ansible_collections/bluegreen/haproxy -> repo root.
+COLLECTIONS := $(CURDIR)/.collections
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: venv collection demo test test-unit test-integration sanity molecule images clean
+
+$(BIN)/.installed: requirements/test.txt requirements/molecule.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements/molecule.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+collection:
+	@mkdir -p $(COLLECTIONS)/ansible_collections/bluegreen
+	@ln -sfn ../../.. $(COLLECTIONS)/ansible_collections/bluegreen/haproxy
+
+test-unit: venv collection
+	$(BIN)/pytest -q tests/unit
+
+test-integration: venv collection
+	$(BIN)/pytest -q tests/integration
+
+sanity: venv
+	scripts/sanity.sh
+
+molecule: venv collection images
+	scripts/molecule.sh
+
+images:
+	scripts/build-images.sh
+
+test: test-unit test-integration sanity molecule
+
+demo: venv collection
+	$(BIN)/ansible-playbook -i localhost, -c local playbooks/demo.yml
+
+clean:
+	rm -rf $(VENV) $(COLLECTIONS) .tmp

@@ -1,0 +1,292 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""HAProxy Runtime API client: connect, frame one command, read the reply.
+
+The stats socket is non-interactive: it reads one line, runs it, replies and
+closes. Everything a caller puts on that line is parsed by HAProxy's CLI
+tokenizer, where `;` starts another command and a newline starts another
+line, so every argument goes through :func:`escape_argument` and the command
+words themselves are fixed strings chosen by our code, never by the user.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import time
+
+DEFAULT_SOCKET = "/run/haproxy/admin.sock"
+DEFAULT_TIMEOUT = 5.0
+
+# Characters the CLI tokenizer treats specially. `<` is escaped so a value
+# ending in `<<` cannot switch the connection into payload mode.
+_ESCAPED_CHARACTERS = frozenset("\\; \t<#")
+_FORBIDDEN_CHARACTERS = {"\r": "CR", "\n": "LF", "\0": "NUL"}
+
+# Replies HAProxy gives, as a whole first line, when a command failed.
+# Commands with nothing to print answer an empty line, so writers use
+# expect_empty instead of this list.
+_ERROR_PREFIXES = (
+    "Unknown command",
+    "Unknown map identifier",
+    "Permission denied",
+    "No such proxy",
+    "No such backend",
+    "No such server",
+    "Malformed identifier",
+    "Missing ",
+    "Require ",
+    "Can't find the target PID",
+)
+
+
+def runtime_api_argument_spec():
+    """Options every Runtime API module takes, documented in the runtime_api doc fragment."""
+    return dict(
+        socket=dict(type="str", default=DEFAULT_SOCKET),
+        timeout=dict(type="float", default=DEFAULT_TIMEOUT),
+    )
+
+
+class RuntimeAPIError(Exception):
+    """Base class: anything that kept a Runtime API command from succeeding."""
+
+
+class UnsafeArgumentError(RuntimeAPIError, ValueError):
+    """An argument holds a character that cannot be sent safely (CR, LF, NUL)."""
+
+
+class SocketAddressError(RuntimeAPIError, ValueError):
+    """The socket option cannot be understood as a unix path or a TCP address."""
+
+
+class SocketNotFoundError(RuntimeAPIError):
+    pass
+
+
+class NotASocketError(RuntimeAPIError):
+    pass
+
+
+class SocketPermissionError(RuntimeAPIError):
+    pass
+
+
+class ConnectionRefusedAPIError(RuntimeAPIError):
+    pass
+
+
+class RuntimeAPITimeoutError(RuntimeAPIError):
+    pass
+
+
+class CommandError(RuntimeAPIError):
+    """HAProxy answered the command with an error message."""
+
+    def __init__(self, command, reply):
+        self.command = command
+        self.reply = reply
+        super(CommandError, self).__init__(
+            "HAProxy refused '%s': %s" % (command, first_line(reply) or "(empty reply)")
+        )
+
+
+def first_line(text):
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def escape_argument(value):
+    """Escape one argument so the CLI tokenizer reads it back as exactly `value`.
+
+    CR, LF and NUL cannot be escaped (a backslash-newline stores a raw LF in a
+    map and breaks `show map`), so they are refused.
+    """
+    text = str(value)
+    for character, name in _FORBIDDEN_CHARACTERS.items():
+        if character in text:
+            raise UnsafeArgumentError(
+                "%r contains %s, which the HAProxy Runtime API cannot carry safely" % (text, name)
+            )
+    if text == "":
+        raise UnsafeArgumentError("an empty argument cannot be sent to the HAProxy Runtime API")
+    return "".join("\\" + c if c in _ESCAPED_CHARACTERS else c for c in text)
+
+
+def unescape_argument(text):
+    """Inverse of :func:`escape_argument`, as HAProxy's tokenizer does it (used by tests)."""
+    out = []
+    escaped = False
+    for character in text:
+        if escaped:
+            out.append(character)
+            escaped = False
+        elif character == "\\":
+            escaped = True
+        else:
+            out.append(character)
+    return "".join(out)
+
+
+def format_command(verb, *arguments):
+    """One command line: `verb` is our fixed command words, each argument escaped."""
+    return " ".join([verb] + [escape_argument(argument) for argument in arguments])
+
+
+def parse_socket_address(address):
+    """Return (family, target) for a unix path or a TCP address.
+
+    Accepted forms follow HAProxy's own `bind` syntax: `/path`, `unix@/path`,
+    `ipv4@host:port`, `ipv6@[host]:port`, `host:port`.
+    """
+    if not address:
+        raise SocketAddressError("socket is empty: give a unix socket path or HOST:PORT")
+    if address.startswith("unix@"):
+        return socket.AF_UNIX, address[len("unix@"):]
+    if address.startswith("/") or address.startswith("."):
+        return socket.AF_UNIX, address
+    family = None
+    rest = address
+    if address.startswith("ipv4@"):
+        family, rest = socket.AF_INET, address[len("ipv4@"):]
+    elif address.startswith("ipv6@"):
+        family, rest = socket.AF_INET6, address[len("ipv6@"):]
+    if rest.startswith("["):
+        host, _, port_text = rest[1:].partition("]:")
+        family = family or socket.AF_INET6
+    else:
+        host, _, port_text = rest.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise SocketAddressError(
+            "socket %r is neither a unix socket path nor HOST:PORT "
+            "(ipv4@HOST:PORT, ipv6@[HOST]:PORT)" % address
+        )
+    return family or socket.AF_UNSPEC, (host, int(port_text))
+
+
+class RuntimeAPIClient(object):
+    """Sends commands to one HAProxy Runtime API socket, one connection per command."""
+
+    def __init__(self, address=DEFAULT_SOCKET, timeout=DEFAULT_TIMEOUT):
+        self.address = address
+        self.timeout = float(timeout)
+        self.family, self.target = parse_socket_address(address)
+
+    # -- connection -------------------------------------------------------
+
+    def _connect(self):
+        if self.family == socket.AF_UNIX:
+            return self._connect_unix()
+        return self._connect_tcp()
+
+    def _connect_unix(self):
+        path = self.target
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise SocketNotFoundError(
+                "HAProxy Runtime API socket %s does not exist: is HAProxy running, and is "
+                "'stats socket %s level admin' in its global section?" % (path, path)
+            )
+        except PermissionError:
+            raise SocketPermissionError(
+                "permission denied reaching HAProxy Runtime API socket %s (a parent directory "
+                "is not searchable for this user; become root or join HAProxy's group)" % path
+            )
+        if not stat.S_ISSOCK(mode):
+            raise NotASocketError("%s exists but is not a unix socket" % path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(path)
+        except BaseException as exc:
+            sock.close()
+            raise self._connect_error(exc)
+        return sock
+
+    def _connect_tcp(self):
+        host, port = self.target
+        try:
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+        except BaseException as exc:
+            raise self._connect_error(exc)
+        sock.settimeout(self.timeout)
+        return sock
+
+    def _connect_error(self, exc):
+        where = "HAProxy Runtime API socket %s" % self.address
+        if isinstance(exc, PermissionError):
+            return SocketPermissionError(
+                "permission denied connecting to %s (check the socket's mode and owner; "
+                "become root or join HAProxy's group)" % where
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return ConnectionRefusedAPIError(
+                "connection refused by %s: HAProxy is not listening there" % where
+            )
+        if isinstance(exc, socket.timeout):
+            return RuntimeAPITimeoutError("timed out after %ss connecting to %s" % (self.timeout, where))
+        if isinstance(exc, socket.gaierror):
+            return SocketAddressError("cannot resolve the host of %s: %s" % (where, exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOTSOCK:
+            return NotASocketError("%s is not a socket" % self.address)
+        if isinstance(exc, OSError):
+            return RuntimeAPIError("cannot connect to %s: %s" % (where, exc))
+        raise exc
+
+    # -- commands ---------------------------------------------------------
+
+    def raw(self, line):
+        """Send one already-framed command line and return the whole reply text."""
+        if any(character in line for character in "\r\n\0"):
+            raise UnsafeArgumentError("a command line cannot contain CR, LF or NUL")
+        sock = self._connect()
+        try:
+            sock.sendall(line.encode("utf-8") + b"\n")
+            # Half-close: the master CLI of 2.6 keeps the connection open until
+            # it sees the end of our input; the stats socket does not mind.
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            chunks = []
+            deadline = time.monotonic() + self.timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout()
+                sock.settimeout(remaining)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except socket.timeout:
+            raise RuntimeAPITimeoutError(
+                "HAProxy Runtime API socket %s did not answer '%s' within %ss"
+                % (self.address, line, self.timeout)
+            )
+        except OSError as exc:
+            raise RuntimeAPIError("error talking to %s: %s" % (self.address, exc))
+        finally:
+            sock.close()
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def run(self, verb, *arguments, **kwargs):
+        """Run one command; raise CommandError on an error reply.
+
+        expect_empty=True is for commands that print nothing on success
+        (set/add/del/clear map, set server): any other reply is an error.
+        """
+        expect_empty = kwargs.pop("expect_empty", False)
+        line = format_command(verb, *arguments)
+        reply = self.raw(line)
+        if expect_empty:
+            if reply.strip():
+                raise CommandError(line, reply)
+        elif first_line(reply).startswith(_ERROR_PREFIXES):
+            raise CommandError(line, reply)
+        return reply

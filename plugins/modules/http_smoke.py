@@ -1,0 +1,484 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: http_smoke
+short_description: Smoke-test a release through an HTTP(S) listener with N requests
+version_added: 0.1.0
+description:
+  - Sends O(requests) HTTP or HTTPS requests to O(url), one after the other, each on a fresh
+    connection, and checks every answer's status code and, optionally, its body.
+  - The check passes only when every request passes, so one wrong or broken server in a
+    load-balanced pool is caught when enough requests are sent to reach every server.
+  - With O(resolve) the requests are sent to a chosen address (for example one HAProxy node of a
+    fleet) while the URL's host name stays in the C(Host) header, the TLS SNI and the certificate
+    check, like curl's C(--resolve).
+  - Connection refused, timeouts and TLS errors are reported per request, with one failure
+    message that counts the reasons.
+  - The module only reads; it never reports a change.
+  - HTTP is sent through ansible-core's C(ansible.module_utils.urls); the managed host needs
+    nothing but Python.
+author:
+  - bluegreen.haproxy maintainers
+extends_documentation_fragment:
+  - bluegreen.haproxy.runtime_api.attributes
+  - bluegreen.haproxy.runtime_api.read_only_attributes
+options:
+  url:
+    description:
+      - The absolute C(http://) or C(https://) URL to request.
+      - Credentials in the URL are hidden in messages.
+    type: str
+    required: true
+  method:
+    description:
+      - The HTTP method.
+    type: str
+    default: GET
+  headers:
+    description:
+      - Extra request headers, as a dictionary of names to values.
+      - A C(Host) header given here replaces the URL's host in the C(Host) header only; prefer
+        O(resolve) to reach a chosen address.
+    type: dict
+    default: {}
+  body:
+    description:
+      - The request body, sent as given (set a C(Content-Type) in O(headers) when it matters).
+    type: str
+  status_code:
+    description:
+      - The status codes a passing answer may have.
+      - With O(follow_redirects=none) a redirect is an answer like any other, so
+        V([301]) checks that a listener redirects.
+    type: list
+    elements: int
+    default: [200]
+  body_regex:
+    description:
+      - A Python regular expression searched for (C(re.search)) in every answer's body.
+      - An answer whose body does not match fails, whatever its status.
+    type: str
+  requests:
+    description:
+      - How many requests to send. All of them must pass.
+      - Each request uses a new connection and no cookies from earlier requests, so a balancer
+        spreads them over its servers as it would spread new clients.
+    type: int
+    default: 1
+  interval:
+    description:
+      - Seconds to wait between two requests.
+    type: float
+    default: 0
+  timeout:
+    description:
+      - Seconds to wait for each request to connect, and for each read of its answer.
+    type: float
+    default: 5
+  validate_certs:
+    description:
+      - Whether to verify the server's TLS certificate and that it is valid for the URL's host.
+      - Set to V(false) only for self-signed test listeners.
+    type: bool
+    default: true
+  ca_path:
+    description:
+      - A PEM file of CA certificates to verify the server's certificate with, instead of the
+        system's trust store.
+    type: path
+  resolve:
+    description:
+      - Send the requests to this address instead of the one the URL's host resolves to, like
+        curl's C(--resolve). The URL's host is still sent in the C(Host) header, used for TLS SNI
+        and checked against the certificate.
+      - An IPv4 address, an IPv6 address or a host name, with an optional port;
+        for example C(10.0.0.5), C(10.0.0.5:8080), C([2001:db8::5]:443), C(2001:db8::5) or
+        C(haproxy1.internal).
+      - Without a port, the URL's port is used.
+      - Applies to every connection to the URL's host and port, including redirects to it.
+      - When set, proxies from the environment are not used.
+    type: str
+  follow_redirects:
+    description:
+      - Whether to follow redirects.
+      - V(none) checks the redirect itself (its status is matched against O(status_code)).
+      - V(safe) follows redirects of C(GET) and C(HEAD) requests only.
+      - V(all) follows every redirect.
+    type: str
+    choices: [none, safe, all]
+    default: none
+  use_proxy:
+    description:
+      - Whether to use a proxy from the C(http_proxy), C(https_proxy) and C(no_proxy) environment
+        variables. Ignored (no proxy) when O(resolve) is set.
+    type: bool
+    default: true
+  fail_on_error:
+    description:
+      - Whether the task fails when any request fails.
+      - With V(false) the task returns RV(passed=false) and the counts, and the playbook decides.
+      - Invalid options always fail the task, before any request is sent.
+    type: bool
+    default: true
+notes:
+  - "Every request is independent: a new connection (C(Connection: close)) and no cookie jar
+    shared between requests."
+  - Bodies are decoded with the answer's charset (UTF-8 by default, invalid bytes replaced)
+    before O(body_regex) is searched.
+seealso:
+  - name: curl --resolve
+    description: The curl option that O(resolve) mirrors.
+    link: https://curl.se/docs/manpage.html#--resolve
+"""
+
+EXAMPLES = r"""
+- name: Ten requests through the public listener must all answer the new version
+  bluegreen.haproxy.http_smoke:
+    url: http://release.example.com/release
+    body_regex: '^version=green$'
+    requests: 10
+
+- name: Smoke each HAProxy node through its own listener, keeping the public host name
+  bluegreen.haproxy.http_smoke:
+    url: https://release.example.com/healthz
+    resolve: "{{ ansible_host }}:443"
+    status_code: [200, 204]
+    requests: 20
+    timeout: 3
+  delegate_to: localhost
+
+- name: Let the playbook decide what a failed smoke test means
+  bluegreen.haproxy.http_smoke:
+    url: http://127.0.0.1:8080/release
+    headers:
+      Host: release.example.com
+    body_regex: version=blue
+    requests: 5
+    interval: 0.2
+    fail_on_error: false
+  register: smoke
+
+- name: Show what answered
+  ansible.builtin.debug:
+    msg: "{{ smoke.msg }} - bodies seen: {{ smoke.summary.body_counts }}"
+  when: not smoke.passed
+
+- name: The plain HTTP listener redirects to HTTPS
+  bluegreen.haproxy.http_smoke:
+    url: http://release.example.com/
+    status_code: [301, 302, 308]
+"""
+
+RETURN = r"""
+passed:
+  description: Whether every request passed.
+  returned: always
+  type: bool
+  sample: false
+passed_count:
+  description: How many requests passed.
+  returned: always
+  type: int
+  sample: 8
+failed_count:
+  description: How many requests failed.
+  returned: always
+  type: int
+  sample: 2
+requests:
+  description: How many requests were sent.
+  returned: always
+  type: int
+  sample: 10
+results:
+  description: One entry per request, in the order they were sent.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    status:
+      description: The HTTP status code, or V(null) when no answer came.
+      type: int
+      returned: always
+      sample: 503
+    elapsed:
+      description: Seconds the request took, from connecting to the end of the body.
+      type: float
+      returned: always
+      sample: 0.0042
+    matched:
+      description: Whether this request passed (status in O(status_code) and body matching O(body_regex)).
+      type: bool
+      returned: always
+      sample: false
+    error:
+      description:
+        - >-
+          Why no answer came, for example C(connection refused), C(timed out) or
+          C(TLS certificate verification failed: ...); V(null) when an answer came.
+      type: str
+      returned: always
+      sample: connection refused
+    reason:
+      description: Why this request failed (the error, or the status or body mismatch); V(null) when it passed.
+      type: str
+      returned: always
+      sample: status 503 (expected 200)
+    body_excerpt:
+      description: The first 200 characters of the body of a failing answer; V(null) otherwise.
+      type: str
+      returned: always
+      sample: version=blue
+summary:
+  description: Counts over all requests.
+  returned: always
+  type: dict
+  contains:
+    status_counts:
+      description: How often each status code was answered.
+      type: dict
+      returned: always
+      sample: {"200": 9, "503": 1}
+    body_counts:
+      description: How often each body was seen, keyed by its first non-empty line (at most 80
+        characters, at most 10 keys, the rest counted as C((other))).
+      type: dict
+      returned: always
+      sample: {"version=blue": 5, "version=green": 5}
+    error_counts:
+      description: How often each connection-level error happened.
+      type: dict
+      returned: always
+      sample: {"connection refused": 1}
+    failure_counts:
+      description: How often each failure reason happened.
+      type: dict
+      returned: always
+      sample: {"body did not match 'version=green'": 5}
+msg:
+  description: One line saying how many requests passed or failed, and why.
+  returned: always
+  type: str
+  sample: "3 of 10 requests to http://release.example.com/release failed: 2 x status 503 (expected 200), 1 x connection refused"
+"""
+
+import inspect
+import os
+import socket
+import time
+import urllib.error
+from contextlib import contextmanager
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import Request
+
+try:
+    from ansible.module_utils.urls import make_context
+except ImportError:  # older ansible-core: Request builds its own TLS context per request
+    make_context = None
+
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
+    SmokeOptionError,
+    build_message,
+    compile_body_regex,
+    decode_body,
+    describe_error,
+    format_address,
+    parse_resolve,
+    parse_url,
+    public_results,
+    request_result,
+    summarize,
+    validate_headers,
+    validate_method,
+    validate_status_codes,
+)
+
+HTTP_AGENT = 'ansible-httpget'
+
+# Building a TLS context reads the CA store (tens of milliseconds); build it once for all requests
+# when this ansible-core's Request accepts a ready-made one.
+try:
+    _REQUEST_TAKES_CONTEXT = make_context is not None and 'context' in inspect.signature(Request.open).parameters
+except (TypeError, ValueError):
+    _REQUEST_TAKES_CONTEXT = False
+
+
+def build_tls_context(params):
+    """A TLS context shared by every request, or None to let Request build one per request."""
+    if not _REQUEST_TAKES_CONTEXT:
+        return None
+    return make_context(cafile=params['ca_path'], validate_certs=params['validate_certs'])
+
+
+@contextmanager
+def connect_to(host, port, address):
+    """Send TCP connections for ``host:port`` to ``address`` (``(addr, port)``) instead.
+
+    ``ansible.module_utils.urls`` offers no hook for the TCP connect, so, like its own
+    ``unix_socket_patch_httpconnection_connect``, this patches for the duration of one request:
+    ``http.client`` picks ``socket.create_connection`` when it builds a connection, and only the
+    URL's own host and port are redirected. The URL, the Host header, TLS SNI and the
+    certificate check are untouched.
+    """
+    original = socket.create_connection
+    wanted = (host.lower(), int(port))
+
+    def create_connection(target, *args, **kwargs):
+        try:
+            if (str(target[0]).lower().strip('[]'), int(target[1])) == wanted:
+                target = address
+        except (TypeError, ValueError, IndexError):
+            pass
+        return original(target, *args, **kwargs)
+
+    socket.create_connection = create_connection
+    try:
+        yield
+    finally:
+        socket.create_connection = original
+
+
+def read_response(response):
+    """Status and decoded body of a response (or of an HTTPError, which is one)."""
+    status = response.getcode() if hasattr(response, 'getcode') else response.code
+    try:
+        data = response.read()
+    except AttributeError:
+        # HTTPError without a body
+        data = b''
+    charset = None
+    headers = getattr(response, 'headers', None)
+    if headers is not None and hasattr(headers, 'get_content_charset'):
+        charset = headers.get_content_charset()
+    return status, decode_body(data, charset)
+
+
+def send_one(params, target, method, headers, data, resolve_to, status_codes, body_regex, tls_context=None):
+    """Send one request and return its result entry; never raises for network problems."""
+    # A new Request per request: a fresh cookie jar, so no stickiness cookie pins the balancer.
+    options = dict(
+        headers=headers,
+        use_proxy=params['use_proxy'] and resolve_to is None,
+        timeout=params['timeout'],
+        validate_certs=params['validate_certs'],
+        follow_redirects=params['follow_redirects'],
+        http_agent=HTTP_AGENT,
+        ca_path=params['ca_path'],
+    )
+    if tls_context is not None:
+        options['context'] = tls_context
+    request = Request(**options)
+    started = time.monotonic()
+    response = None
+    try:
+        if resolve_to is not None:
+            with connect_to(target.host, target.port, resolve_to):
+                try:
+                    response = request.open(method, target.url, data=data)
+                except urllib.error.HTTPError as e:
+                    response = e
+                status, text = read_response(response)
+        else:
+            try:
+                response = request.open(method, target.url, data=data)
+            except urllib.error.HTTPError as e:
+                response = e
+            status, text = read_response(response)
+    except Exception as e:  # every network or protocol problem is a per-request result
+        return request_result(time.monotonic() - started, error=describe_error(e))
+    finally:
+        if response is not None:
+            try:
+                response.close()
+            except Exception:
+                pass
+    return request_result(time.monotonic() - started, status=status, text=text,
+                          status_codes=status_codes, body_regex=body_regex)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            url=dict(type='str', required=True),
+            method=dict(type='str', default='GET'),
+            headers=dict(type='dict', default={}),
+            body=dict(type='str'),
+            status_code=dict(type='list', elements='int', default=[200]),
+            body_regex=dict(type='str'),
+            requests=dict(type='int', default=1),
+            interval=dict(type='float', default=0),
+            timeout=dict(type='float', default=5),
+            validate_certs=dict(type='bool', default=True),
+            ca_path=dict(type='path'),
+            resolve=dict(type='str'),
+            follow_redirects=dict(type='str', default='none', choices=['none', 'safe', 'all']),
+            use_proxy=dict(type='bool', default=True),
+            fail_on_error=dict(type='bool', default=True),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+
+    # Every option is checked before the first request is sent.
+    try:
+        target = parse_url(params['url'])
+        method = validate_method(params['method'])
+        headers = validate_headers(params['headers'])
+        status_codes = validate_status_codes(params['status_code'])
+        body_regex = compile_body_regex(params['body_regex'])
+        if params['requests'] < 1:
+            raise SmokeOptionError('requests must be at least 1, got %d' % params['requests'])
+        if params['interval'] < 0:
+            raise SmokeOptionError('interval must not be negative, got %s' % params['interval'])
+        if params['timeout'] <= 0:
+            raise SmokeOptionError('timeout must be more than 0 seconds, got %s' % params['timeout'])
+        if params['ca_path'] is not None and not os.path.isfile(params['ca_path']):
+            raise SmokeOptionError('ca_path %r is not a file' % params['ca_path'])
+        resolve_to = None
+        resolve_text = None
+        if params['resolve'] is not None:
+            address, port = parse_resolve(params['resolve'])
+            resolve_to = (address, port or target.port)
+            resolve_text = format_address(*resolve_to)
+    except SmokeOptionError as e:
+        module.fail_json(msg=str(e), passed=False)
+
+    data = params['body'].encode('utf-8') if params['body'] is not None else None
+    try:
+        # also for http:// URLs: a redirect may lead to https://
+        tls_context = build_tls_context(params)
+    except Exception as e:  # e.g. an unreadable ca_path
+        module.fail_json(msg='ca_path %r could not be used to verify certificates: %s' % (params['ca_path'], e),
+                         passed=False)
+
+    raw_results = []
+    for index in range(params['requests']):
+        if index and params['interval']:
+            time.sleep(params['interval'])
+        raw_results.append(send_one(params, target, method, headers, data, resolve_to,
+                                    status_codes, body_regex, tls_context))
+
+    passed_count = sum(1 for r in raw_results if r['matched'])
+    failed_count = len(raw_results) - passed_count
+    result = dict(
+        changed=False,
+        passed=failed_count == 0,
+        passed_count=passed_count,
+        failed_count=failed_count,
+        requests=len(raw_results),
+        results=public_results(raw_results),
+        summary=summarize(raw_results),
+        msg=build_message(target.url, raw_results, resolve_text),
+    )
+    if failed_count and params['fail_on_error']:
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
