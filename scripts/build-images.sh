@@ -116,8 +116,8 @@ debootstrap_import() {
     local dlog=$dir.log
     if ! debootstrap --variant=minbase "$suite" "$dir" "$DEBIAN_MIRROR" "$script" >"$dlog" 2>&1; then
         # The keyring of an older host may not hold the keys of a newer
-        # release (bookworm's debian-archive-keyring 2023.3+deb12u1 and later
-        # do hold the trixie keys, so this is not needed there). Only then,
+        # release (bookworm's debian-archive-keyring 2023.3+deb12u2 was tested
+        # and does verify trixie, so this is not needed there). Only then,
         # and only for the signature check, fall back to --no-check-gpg:
         # the packages are still verified against the (unsigned) Release
         # file's checksums.
@@ -225,6 +225,8 @@ build_image() {
     else
         log "$tag: rebuilding (inputs ${have:0:12} -> ${want:0:12})"
     fi
+    local old_id
+    old_id=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
     local -a build_args=()
     local a
     for a in $args; do build_args+=(--build-arg "$a"); done
@@ -234,6 +236,11 @@ build_image() {
             grep -vE '^(DEPRECATED: The legacy builder|  +BuildKit is currently disabled|  +environment-variable\.|$)' >&2
         ) >/dev/null
     log "$tag: built ($(docker image inspect -f '{{.Id}}' "$tag" | cut -c8-19))"
+    # Drop the replaced image if nothing else uses it (containers keep it alive).
+    if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag")" ] &&
+        [ "$(docker image inspect -f '{{len .RepoTags}}' "$old_id" 2>/dev/null)" = 0 ]; then
+        docker rmi "$old_id" >/dev/null 2>&1 || true
+    fi
 }
 
 for suite in "${SUITES[@]}"; do

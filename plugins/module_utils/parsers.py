@@ -105,7 +105,7 @@ def parse_show_stat(reply):
     lines = _lines(reply)
     if not lines or not lines[0].startswith("# "):
         return []
-    header = [name for name in next(csv.reader([lines[0][2:]]))]
+    header = next(csv.reader([lines[0][2:]]))
     rows = []
     for values in csv.reader(lines[1:]):
         row = dict(zip(header, values))

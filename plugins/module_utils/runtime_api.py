@@ -156,11 +156,11 @@ def parse_socket_address(address):
     elif address.startswith("ipv6@"):
         family, rest = socket.AF_INET6, address[len("ipv6@"):]
     if rest.startswith("["):
-        host, _, port_text = rest[1:].partition("]:")
+        host, separator, port_text = rest[1:].partition("]:")
         family = family or socket.AF_INET6
     else:
-        host, _, port_text = rest.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        host, separator, port_text = rest.rpartition(":")
+    if not separator or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise SocketAddressError(
             "socket %r is neither a unix socket path nor HOST:PORT "
             "(ipv4@HOST:PORT, ipv6@[HOST]:PORT)" % address

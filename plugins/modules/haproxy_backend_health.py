@@ -21,7 +21,7 @@ description:
     status, unless O(fail_on_unhealthy=false).
   - Only reads; never changes anything, so RV(ignore:changed) is always V(false).
 author:
-  - bluegreen.haproxy maintainers
+  - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
   - bluegreen.haproxy.runtime_api
   - bluegreen.haproxy.runtime_api.attributes

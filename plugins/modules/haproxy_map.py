@@ -19,7 +19,7 @@ description:
   - Every argument is escaped for the Runtime API, and CR, LF and NUL are refused, so no key or
     value can run a second command.
 author:
-  - bluegreen.haproxy maintainers
+  - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
   - bluegreen.haproxy.runtime_api
   - bluegreen.haproxy.runtime_api.attributes

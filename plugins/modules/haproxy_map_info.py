@@ -13,7 +13,7 @@ description:
     disk, and reports whether they differ.
   - Runtime map changes are lost on reload, so drift means the next reload will move traffic.
 author:
-  - bluegreen.haproxy maintainers
+  - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
   - bluegreen.haproxy.runtime_api
   - bluegreen.haproxy.runtime_api.attributes

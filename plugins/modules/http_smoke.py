@@ -22,7 +22,7 @@ description:
   - HTTP is sent through ansible-core's C(ansible.module_utils.urls); the managed host needs
     nothing but Python.
 author:
-  - bluegreen.haproxy maintainers
+  - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
   - bluegreen.haproxy.runtime_api.attributes
   - bluegreen.haproxy.runtime_api.read_only_attributes

@@ -273,7 +273,7 @@ class HAProxyEnv:
                 if not chunk:
                     break
                 data += chunk
-        head, _, body = data.decode().partition("\r\n\r\n")
+        head, body = data.decode().split("\r\n\r\n", 1)
         return int(head.split()[1]), body
 
     def stop(self):
@@ -295,12 +295,15 @@ def haproxy_factory(tmp_path):
 
     def build(colors=None, inter="300ms", start_apps=True):
         colors = colors or {"blue1": "blue", "blue2": "blue", "green1": "green", "green2": "green"}
-        apps = {name: App(name=name, color=color, port=free_port(), workdir=str(tmp_path))
+        # Each HAProxy gets its own directory, so a test can run a fleet of them.
+        workdir = tmp_path if not envs else tmp_path / ("node%d" % (len(envs) + 1))
+        workdir.mkdir(exist_ok=True)
+        apps = {name: App(name=name, color=color, port=free_port(), workdir=str(workdir))
                 for name, color in colors.items()}
         if start_apps:
             for app in apps.values():
                 app.start()
-        env = HAProxyEnv(workdir=str(tmp_path), apps=apps, frontend_port=free_port(),
+        env = HAProxyEnv(workdir=str(workdir), apps=apps, frontend_port=free_port(),
                          stats_port=free_port(), inter=inter)
         envs.append(env)
         return env.start()
@@ -352,7 +355,7 @@ def run_module():
         if diff:
             command.append("--diff")
         completed = subprocess.run(command, env=_ansible_env(), capture_output=True, text=True,
-                                   cwd=REPO, timeout=120)
+                                   cwd=REPO, timeout=120, check=False)
         try:
             report = json.loads(completed.stdout)
         except ValueError:
@@ -378,7 +381,7 @@ def run_playbook(tmp_path):
         if diff:
             command.append("--diff")
         completed = subprocess.run(command, env=_ansible_env(), capture_output=True, text=True,
-                                   cwd=REPO, timeout=600)
+                                   cwd=REPO, timeout=600, check=False)
         try:
             report = json.loads(completed.stdout)
         except ValueError:
@@ -387,3 +390,52 @@ def run_playbook(tmp_path):
         return completed.returncode, report
 
     return run
+
+
+@dataclass
+class Fleet:
+    nodes: list
+    inventory: str
+
+    def map_values(self):
+        return [node.map_value() for node in self.nodes]
+
+    def disk_values(self):
+        values = []
+        for node in self.nodes:
+            entries = dict(line.split(None, 1) for line in node.disk_text().splitlines()
+                           if line.strip() and not line.startswith("#"))
+            values.append(entries.get("active"))
+        return values
+
+    def answers(self):
+        return [node.get()[1].strip() for node in self.nodes]
+
+
+@pytest.fixture
+def fleet_factory(haproxy_factory, tmp_path):
+    """N HAProxy nodes, an inventory group `haproxy` of local hosts, one per node.
+
+    node_colors lets a test put a wrong release behind one node only.
+    """
+
+    def build(nodes=2, node_colors=None, inter="300ms"):
+        envs = []
+        for index in range(nodes):
+            colors = (node_colors or {}).get(index)
+            envs.append(haproxy_factory(colors=colors, inter=inter))
+        for env in envs:
+            env.wait_all_up()
+        lines = ["[haproxy]"]
+        for index, env in enumerate(envs, start=1):
+            lines.append(
+                "node%d ansible_connection=local ansible_python_interpreter=%s release_socket=%s "
+                "release_map=%s release_smoke_resolve=127.0.0.1:%d"
+                % (index, sys.executable, env.socket, env.map_path, env.frontend_port))
+        lines += ["", "[haproxy:vars]", "release_smoke_url=http://release.test/release",
+                  "release_health_wait=10", "release_smoke_requests=6"]
+        inventory = tmp_path / "inventory.ini"
+        inventory.write_text("\n".join(lines) + "\n")
+        return Fleet(nodes=envs, inventory=str(inventory))
+
+    return build

@@ -13,6 +13,8 @@ Actions
   start             start HAProxy when it is not running (master-worker,
                     daemon, master CLI on --master-socket) and wait for a
                     worker. "changed" is true only when it started it.
+  ensure            start, or reload when the master says the last reload
+                    failed (`[failed: N]`, the file on disk is not running).
   reload            reload without dropping in-flight requests and CONFIRM
                     that the new configuration runs, else fail:
                       * HAProxy 2.7+: the master CLI `reload` answers
@@ -207,6 +209,22 @@ def reload_confirmed(before, after):
     return None
 
 
+def children_of(pid):
+    """PIDs of the live processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+            found.add(int(entry))
+    return found
+
+
 # ---------------------------------------------------------------------------
 # Master CLI
 # ---------------------------------------------------------------------------
@@ -398,38 +416,91 @@ class HAProxy:
             result = self.start()
             result["msg"] = "HAProxy was not running; started it"
             return result
+        before = state["proc"]
+        if self.use_systemd():
+            return self.reload_systemd(before)
         if not state["master_cli"]:
             raise CtlError(
                 "HAProxy runs but its master CLI %s does not answer, so a reload cannot be confirmed; "
                 "run it in master-worker mode with -S %s" % (self.args.master_socket, self.args.master_socket))
-        before = state["proc"]
         snapshot = self.snapshot_maps("@1")
-        if self.use_systemd():
-            result = self.systemctl("reload")
-            if result.returncode != 0:
-                raise CtlError("systemctl reload %s failed: %s" % (self.args.service, result.stdout.strip()))
-            after = self.confirm_by_show_proc(before)
-            how = "systemctl reload; new worker in show proc"
+        reply = self.send_reload()
+        status, detail = parse_reload_reply(reply)
+        if status is False:
+            raise CtlError("HAProxy refused the new configuration (master CLI reload: Success=0); "
+                           "the previous workers keep serving. %s" % detail, reply=reply)
+        if status is True:
+            after = self.wait_show_proc(self.timeout)
+            how = "master CLI reload: Success=1"
         else:
-            reply = self.send_reload()
-            status, detail = parse_reload_reply(reply)
-            if status is False:
-                raise CtlError("HAProxy refused the new configuration (master CLI reload: Success=0); "
-                               "the previous workers keep serving. %s" % detail, reply=reply)
-            if status is True:
-                after = self.wait_show_proc(self.timeout)
-                how = "master CLI reload: Success=1"
-            else:
-                after = self.confirm_by_show_proc(before)
-                how = "master CLI reload; new worker in show proc"
+            after = self.confirm_by_show_proc(before)
+            how = "master CLI reload; new worker in show proc"
+        return self.finish_reload(before, after, snapshot, how)
+
+    def reload_systemd(self, before):
+        snapshot = self.snapshot_maps("@1") if before else {}
+        main_pid = self.systemd_main_pid()
+        children_before = children_of(main_pid) if main_pid else set()
+        result = self.systemctl("reload")
+        if result.returncode != 0:
+            raise CtlError("systemctl reload %s failed: %s" % (self.args.service, result.stdout.strip()))
+        if before:
+            after = self.confirm_by_show_proc(before)
+            return self.finish_reload(before, after, snapshot, "systemctl reload; new worker in show proc")
+        # No master CLI: a new worker is a new child of the unit's main (master) process.
+        if not main_pid:
+            raise CtlError("systemctl reload %s returned but the unit has no main PID to confirm the "
+                           "reload with; give HAProxy a master CLI (-S %s)"
+                           % (self.args.service, self.args.master_socket))
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            new = children_of(main_pid) - children_before
+            if new:
+                return dict(changed=True, action="reloaded", manager="systemd",
+                            confirmed_by="systemctl reload; new child of the master process",
+                            master_pid=main_pid, workers=sorted(new),
+                            previous_workers=sorted(children_before), restored_runtime_map_entries=[])
+            time.sleep(0.2)
+        raise CtlError("could not confirm the reload within %ss: the master (pid %d) started no new "
+                       "worker; HAProxy probably rejected the new configuration (see journalctl -u %s)"
+                       % (self.timeout, main_pid, self.args.service))
+
+    def systemd_main_pid(self):
+        result = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", self.args.service],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                universal_newlines=True, timeout=30)
+        text = result.stdout.strip()
+        return int(text) if text.isdigit() and int(text) > 0 else None
+
+    def finish_reload(self, before, after, snapshot, how):
         if not after or not after["workers"]:
             raise CtlError("HAProxy reloaded but no current worker is listed by show proc")
         new_pid = max(w["pid"] for w in after["workers"])
         restored = self.restore_maps(snapshot, new_pid) if snapshot else []
-        result = dict(changed=True, action="reloaded", confirmed_by=how,
-                      previous_workers=[w["pid"] for w in before["workers"]],
-                      restored_runtime_map_entries=restored, **self.describe(after))
-        return result
+        return dict(changed=True, action="reloaded", confirmed_by=how,
+                    manager="systemd" if self.use_systemd() else "direct",
+                    previous_workers=[w["pid"] for w in before["workers"]],
+                    restored_runtime_map_entries=restored, **self.describe(after))
+
+    def ensure(self):
+        """Start HAProxy when it is not running; reload it when its last reload failed.
+
+        After a failed reload the old workers keep serving the old configuration while
+        the file on disk is newer: `[failed: N]` (N > 0) in `show proc` says so, and a
+        re-run must not report success until the file on disk really runs.
+        """
+        state = self.status()
+        if not state["running"]:
+            return self.start()
+        proc = state.get("proc")
+        if proc and proc["master"].get("failed", 0) > 0:
+            failed = proc["master"]["failed"]
+            result = self.reload()
+            result["msg"] = ("the last reload had failed ([failed: %d] in show proc); reloaded "
+                             "so that the configuration on disk runs" % failed)
+            return result
+        return dict(changed=False, action="none", msg="HAProxy runs and its last reload succeeded",
+                    **self.describe(proc))
 
     def send_reload(self):
         """Send `reload`; 2.7+ answers after the reload, 2.6 closes at once."""
@@ -451,17 +522,29 @@ class HAProxy:
                 if verdict is False:
                     raise CtlError(
                         "HAProxy reports the reload failed ([failed: %d] in show proc); the previous "
-                        "workers keep serving the previous configuration" % proc["master"]["failed"],
-                        show_proc=proc)
+                        "workers keep serving the previous configuration. %s"
+                        % (proc["master"]["failed"], self.config_check()), show_proc=proc)
             time.sleep(0.2)
         raise CtlError("could not confirm the reload within %ss: no new worker appeared in show proc"
                        % self.timeout, show_proc=last, show_proc_before=before)
 
+    def config_check(self):
+        """HAProxy's own words about the configuration on disk (for failure messages)."""
+        try:
+            result = subprocess.run([self.args.haproxy, "-c", "-f", self.args.config],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    universal_newlines=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return "(could not run haproxy -c: %s)" % exc
+        return "haproxy -c -f %s (exit %d): %s" % (self.args.config, result.returncode, result.stdout.strip())
+
     def add_missing_keys(self):
+        """Add keys the file has and the worker lacks; with --key, only those keys."""
         state = self.status()
         if not state["running"] or not state["master_cli"]:
             return dict(changed=False, added=[], msg="HAProxy is not running; nothing to add at runtime")
         loaded = self.loaded_maps("@1")
+        wanted = set(self.args.key or [])
         added = []
         for path in self.args.map or []:
             if path not in loaded:
@@ -470,6 +553,8 @@ class HAProxy:
                 in_file = parse_map_file(handle.read())
             runtime = self.runtime_map("@1", path) or {}
             for key, value in in_file.items():
+                if wanted and key not in wanted:
+                    continue
                 if key not in runtime:
                     self.map_command("@1", "add map", path, key, value)
                     added.append({"map": path, "key": key, "value": value})
@@ -490,7 +575,7 @@ class HAProxy:
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["status", "start", "reload", "add-missing-keys"])
+    parser.add_argument("action", choices=["status", "start", "ensure", "reload", "add-missing-keys"])
     parser.add_argument("--haproxy", default=DEFAULTS["haproxy"], help="haproxy binary")
     parser.add_argument("--config", default=DEFAULTS["config"])
     parser.add_argument("--master-socket", default=DEFAULTS["master_socket"])
@@ -500,6 +585,8 @@ def build_parser():
                         help="auto: systemd when /run/systemd/system exists, else direct")
     parser.add_argument("--map", action="append", default=[],
                         help="map file whose runtime values must survive a reload (repeatable)")
+    parser.add_argument("--key", action="append", default=[],
+                        help="add-missing-keys: only these keys (repeatable)")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds to wait for HAProxy to start or confirm a reload")
     return parser
@@ -515,6 +602,8 @@ def main(argv=None):
                           **haproxy.describe(state.get("proc")))
         elif args.action == "start":
             result = haproxy.start()
+        elif args.action == "ensure":
+            result = haproxy.ensure()
         elif args.action == "reload":
             result = haproxy.reload()
         else:

@@ -17,8 +17,8 @@ from fractions import Fraction
 
 import pytest
 
-try:
-    import ansible_collections.bluegreen.haproxy  # noqa: F401  (ansible-test puts the tree on the path)
+try:  # ansible-test puts the tree on the path
+    import ansible_collections.bluegreen.haproxy  # noqa: F401  pylint: disable=unused-import
 except ImportError:  # plain pytest from the repo root: use the `make collection` tree
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
 
@@ -35,6 +35,17 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures', 'health')
 VERSIONS = sorted(name for name in os.listdir(FIXTURES) if name.startswith('haproxy-'))
+
+
+# The shared captures (tests/unit/fixtures/README.md): backend_blue holds a server in every state.
+SHARED = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures')
+SHARED_VERSIONS = sorted(name for name in ('haproxy-2.6', 'haproxy-3.0')
+                         if os.path.exists(os.path.join(SHARED, name, 'show_stat_servers.txt')))
+
+
+def shared(version, name):
+    with open(os.path.join(SHARED, version, name)) as handle:
+        return handle.read()
 
 
 def fixture(version, name):
@@ -267,6 +278,65 @@ def test_rows_of_other_proxies_are_ignored(version):
     assert [s['name'] for s in servers(version, 'all_up.csv', 'backend_green')] == ['green1', 'green2']
 
 
+# server -> (status, healthy, healthy with allow_no_check)
+EVERY_STATE = {
+    'blue1': ('UP', True, True),
+    'blue_refused': ('DOWN', False, False),
+    'blue_503': ('DOWN', False, False),
+    'blue_maint': ('MAINT', False, False),
+    'blue_drain': ('DRAIN', False, False),
+    'blue_nolb': ('NOLB', False, False),
+    'blue_nocheck': ('no check', False, True),
+    'blue_falling': ('UP 2/3', False, False),
+    'blue_rising': ('DOWN 1/3', False, False),
+}
+
+
+def test_shared_captures_present():
+    assert SHARED_VERSIONS == ['haproxy-2.6', 'haproxy-3.0']
+
+
+@pytest.mark.parametrize('version', SHARED_VERSIONS)
+@pytest.mark.parametrize('allow_no_check', [False, True])
+def test_every_state_in_one_backend(version, allow_no_check):
+    rows = health.servers_from_stat_reply(shared(version, 'show_stat_servers.txt'), 'backend_blue')
+    result = health.evaluate('backend_blue', rows, MinHealthy(), allow_no_check=allow_no_check)
+    seen = dict((entry['name'], (entry['status'], entry['healthy'])) for entry in result['servers'])
+    expected = dict((name, (status, with_allow if allow_no_check else healthy))
+                    for name, (status, healthy, with_allow) in EVERY_STATE.items())
+    assert seen == expected
+    healthy_count = sum(1 for _status, healthy in expected.values() if healthy)
+    assert (result['healthy'], result['total'], result['healthy_count'], result['required']) == (
+        False, 9, healthy_count, 9)
+    assert result['unhealthy_servers'] == [name for name in EVERY_STATE if not expected[name][1]]
+    message = health.failure_message(result)
+    assert message.startswith('backend_blue is not healthy: %d of 9 servers healthy, 9 required: '
+                              % healthy_count)
+    for fragment in ('blue_refused (DOWN, L4CON)', 'blue_503 (DOWN, L7STS/503)', 'blue_maint (MAINT)',
+                     'blue_drain (DRAIN, L7OK/200)', 'blue_nolb (NOLB, L7OK/200)',
+                     'blue_falling (UP 2/3, L7STS/503)', 'blue_rising (DOWN 1/3, L7OK/200)'):
+        assert fragment in message
+    assert ('blue_nocheck (no check)' in message) is not allow_no_check
+    assert 'blue1 ' not in message
+
+
+@pytest.mark.parametrize('version', SHARED_VERSIONS)
+@pytest.mark.parametrize('min_healthy, healthy', [(1, True), ('11%', True), ('12%', False), (2, False)])
+def test_every_state_with_min_healthy(version, min_healthy, healthy):
+    rows = health.servers_from_stat_reply(shared(version, 'show_stat_servers.txt'), 'backend_blue')
+    result = health.evaluate('backend_blue', rows, health.parse_min_healthy(min_healthy))
+    assert result['healthy'] is healthy
+
+
+@pytest.mark.parametrize('version', SHARED_VERSIONS)
+def test_shared_all_up(version):
+    rows = health.servers_from_stat_reply(shared(version, 'show_stat_all_up.txt'), 'backend_green')
+    result = health.evaluate('backend_green', rows, MinHealthy())
+    assert (result['healthy'], result['healthy_count'], result['unhealthy_servers']) == (True, 2, [])
+    assert [entry['address'] for entry in result['servers']] == ['127.0.0.1:19406', '127.0.0.1:19407']
+    assert [entry['check_code'] for entry in result['servers']] == [200, 200]
+
+
 # ---------------------------------------------------------------- failure message
 
 @pytest.mark.parametrize('version', VERSIONS)
@@ -409,7 +479,7 @@ class CapturedSocket(object):
     def _serve(self):
         while True:
             try:
-                connection, _ = self.server.accept()
+                connection = self.server.accept()[0]
             except OSError:
                 return
             with connection:
@@ -472,6 +542,20 @@ def test_query_backend_removed_between_commands(version, captured_socket):
     with pytest.raises(BackendNotFoundError) as caught:
         health.query_backend_servers(RuntimeAPIClient(fake.path, 2), 'backend_green')
     assert "backend 'backend_green' does not exist" in str(caught.value)
+
+
+@pytest.mark.parametrize('version', SHARED_VERSIONS)
+def test_query_with_shared_captures(version, captured_socket):
+    fake = captured_socket({
+        'show backend': shared(version, 'show_backend.txt'),
+        'show stat backend_blue 4 -1': shared(version, 'show_stat_servers.txt'),
+        'show stat backend_green 4 -1': shared(version, 'show_stat_no_such_proxy.txt'),
+    })
+    client = RuntimeAPIClient(fake.path, 2)
+    assert [entry['name'] for entry in health.query_backend_servers(client, 'backend_blue')] == list(EVERY_STATE)
+    with pytest.raises(BackendNotFoundError) as caught:
+        health.query_backend_servers(client, 'backend_green')
+    assert str(caught.value) == "backend 'backend_green' does not exist in HAProxy; backends: backend_blue, backend_green"
 
 
 def test_query_escapes_the_backend_name(captured_socket):

@@ -14,10 +14,11 @@ import urllib.error
 
 import pytest
 
-try:
-    import ansible_collections.bluegreen.haproxy  # noqa: F401  (ansible-test puts the tree on the path)
-except ImportError:  # plain pytest from the repo root: use the `make collection` tree
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
+# Plain pytest from the repo root finds the collection through the `make collection` tree;
+# ansible-test puts its own tree on the path first, so this entry is then unused.
+_COLLECTIONS = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections')
+if os.path.isdir(_COLLECTIONS):
+    sys.path.insert(0, os.path.abspath(_COLLECTIONS))
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import SmokeOptionError  # noqa: E402
@@ -319,3 +320,42 @@ def test_public_results_drop_internal_keys():
     results = smoke.public_results(_results())
     assert all(not any(key.startswith('_') for key in r) for r in results)
     assert set(results[0]) == {'status', 'elapsed', 'matched', 'error', 'reason', 'body_excerpt'}
+
+
+# ---------------------------------------------------------------- the module's connect redirection
+
+def test_connect_to_redirects_only_the_url_host_and_port(monkeypatch):
+    from ansible_collections.bluegreen.haproxy.plugins.modules import http_smoke
+
+    calls = []
+
+    def fake_create_connection(address, *args, **kwargs):
+        calls.append((address, args))
+        return 'socket'
+
+    monkeypatch.setattr(socket, 'create_connection', fake_create_connection)
+    with http_smoke.connect_to('release.example.test', 443, ('127.0.0.1', 8443)):
+        # http.client picks the patched function when it builds a connection
+        connection = http.client.HTTPSConnection('Release.Example.Test', 443, timeout=3)
+        assert connection._create_connection(('Release.Example.Test', 443), 3) == 'socket'
+        socket.create_connection(('release.example.test', 80), 3)  # another port: untouched
+        socket.create_connection(('other.example.test', 443), 3)  # another host: untouched
+        socket.create_connection(('[::1]', 443), 3)
+    assert socket.create_connection is fake_create_connection
+    assert calls == [
+        (('127.0.0.1', 8443), (3,)),
+        (('release.example.test', 80), (3,)),
+        (('other.example.test', 443), (3,)),
+        (('[::1]', 443), (3,)),
+    ]
+
+
+def test_connect_to_restores_on_errors(monkeypatch):
+    from ansible_collections.bluegreen.haproxy.plugins.modules import http_smoke
+
+    original = socket.create_connection
+    with pytest.raises(RuntimeError):
+        with http_smoke.connect_to('a.test', 80, ('127.0.0.1', 1)):
+            assert socket.create_connection is not original
+            raise RuntimeError('boom')
+    assert socket.create_connection is original

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# ansible-test sanity from a temporary ansible_collections/bluegreen/haproxy tree.
+# ansible-test insists on that layout and on its cwd being the collection root.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+venv="$repo/.tmp/sanity-venv"
+bin="$venv/bin"
+if [ ! -x "$bin/ansible-test" ] || ! cmp -s "$repo/requirements/sanity.txt" "$venv/requirements.txt"; then
+  python3 -m venv "$venv"
+  "$bin/pip" install -q --disable-pip-version-check -r "$repo/requirements/sanity.txt"
+  cp "$repo/requirements/sanity.txt" "$venv/requirements.txt"
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+dest="$work/ansible_collections/bluegreen/haproxy"
+mkdir -p "$dest"
+# Exactly what git would ship: tracked files plus new ones not ignored.
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents -P {} "$dest"/ 2>/dev/null || true)
+cd "$dest"
+# ansible-test bootstraps pip in its per-test venvs from a cached get-pip script.
+pip_version=$("$bin/python" -c 'from ansible_test._internal.python_requirements import PIP_VERSION; print(PIP_VERSION)' 2>/dev/null || echo 24.2)
+cache="$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
+mkdir -p "$(dirname "$cache")"
+cmp -s "$repo/scripts/get_pip_shim.py" "$cache" || cp "$repo/scripts/get_pip_shim.py" "$cache"
+export PATH="$bin:$PATH"
+# Tests that need a container runtime, the network or a git checkout are left out;
+# shellcheck is run when the machine has it.
+skip=(--skip-test ansible-doc --skip-test shebang)
+if ! command -v shellcheck >/dev/null; then skip+=(--skip-test shellcheck); fi
+echo "sanity: ansible-test sanity in $dest"
+"$bin/ansible-test" sanity --python "$("$bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" --color no "${skip[@]}" "$@"
+# ansible-doc must render every module (the sanity test of the same name needs a git tree).
+for module in plugins/modules/*.py; do
+  name=$(basename "$module" .py)
+  ANSIBLE_COLLECTIONS_PATH="$work" "$bin/ansible-doc" -t module "bluegreen.haproxy.$name" >/dev/null
+done
+echo "sanity: ansible-doc renders $(ls plugins/modules/*.py | wc -l) modules"
