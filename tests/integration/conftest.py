@@ -1,145 +1,33 @@
-"""Real HAProxy on loopback with real blue and green releases behind it.
+"""Fixtures: a real HAProxy on loopback with real blue and green releases behind it.
 
 Every test gets its own HAProxy (master-worker, admin stats socket, master
-socket) and its own four app processes on free loopback ports, configured
-like the seed: a frontend routing by `map(<map>,backend_blue)` and two
-backends checked with `GET /healthz`.
+socket) and its own four app processes on free loopback ports; the classes
+live in tests/lab.py, shared with `make demo`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-APP = os.path.join(REPO, "tests", "app", "bluegreen_app.py")
-COLLECTIONS = os.path.join(REPO, ".collections")
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
-
-sys.path.insert(0, COLLECTIONS)
-
-HAPROXY_CFG = """\
-global
-    stats socket {admin_socket} mode 660 level admin
-    stats socket ipv4@127.0.0.1:{stats_port} level admin
-    stats timeout 30s
-    pidfile {pidfile}
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    default-server inter {inter} fall 2 rise 2
-
-frontend fe_main
-    bind 127.0.0.1:{frontend_port}
-    use_backend %[str(active),map({map_path},backend_blue)]
-
-backend backend_blue
-    option httpchk GET /healthz
-    http-check expect status 200
-{blue_servers}
-
-backend backend_green
-    option httpchk GET /healthz
-    http-check expect status 200
-{green_servers}
-"""
-
-MAP_TEXT = """\
-# bluegreen switch: key -> live backend
-active backend_blue
-"""
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(predicate, timeout=15.0, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-
-
-def runtime_command(address, command, timeout=5.0):
-    """Raw Runtime API call for test set-up and assertions (independent of the collection)."""
-    if address.startswith("/"):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(address)
-    else:
-        host, port = address.rsplit(":", 1)
-        sock = socket.create_connection((host, int(port)), timeout=timeout)
-    with sock:
-        sock.sendall(command.encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks).decode()
-            chunks.append(chunk)
-
-
-@dataclass
-class App:
-    name: str
-    color: str
-    port: int
-    workdir: str
-    process: subprocess.Popen = None
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    @property
-    def unhealthy_file(self):
-        return os.path.join(self.workdir, "%s.unhealthy" % self.name)
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [sys.executable, APP, "--color", self.color, "--bind", "127.0.0.1",
-             "--port", str(self.port), "--unhealthy-file", self.unhealthy_file],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._listening, what="app %s on port %d" % (self.name, self.port))
-        return self
-
-    def _listening(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=5)
-        self.process = None
-
-    def set_unhealthy(self, unhealthy=True):
-        if unhealthy:
-            open(self.unhealthy_file, "w").close()
-        elif os.path.exists(self.unhealthy_file):
-            os.unlink(self.unhealthy_file)
+from lab import (  # noqa: F401  (re-exported for the test modules)
+    COLLECTIONS,
+    HAPROXY,
+    REPO,
+    App,
+    Fleet,
+    HAProxyEnv,
+    ansible_bin,
+    ansible_env,
+    free_port,
+    runtime_command,
+    wait_for,
+    write_inventory,
+)
 
 
 @pytest.fixture
@@ -155,135 +43,6 @@ def app_factory(tmp_path):
     yield start
     for app in apps:
         app.stop()
-
-
-@dataclass
-class HAProxyEnv:
-    workdir: str
-    apps: dict
-    frontend_port: int
-    stats_port: int
-    inter: str
-    process: subprocess.Popen = None
-    map_path: str = field(init=False)
-    config_path: str = field(init=False)
-    socket: str = field(init=False)
-    master_socket: str = field(init=False)
-
-    def __post_init__(self):
-        self.map_path = os.path.join(self.workdir, "maps", "bluegreen.map")
-        self.config_path = os.path.join(self.workdir, "haproxy.cfg")
-        self.socket = os.path.join(self.workdir, "admin.sock")
-        self.master_socket = os.path.join(self.workdir, "master.sock")
-
-    @property
-    def frontend_url(self):
-        return "http://127.0.0.1:%d" % self.frontend_port
-
-    @property
-    def tcp_socket(self):
-        return "ipv4@127.0.0.1:%d" % self.stats_port
-
-    def _servers(self, color):
-        return "\n".join(
-            "    server %s 127.0.0.1:%d check" % (app.name, app.port)
-            for app in self.apps.values() if app.name.startswith(color)
-        )
-
-    def write_config(self):
-        os.makedirs(os.path.dirname(self.map_path), exist_ok=True)
-        if not os.path.exists(self.map_path):
-            with open(self.map_path, "w") as handle:
-                handle.write(MAP_TEXT)
-        with open(self.config_path, "w") as handle:
-            handle.write(HAPROXY_CFG.format(
-                admin_socket=self.socket, stats_port=self.stats_port,
-                pidfile=os.path.join(self.workdir, "haproxy.pid"), inter=self.inter,
-                frontend_port=self.frontend_port, map_path=self.map_path,
-                blue_servers=self._servers("blue"), green_servers=self._servers("green"),
-            ))
-
-    def start(self):
-        self.write_config()
-        subprocess.run([HAPROXY, "-c", "-q", "-f", self.config_path], check=True)
-        self.process = subprocess.Popen(
-            [HAPROXY, "-W", "-db", "-S", self.master_socket, "-f", self.config_path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: os.path.exists(self.socket) and self._answers(), what="HAProxy admin socket")
-        return self
-
-    def _answers(self):
-        try:
-            return "Version" in runtime_command(self.socket, "show info")
-        except OSError:
-            return False
-
-    def runtime(self, command):
-        return runtime_command(self.socket, command)
-
-    def reload(self):
-        """Reload through the master CLI, as the role does, and wait for the new worker."""
-        before = self.worker_pid()
-        runtime_command(self.master_socket, "reload")
-        wait_for(lambda: self._answers() and self.worker_pid() != before, what="reloaded worker")
-
-    def worker_pid(self):
-        for line in self.runtime("show info").splitlines():
-            if line.startswith("Pid:"):
-                return int(line.split(":")[1])
-        return None
-
-    def server_status(self, backend, server):
-        reply = self.runtime("show stat %s 4 -1" % backend)
-        lines = [line for line in reply.splitlines() if line.strip()]
-        header = lines[0][2:].split(",")
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(",")))
-            if row["svname"] == server:
-                return row["status"]
-        raise KeyError(server)
-
-    def wait_status(self, backend, server, status, timeout=15.0):
-        wait_for(lambda: self.server_status(backend, server) == status, timeout=timeout,
-                 what="%s/%s to be %s" % (backend, server, status))
-
-    def wait_all_up(self, timeout=15.0):
-        for app in self.apps.values():
-            self.wait_status("backend_" + app.name.rstrip("0123456789"), app.name, "UP", timeout)
-
-    def map_value(self, key="active"):
-        for line in self.runtime("show map %s" % self.map_path).splitlines():
-            parts = line.split(" ", 2)
-            if len(parts) == 3 and parts[1] == key:
-                return parts[2]
-        return None
-
-    def disk_text(self):
-        with open(self.map_path) as handle:
-            return handle.read()
-
-    def get(self, path="/release", timeout=5.0):
-        """One request through the frontend on a fresh connection: (status, body)."""
-        with socket.create_connection(("127.0.0.1", self.frontend_port), timeout=timeout) as sock:
-            sock.sendall(("GET %s HTTP/1.1\r\nHost: release.test\r\nConnection: close\r\n\r\n" % path).encode())
-            data = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        head, body = data.decode().split("\r\n\r\n", 1)
-        return int(head.split()[1]), body
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process = None
 
 
 @pytest.fixture
@@ -322,27 +81,6 @@ def haproxy_env(haproxy_factory):
     return env
 
 
-def _ansible_env():
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
-        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
-        ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "tests", "integration", "callback_plugins"),
-        ANSIBLE_STDOUT_CALLBACK="test_json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_HOST_KEY_CHECKING="false",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_DEPRECATION_WARNINGS="false",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-    )
-    return env
-
-
-def ansible_bin(name):
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    return candidate if os.path.exists(candidate) else shutil.which(name)
-
-
 @pytest.fixture
 def run_module():
     """Run one module as Ansible does (ad hoc, local connection); return its result dict."""
@@ -354,7 +92,7 @@ def run_module():
             command.append("--check")
         if diff:
             command.append("--diff")
-        completed = subprocess.run(command, env=_ansible_env(), capture_output=True, text=True,
+        completed = subprocess.run(command, env=ansible_env(), capture_output=True, text=True,
                                    cwd=REPO, timeout=120, check=False)
         try:
             report = json.loads(completed.stdout)
@@ -380,7 +118,7 @@ def run_playbook(tmp_path):
             command.append("--check")
         if diff:
             command.append("--diff")
-        completed = subprocess.run(command, env=_ansible_env(), capture_output=True, text=True,
+        completed = subprocess.run(command, env=ansible_env(), capture_output=True, text=True,
                                    cwd=REPO, timeout=600, check=False)
         try:
             report = json.loads(completed.stdout)
@@ -390,26 +128,6 @@ def run_playbook(tmp_path):
         return completed.returncode, report
 
     return run
-
-
-@dataclass
-class Fleet:
-    nodes: list
-    inventory: str
-
-    def map_values(self):
-        return [node.map_value() for node in self.nodes]
-
-    def disk_values(self):
-        values = []
-        for node in self.nodes:
-            entries = dict(line.split(None, 1) for line in node.disk_text().splitlines()
-                           if line.strip() and not line.startswith("#"))
-            values.append(entries.get("active"))
-        return values
-
-    def answers(self):
-        return [node.get()[1].strip() for node in self.nodes]
 
 
 @pytest.fixture
@@ -426,16 +144,11 @@ def fleet_factory(haproxy_factory, tmp_path):
             envs.append(haproxy_factory(colors=colors, inter=inter))
         for env in envs:
             env.wait_all_up()
-        lines = ["[haproxy]"]
-        for index, env in enumerate(envs, start=1):
-            lines.append(
-                "node%d ansible_connection=local ansible_python_interpreter=%s release_socket=%s "
-                "release_map=%s release_smoke_resolve=127.0.0.1:%d"
-                % (index, sys.executable, env.socket, env.map_path, env.frontend_port))
-        lines += ["", "[haproxy:vars]", "release_smoke_url=http://release.test/release",
-                  "release_health_wait=10", "release_smoke_requests=6"]
-        inventory = tmp_path / "inventory.ini"
-        inventory.write_text("\n".join(lines) + "\n")
-        return Fleet(nodes=envs, inventory=str(inventory))
+        inventory = write_inventory(str(tmp_path / "inventory.ini"), envs, {
+            "release_smoke_url": "http://release.test/release",
+            "release_health_wait": 10,
+            "release_smoke_requests": 6,
+        })
+        return Fleet(nodes=envs, inventory=inventory)
 
     return build

@@ -127,7 +127,7 @@ def test_no_check_server_fails_unless_allowed(haproxy_env, run_module):
 def test_server_still_rising_fails(haproxy_factory, run_module):
     # A module run takes ~2 s before it looks, so the DOWN 1/2 step must last
     # longer than that: checks of a server in transition run every fastinter.
-    env = haproxy_factory(inter="300ms fastinter 6s")
+    env = haproxy_factory(inter="300ms fastinter 20s")
     env.wait_all_up()
     env.apps["green1"].stop()
     # Skip the slow way down (UP 1/2 for a fastinter): checks fail now, so it stays DOWN.

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import _ansible_env, ansible_bin, free_port
+from lab import ansible_bin, ansible_env, free_port
 
 PUBLIC_HOST = "release.example.test"  # .test never resolves, so only `resolve` can reach it
 
@@ -471,7 +471,7 @@ def test_missing_url_is_refused_by_the_argument_spec(run_module):
 
 def test_ansible_doc_renders():
     completed = subprocess.run([ansible_bin("ansible-doc"), "-t", "module", "--json", "bluegreen.haproxy.http_smoke"],
-                               env=_ansible_env(), capture_output=True, text=True, timeout=120, check=False)
+                               env=ansible_env(), capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     doc = json.loads(completed.stdout)["bluegreen.haproxy.http_smoke"]["doc"]
     assert set(doc["options"]) == {

@@ -14,7 +14,7 @@ import time
 import ansible_runner
 import pytest
 
-from conftest import REPO, ansible_bin, runtime_command
+from lab import REPO, ansible_bin, runtime_command
 
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
 ROLLBACK = os.path.join(REPO, "playbooks", "rollback.yml")
