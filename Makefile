@@ -40,7 +40,7 @@ images:
 test: test-unit test-integration sanity molecule
 
 demo: venv collection
-	$(BIN)/ansible-playbook -i localhost, -c local playbooks/demo.yml
+	$(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) $(COLLECTIONS) .tmp

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from lab import (  # noqa: F401  (re-exported for the test modules)
-    COLLECTIONS,
+from lab import (
     HAPROXY,
     REPO,
     App,
@@ -24,8 +22,6 @@ from lab import (  # noqa: F401  (re-exported for the test modules)
     ansible_bin,
     ansible_env,
     free_port,
-    runtime_command,
-    wait_for,
     write_inventory,
 )
 
