@@ -271,7 +271,7 @@ import os
 import socket
 import time
 import urllib.error
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import Request
@@ -375,15 +375,9 @@ def send_one(params, target, method, headers, data, resolve_to, status_codes, bo
     request = Request(**options)
     started = time.monotonic()
     response = None
+    redirect = connect_to(target.host, target.port, resolve_to) if resolve_to is not None else nullcontext()
     try:
-        if resolve_to is not None:
-            with connect_to(target.host, target.port, resolve_to):
-                try:
-                    response = request.open(method, target.url, data=data)
-                except urllib.error.HTTPError as e:
-                    response = e
-                status, text = read_response(response)
-        else:
+        with redirect:
             try:
                 response = request.open(method, target.url, data=data)
             except urllib.error.HTTPError as e:

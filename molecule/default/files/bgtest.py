@@ -68,7 +68,7 @@ def parse_map(reply):
 def get(url, host=None, count=1, timeout=5.0):
     parts = urllib.parse.urlsplit(url)
     bodies, statuses = [], []
-    for _ in range(count):
+    for dummy in range(count):
         if parts.scheme == "https":
             conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=timeout,
                                                context=ssl._create_unverified_context())

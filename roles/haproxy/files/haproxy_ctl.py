@@ -140,7 +140,7 @@ def parse_reload_reply(text):
     match = re.search(r"^Success=([01])\s*$", text, re.MULTILINE)
     if not match:
         return None, text.strip()
-    _, _, detail = text.partition("--")
+    detail = text.partition("--")[2]
     return match.group(1) == "1", detail.strip()
 
 
@@ -312,7 +312,7 @@ class HAProxy:
     def systemctl(self, *words):
         return subprocess.run(["systemctl"] + list(words) + [self.args.service],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, timeout=self.timeout + 30)
+                              universal_newlines=True, timeout=self.timeout + 30, check=False)
 
     def status(self):
         proc = self.show_proc()
@@ -395,7 +395,7 @@ class HAProxy:
         command = [self.args.haproxy, "-W", "-D", "-S", "%s,mode,600" % self.args.master_socket,
                    "-p", self.args.pidfile, "-f", self.args.config]
         result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                universal_newlines=True, timeout=self.timeout + 30)
+                                universal_newlines=True, timeout=self.timeout + 30, check=False)
         if result.returncode != 0:
             raise CtlError("starting HAProxy failed (exit %d): %s"
                            % (result.returncode, result.stdout.strip()), command=command)
@@ -468,7 +468,7 @@ class HAProxy:
     def systemd_main_pid(self):
         result = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", self.args.service],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                universal_newlines=True, timeout=30)
+                                universal_newlines=True, timeout=30, check=False)
         text = result.stdout.strip()
         return int(text) if text.isdigit() and int(text) > 0 else None
 
@@ -533,7 +533,7 @@ class HAProxy:
         try:
             result = subprocess.run([self.args.haproxy, "-c", "-f", self.args.config],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    universal_newlines=True, timeout=60)
+                                    universal_newlines=True, timeout=60, check=False)
         except (OSError, subprocess.SubprocessError) as exc:
             return "(could not run haproxy -c: %s)" % exc
         return "haproxy -c -f %s (exit %d): %s" % (self.args.config, result.returncode, result.stdout.strip())

@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for the health gate behind haproxy_backend_health.
 
-The `show stat` replies are real, captured from HAProxy by
-tests/unit/fixtures/health/capture.py (one directory per HAProxy version).
+The `show stat` replies are real, captured from HAProxy 2.6 and 3.0 by
+tests/unit/fixtures/capture.py: tests/unit/fixtures/haproxy-<version>/health/ (green1 in each
+state) and the shared captures next to them (see tests/unit/fixtures/README.md).
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     RuntimeAPIError,
 )
 
-FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures', 'health')
-VERSIONS = sorted(name for name in os.listdir(FIXTURES) if name.startswith('haproxy-'))
-
-
-# The shared captures (tests/unit/fixtures/README.md): backend_blue holds a server in every state.
+# tests/unit/fixtures/haproxy-<version>/: the shared captures (backend_blue holds a server in
+# every state) and, in health/, the health captures (green1 of backend_green in each state).
 SHARED = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures')
-SHARED_VERSIONS = sorted(name for name in ('haproxy-2.6', 'haproxy-3.0')
+EXPECTED_VERSIONS = ['haproxy-2.6', 'haproxy-3.0']
+VERSIONS = sorted(name for name in os.listdir(SHARED)
+                  if name.startswith('haproxy-') and os.path.isdir(os.path.join(SHARED, name, 'health')))
+SHARED_VERSIONS = sorted(name for name in EXPECTED_VERSIONS
                          if os.path.exists(os.path.join(SHARED, name, 'show_stat_servers.txt')))
 
 
@@ -49,7 +50,7 @@ def shared(version, name):
 
 
 def fixture(version, name):
-    with open(os.path.join(FIXTURES, version, name)) as handle:
+    with open(os.path.join(SHARED, version, 'health', name)) as handle:
         return handle.read()
 
 
@@ -58,7 +59,7 @@ def servers(version, name, backend='backend_green'):
 
 
 def test_fixtures_present():
-    assert VERSIONS, 'no captured replies under %s' % FIXTURES
+    assert VERSIONS == EXPECTED_VERSIONS, 'health captures missing under %s/haproxy-*/health' % SHARED
 
 
 # ---------------------------------------------------------------- min_healthy
@@ -363,8 +364,8 @@ def test_failure_message(version, name, waited, message):
     assert health.failure_message(result, waited) == message
 
 
-def test_failure_message_names_every_unhealthy_server():
-    version = VERSIONS[0]
+@pytest.mark.parametrize('version', VERSIONS)
+def test_failure_message_names_every_unhealthy_server(version):
     both = servers(version, 'green1_down_l4con.csv') + [
         dict(server, name='green3') for server in servers(version, 'green1_maint.csv') if server['name'] == 'green1'
     ]
@@ -401,10 +402,11 @@ def looks(version, *names):
     return look
 
 
+@pytest.mark.parametrize('version', VERSIONS)
 @pytest.mark.parametrize('healthy_first', [True, False])
-def test_wait_timeout_zero_looks_exactly_once(healthy_first):
+def test_wait_timeout_zero_looks_exactly_once(version, healthy_first):
     clock = FakeClock()
-    look = looks(VERSIONS[0], 'all_up.csv' if healthy_first else 'green1_down_l4con.csv')
+    look = looks(version, 'all_up.csv' if healthy_first else 'green1_down_l4con.csv')
     result = health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=0,
                                     clock=clock.clock, sleep=clock.sleep)
     assert len(look.calls) == 1 and result['attempts'] == 1
@@ -413,18 +415,20 @@ def test_wait_timeout_zero_looks_exactly_once(healthy_first):
     assert clock.sleeps == []
 
 
-def test_healthy_at_once_does_not_wait():
+@pytest.mark.parametrize('version', VERSIONS)
+def test_healthy_at_once_does_not_wait(version):
     clock = FakeClock()
-    look = looks(VERSIONS[0], 'all_up.csv')
+    look = looks(version, 'all_up.csv')
     result = health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=30,
                                     clock=clock.clock, sleep=clock.sleep)
     assert (result['healthy'], result['attempts'], result['waited']) == (True, 1, 0)
     assert clock.sleeps == []
 
 
-def test_waits_until_healthy():
+@pytest.mark.parametrize('version', VERSIONS)
+def test_waits_until_healthy(version):
     clock = FakeClock()
-    look = looks(VERSIONS[0], 'green1_down_l4con.csv', 'green1_rising.csv', 'all_up.csv')
+    look = looks(version, 'green1_down_l4con.csv', 'green1_rising.csv', 'all_up.csv')
     result = health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=10, poll_interval=2,
                                     clock=clock.clock, sleep=clock.sleep)
     assert result['healthy'] is True
@@ -433,15 +437,16 @@ def test_waits_until_healthy():
     assert clock.sleeps == [2, 2]
 
 
+@pytest.mark.parametrize('version', VERSIONS)
 @pytest.mark.parametrize('wait_timeout, poll_interval, attempts, sleeps', [
     (10, 1, 11, [1] * 10),           # looks at 0, 1, ... 10: the last one at the deadline
     (2.5, 1, 4, [1, 1, 0.5]),        # a last look when the time is up, not later
     (1, 5, 2, [1]),
     (3, 3, 2, [3]),
 ])
-def test_wait_expires_with_the_right_number_of_looks(wait_timeout, poll_interval, attempts, sleeps):
+def test_wait_expires_with_the_right_number_of_looks(version, wait_timeout, poll_interval, attempts, sleeps):
     clock = FakeClock()
-    look = looks(VERSIONS[0], 'green1_maint.csv')
+    look = looks(version, 'green1_maint.csv')
     result = health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=wait_timeout,
                                     poll_interval=poll_interval, clock=clock.clock, sleep=clock.sleep)
     assert result['healthy'] is False
@@ -451,9 +456,10 @@ def test_wait_expires_with_the_right_number_of_looks(wait_timeout, poll_interval
     assert result['unhealthy_servers'] == ['green1']
 
 
-def test_wait_reports_the_last_look():
+@pytest.mark.parametrize('version', VERSIONS)
+def test_wait_reports_the_last_look(version):
     clock = FakeClock()
-    look = looks(VERSIONS[0], 'green1_down_l4con.csv', 'green1_rising.csv')
+    look = looks(version, 'green1_down_l4con.csv', 'green1_rising.csv')
     result = health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=1, poll_interval=1,
                                     clock=clock.clock, sleep=clock.sleep)
     assert result['servers'][0]['status'] == 'DOWN 1/2'
