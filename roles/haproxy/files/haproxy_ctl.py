@@ -475,7 +475,9 @@ class HAProxy:
     def finish_reload(self, before, after, snapshot, how):
         if not after or not after["workers"]:
             raise CtlError("HAProxy reloaded but no current worker is listed by show proc")
-        new_pid = max(w["pid"] for w in after["workers"])
+        old_pids = {w["pid"] for w in before["workers"]}
+        new_pids = [w["pid"] for w in after["workers"] if w["pid"] not in old_pids]
+        new_pid = new_pids[0] if new_pids else after["workers"][-1]["pid"]
         restored = self.restore_maps(snapshot, new_pid) if snapshot else []
         return dict(changed=True, action="reloaded", confirmed_by=how,
                     manager="systemd" if self.use_systemd() else "direct",
