@@ -11,23 +11,25 @@ or the cutover would, independently of the role's own control script.
       map  -> {"entries": {"key": "value", ...}}
   bgtest get URL [--host H] [--count N]           N requests, new connection each
       -> {"bodies": ["version=blue", ...], "statuses": [200, ...]}
+  bgtest proc                                     the master CLI's `show proc`
+      -> {"running", "master_cli", "master_pid", "workers": [...], "failed_reloads"}
   bgtest snapshot [--map PATH]                    what "nothing changed" compares
-      -> {"proc": <haproxy_ctl.py status>, "config": ..., "map_file": ...,
+      -> {"proc": <bgtest proc>, "config": ..., "map_file": ...,
           "runtime": {...}}
 """
 
 import argparse
+import re
 import csv
 import http.client
 import json
 import socket
 import ssl
-import subprocess
 import sys
 import urllib.parse
 
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
-CTL = "/usr/local/libexec/bluegreen-haproxy/haproxy_ctl.py"
+MASTER_SOCKET = "/run/haproxy-master.sock"
 CONFIG = "/etc/haproxy/haproxy.cfg"
 MAP = "/etc/haproxy/maps/bluegreen.map"
 
@@ -88,6 +90,30 @@ def get(url, host=None, count=1, timeout=5.0):
     return {"bodies": bodies, "statuses": statuses}
 
 
+def processes():
+    """HAProxy's processes as the master CLI lists them (parsed here, independently of the collection)."""
+    try:
+        reply = send("show proc", MASTER_SOCKET)
+    except OSError:
+        return {"running": False, "master_cli": False, "master_pid": None, "workers": [], "failed_reloads": None}
+    master_pid, workers, failed, section = None, [], 0, ""
+    for line in reply.splitlines():
+        if line.startswith("#"):
+            section = line.strip("# ").lower()
+            continue
+        fields = line.split()
+        if len(fields) < 2 or not fields[0].isdigit():
+            continue
+        if fields[1] == "master":
+            master_pid = int(fields[0])
+            counter = re.search(r"\[failed: (\d+)\]", line)
+            failed = int(counter.group(1)) if counter else 0
+        elif fields[1] == "worker" and section == "workers":
+            workers.append(int(fields[0]))
+    return {"running": master_pid is not None, "master_cli": master_pid is not None, "master_pid": master_pid,
+            "workers": workers, "failed_reloads": failed}
+
+
 def read(path):
     with open(path) as handle:
         return handle.read()
@@ -103,6 +129,7 @@ def main():
     p_get.add_argument("url")
     p_get.add_argument("--host")
     p_get.add_argument("--count", type=int, default=1)
+    sub.add_parser("proc")
     p_snap = sub.add_parser("snapshot")
     p_snap.add_argument("--map", default=MAP)
     args = parser.parse_args()
@@ -117,11 +144,11 @@ def main():
             out = {"reply": reply}
     elif args.action == "get":
         out = get(args.url, args.host, args.count)
+    elif args.action == "proc":
+        out = processes()
     else:
-        status = subprocess.run([sys.executable, CTL, "status"], stdout=subprocess.PIPE,
-                                universal_newlines=True, check=True)
         out = {
-            "proc": json.loads(status.stdout),
+            "proc": processes(),
             "config": read(CONFIG),
             "map_file": read(args.map),
             "runtime": parse_map(send("show map %s" % args.map)),

@@ -1,0 +1,198 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: haproxy_service
+short_description: Start or reload a master-worker HAProxy and confirm it runs the configuration on disk
+version_added: 0.1.0
+description:
+  - Starts HAProxy in master-worker mode when it is not running, or reloads it without dropping
+    in-flight requests, and then proves the new configuration runs, failing otherwise.
+  - "How a reload is confirmed: HAProxy 2.7 and later answer the master CLI C(reload) with
+    C(Success=1) or C(Success=0); HAProxy 2.6 answers nothing, so C(show proc) is polled until the
+    master counted the reload, shows no C([failed: N]) and lists a worker that was not there before."
+  - Under systemd it runs C(systemctl reload) and confirms the same way through the master CLI (or,
+    without one, by a new child of the unit's main process). Without systemd (containers) it drives
+    the master CLI itself.
+  - A reload re-reads map files, which would undo a runtime-only change such as a cutover in its
+    smoke window. The runtime values of the maps in O(preserve_maps) are read before the reload and
+    set back on the new worker right after, so a reload by this module never moves traffic.
+author:
+  - Blue-green HAProxy maintainers (@bluegreen-haproxy)
+extends_documentation_fragment:
+  - bluegreen.haproxy.runtime_api.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details: V(started) is idempotent; V(reloaded) reloads every time, as a handler expects.
+options:
+  state:
+    description:
+      - V(started) starts HAProxy when it is not running, reloads it when the master reports that its
+        last reload failed, and adds to the running maps the keys of O(preserve_maps) files that
+        the running maps lack (new services), never changing an existing key.
+      - V(reloaded) reloads (or starts) HAProxy and confirms the new configuration runs.
+    type: str
+    choices: [started, reloaded]
+    default: started
+  master_socket:
+    description: The master CLI socket (C(-S) on HAProxy's command line).
+    type: path
+    default: /run/haproxy-master.sock
+  config:
+    description: The configuration file HAProxy is started with.
+    type: path
+    default: /etc/haproxy/haproxy.cfg
+  binary:
+    description: The haproxy binary.
+    type: path
+    default: /usr/sbin/haproxy
+  pidfile:
+    description: Where HAProxy writes the master's PID when this module starts it.
+    type: path
+    default: /run/haproxy.pid
+  service_name:
+    description: The systemd unit, when systemd manages HAProxy.
+    type: str
+    default: haproxy
+  manager:
+    description:
+      - V(systemd) uses C(systemctl); V(direct) starts HAProxy itself and reloads it through the master
+        CLI; V(auto) picks V(systemd) when C(/run/systemd/system) exists.
+    type: str
+    choices: [auto, systemd, direct]
+    default: auto
+  preserve_maps:
+    description:
+      - Map files (as HAProxy names them) whose runtime values must survive a reload.
+    type: list
+    elements: path
+    default: []
+  timeout:
+    description: Seconds to wait for HAProxy to start or to confirm a reload.
+    type: float
+    default: 30
+seealso:
+  - module: bluegreen.haproxy.haproxy_map
+"""
+
+EXAMPLES = r"""
+- name: Reload HAProxy, keep the live blue-green value, and prove the new configuration runs
+  bluegreen.haproxy.haproxy_service:
+    state: reloaded
+    preserve_maps:
+      - /etc/haproxy/maps/bluegreen.map
+
+- name: Make sure HAProxy runs (in a container, without systemd)
+  bluegreen.haproxy.haproxy_service:
+    state: started
+    manager: direct
+"""
+
+RETURN = r"""
+action:
+  description: What was done, V(none), V(started) or V(reloaded).
+  returned: always
+  type: str
+  sample: reloaded
+confirmed_by:
+  description: How the reload was proven.
+  returned: when reloaded
+  type: str
+  sample: "master CLI reload: Success=1"
+master_pid:
+  description: PID of the master process.
+  returned: when the master CLI answers
+  type: int
+workers:
+  description: PIDs of the current workers.
+  returned: when the master CLI answers
+  type: list
+  elements: int
+old_workers:
+  description: PIDs of workers still draining after a reload.
+  returned: when the master CLI answers
+  type: list
+  elements: int
+previous_workers:
+  description: PIDs of the workers before the reload.
+  returned: when reloaded
+  type: list
+  elements: int
+reloads:
+  description: How many reloads the master has done.
+  returned: when the master CLI answers
+  type: int
+failed_reloads:
+  description: Consecutive failed reloads the master reports (0 after a success).
+  returned: when the master CLI answers
+  type: int
+version:
+  description: HAProxy's version.
+  returned: when the master CLI answers
+  type: str
+  sample: 3.0.11-1+deb13u5
+restored_runtime_map_entries:
+  description: Runtime map values the reload replaced with the file's and that were set back.
+  returned: when reloaded
+  type: list
+  elements: dict
+  sample: [{"map": "/etc/haproxy/maps/bluegreen.map", "key": "active", "value": "backend_green", "file_value": "backend_blue"}]
+added_map_entries:
+  description: Keys of O(preserve_maps) files added to the running maps (new services).
+  returned: when O(state=started)
+  type: list
+  elements: dict
+  sample: [{"map": "/etc/haproxy/maps/hosts.map", "key": "new.example.com", "value": "backend_new_blue"}]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import MapFileError
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIError
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.service import HAProxyService, ServiceError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["started", "reloaded"], default="started"),
+            master_socket=dict(type="path", default="/run/haproxy-master.sock"),
+            config=dict(type="path", default="/etc/haproxy/haproxy.cfg"),
+            binary=dict(type="path", default="/usr/sbin/haproxy"),
+            pidfile=dict(type="path", default="/run/haproxy.pid"),
+            service_name=dict(type="str", default="haproxy"),
+            manager=dict(type="str", choices=["auto", "systemd", "direct"], default="auto"),
+            preserve_maps=dict(type="list", elements="path", default=[]),
+            timeout=dict(type="float", default=30),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    service = HAProxyService(binary=params["binary"], config=params["config"], master_socket=params["master_socket"],
+                             pidfile=params["pidfile"], service_name=params["service_name"],
+                             manager=params["manager"], preserve_maps=params["preserve_maps"],
+                             timeout=params["timeout"])
+    try:
+        if params["state"] == "reloaded":
+            result = service.reload(module.check_mode)
+        else:
+            result = service.ensure_started(module.check_mode)
+            result["added_map_entries"] = service.add_missing_keys(module.check_mode)
+            result["changed"] = result["changed"] or bool(result["added_map_entries"])
+    except ServiceError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
+    except (RuntimeAPIError, MapFileError, OSError) as exc:
+        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
