@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make demo`: a blue-green release, end to end, on this machine.
 
 Starts two HAProxy nodes on loopback, each with blue and green releases behind

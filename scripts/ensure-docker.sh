@@ -86,7 +86,7 @@ else
     # Prefer the service manager when there is one that is actually running.
     started=0
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && [ -z "${DOCKER_STORAGE_DRIVER:-}" ] && [ "$driver" = overlay2 ]; then
-        as_root systemctl start docker >/dev/null 2>&1 && started=1 || true
+        if as_root systemctl start docker >/dev/null 2>&1; then started=1; fi
     fi
     if [ "$started" -eq 0 ]; then
         # setsid + nohup: the daemon must outlive this script and its process group.

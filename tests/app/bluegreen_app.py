@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A tiny release under test: answers its version and a health check.
 
 Used by the integration tests (as a local process on loopback) and by the
