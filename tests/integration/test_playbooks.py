@@ -63,6 +63,8 @@ def test_cutover_switches_every_node_persists_and_survives_reload(fleet_factory,
     assert {node["outcome"] for node in nodes.values()} == {"switched"}
     assert nodes["node1"]["smoke"]["SMOKE"] == {"backend": "backend_green", "passed": 6, "failed": 0}
     assert nodes["node2"]["target_health"] == {"healthy": 2, "total": 2}
+    timings = nodes["node1"]["timings"]
+    assert 0 < timings["precheck_done"] < timings["switched"] < timings["persisted"] <= timings["finished"]
     written = json.loads(report_file.read_text())
     assert written["target"] == "backend_green"
     assert written["nodes"]["node2"]["live_disk"] == "backend_green"
