@@ -15,7 +15,13 @@ trap 'rm -rf "$work"' EXIT
 dest="$work/ansible_collections/bluegreen/haproxy"
 mkdir -p "$dest"
 # Exactly what git would ship: tracked files plus new ones not ignored.
-(cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents -P {} "$dest"/ 2>/dev/null || true)
+(
+  cd "$repo"
+  git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' file; do
+    # A tracked file deleted in the working tree is not shipped either.
+    if [ -e "$file" ] || [ -L "$file" ]; then cp --parents -P "$file" "$dest"/; fi
+  done
+)
 cd "$dest"
 # ansible-test bootstraps pip in its per-test venvs from a cached get-pip script.
 pip_version=$("$bin/python" -c 'from ansible_test._internal.python_requirements import PIP_VERSION; print(PIP_VERSION)' 2>/dev/null || echo 24.2)

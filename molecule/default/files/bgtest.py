@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Test helper for verify.yml (installed on the HAProxy node as /usr/local/bin/bgtest).
 
 One task per check instead of many: each subcommand prints one JSON object.
