@@ -123,6 +123,7 @@ def test_unhealthy_green_on_one_node_refuses_cutover_everywhere(fleet_factory, r
     assert fleet.map_values() == ["backend_blue", "backend_blue"]
     assert [node.disk_text() for node in fleet.nodes] == disks_before
     assert task_results(report, "SWITCH | move") == {}, "no node may even attempt the switch"
+    assert summary(report)["node1"]["outcome"] == "refused"
     assert lock_files(fleet) == []
 
 
@@ -232,7 +233,10 @@ def test_reload_during_the_watch_window_is_detected_and_ends_consistent(fleet_fa
     reloader.join(timeout=60)
 
     assert rc != 0
-    assert "node1: SMOKE" in failure_message(report)
+    message = failure_message(report)
+    assert "node1: SMOKE" in message
+    assert "node1: WATCH VERIFY: active is backend_blue at runtime, expected backend_green" in message
+    assert "did HAProxy reload?" in message
     assert fleet.map_values() == ["backend_blue", "backend_blue"]
     assert fleet.disk_values() == ["backend_blue", "backend_blue"]
     assert {node["outcome"] for node in summary(report).values()} == {"rolled back"}

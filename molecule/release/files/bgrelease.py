@@ -1,5 +1,5 @@
-#!/usr/bin/python3
-"""Test helper on each HAProxy node of the `release` scenario (/usr/local/bin/bgrelease).
+"""Test helper on each HAProxy node of the `release` scenario (/usr/local/bin/bgrelease,
+run as `python3 /usr/local/bin/bgrelease ...`).
 
 Independent of the collection under test: it speaks the Runtime API and the master CLI
 itself, and sends HTTP through the node's own frontend, the way a client does. Every
@@ -11,17 +11,22 @@ subcommand prints one JSON object.
           "workers": [pid, ...], "lock": false}
   bgrelease get [--count N]            N requests through 127.0.0.1:80, a new connection each
       -> {"bodies": ["version=blue", ...], "statuses": [200, ...]}
+  bgrelease check [--count N]          state and get in one call -> {"state": ..., "traffic": ...}
   bgrelease cli COMMAND...             one Runtime API command -> {"reply": "..."}
-  bgrelease wait-status BACKEND SERVER STATUS [--timeout S]
-                                       until `show stat` says exactly STATUS (UP, DOWN, MAINT, DRAIN)
+  bgrelease cli-batch 'CMD 1' 'CMD 2'  several commands, one connection each; fails on any reply
+                                       that is not empty or a known success message
+  bgrelease wait-status STATUS BACKEND/SERVER... [--timeout S]
+                                       until `show stat` says exactly STATUS (UP, DOWN, MAINT,
+                                       DRAIN) for every server named
   bgrelease resolve NAME               the IPv4 address of a container (docker DNS)
   bgrelease reload                     a plain master CLI `reload`, as `systemctl reload` would
                                        do: HAProxy re-reads the map FILE (no runtime value is
                                        carried over). Waits until the new worker serves the
                                        admin socket.
-  bgrelease reload-when VALUE --delay S --out FILE
-                                       (background) wait until the live map says VALUE, sleep
-                                       S seconds, reload; the outcome goes to FILE
+  bgrelease reload-when VALUE --after-responses N --out FILE
+                                       (background) wait until the live map says VALUE and the
+                                       backend VALUE answered N more 2xx responses (the cutover's
+                                       smoke requests), then reload; the outcome goes to FILE
   bgrelease load --out FILE --stop-file F [--max-seconds S] [--max-requests N]
                                        (background) requests through the frontend until F
                                        exists (or a bound is hit); counts go to FILE
@@ -142,16 +147,33 @@ def get(count):
     return {"bodies": bodies, "statuses": statuses}
 
 
-def wait_status(backend, server, status, timeout):
+def wait_status(status, names, timeout):
     deadline = time.monotonic() + timeout
-    name = "%s/%s" % (backend, server)
     while True:
-        current = servers().get(name)
-        if current == status:
-            return {"server": name, "status": current}
+        current = servers()
+        wrong = dict((name, current.get(name)) for name in names if current.get(name) != status)
+        if not wrong:
+            return {"status": status, "servers": names}
         if time.monotonic() >= deadline:
-            raise SystemExit("%s is %r, not %r, after %ss" % (name, current, status, timeout))
+            raise SystemExit("not %s after %ss: %s" % (status, timeout, wrong))
         time.sleep(0.2)
+
+
+# Replies of the Runtime API commands cli-batch sends that mean success
+# (2.6 and 3.0: `set server addr` to the address it already has answers "no need to change
+# the addr" or "nothing changed".)
+_OK_REPLIES = re.compile(r"^(|IP changed from .*|no need to change the addr.*|nothing changed|"
+                         r".*changed from .* to .*)$", re.S)
+
+
+def cli_batch(commands):
+    replies = []
+    for command in commands:
+        reply = send(ADMIN, command).strip()
+        if not _OK_REPLIES.match(reply):
+            raise SystemExit("HAProxy answered %r to %r" % (reply, command))
+        replies.append({"command": command, "reply": reply})
+    return {"replies": replies}
 
 
 def reload(timeout=30.0):
@@ -186,22 +208,33 @@ def write(path, data):
     os.rename(tmp, path)
 
 
-def reload_when(value, delay, out, timeout=120.0):
+def responses_2xx(backend):
+    text = send(ADMIN, "show stat").lstrip("# ")
+    for row in csv.DictReader(text.splitlines()):
+        if row.get("pxname") == backend and row.get("svname") == "BACKEND":
+            return int(row.get("hrsp_2xx") or 0)
+    return 0
+
+
+def reload_when(value, after_responses, out, timeout=120.0):
     deadline = time.monotonic() + timeout
-    result = {"reloaded": False, "waited_for": value}
+    result = {"reloaded": False, "waited_for": value, "after_responses": after_responses}
+    base = None
     while time.monotonic() < deadline:
         try:
-            if runtime_map().get(KEY) == value:
+            if base is None and runtime_map().get(KEY) == value:
+                base = responses_2xx(value)
+                result["switch_seen_at"] = time.time()
+            if base is not None and responses_2xx(value) >= base + after_responses:
                 break
         except OSError:
             pass
         time.sleep(0.05)
     else:
-        result["error"] = "the live map never said %s within %ss" % (value, timeout)
+        result["error"] = ("the live map never said %s within %ss" % (value, timeout) if base is None else
+                           "%s never answered %d requests within %ss" % (value, after_responses, timeout))
         write(out, result)
         return result
-    result["seen_at"] = time.time()
-    time.sleep(delay)
     result["reload_at"] = time.time()
     try:
         result.update(reload())
@@ -234,7 +267,7 @@ def load(out, stop_file, max_seconds, max_requests):
                 errors.append("%.2fs %r" % (time.monotonic() - started, exc))
         if total % 200 == 0:
             write(out, {"done": False, "total": total, "answers": answers, "error_count": error_count})
-        time.sleep(0.01)
+        time.sleep(0.04)
     write(out, {"done": True, "stopped_by": "stop file" if os.path.exists(stop_file) else "bound",
                 "total": total, "answers": answers, "error_count": error_count, "errors": errors,
                 "first_seen": first, "last_seen": last, "seconds": round(time.monotonic() - started, 2)})
@@ -263,19 +296,22 @@ def main():
     sub.add_parser("state")
     p = sub.add_parser("get")
     p.add_argument("--count", type=int, default=6)
+    p = sub.add_parser("check")
+    p.add_argument("--count", type=int, default=6)
     p = sub.add_parser("cli")
     p.add_argument("command", nargs="+")
+    p = sub.add_parser("cli-batch")
+    p.add_argument("commands", nargs="+")
     p = sub.add_parser("wait-status")
-    p.add_argument("backend")
-    p.add_argument("server")
     p.add_argument("status")
+    p.add_argument("servers", nargs="+", metavar="BACKEND/SERVER")
     p.add_argument("--timeout", type=float, default=30.0)
     p = sub.add_parser("resolve")
     p.add_argument("name")
     sub.add_parser("reload")
     p = sub.add_parser("reload-when")
     p.add_argument("value")
-    p.add_argument("--delay", type=float, default=2.0)
+    p.add_argument("--after-responses", type=int, default=12)
     p.add_argument("--out", required=True)
     p = sub.add_parser("load")
     p.add_argument("--out", required=True)
@@ -291,16 +327,20 @@ def main():
         out = state()
     elif args.action == "get":
         out = get(args.count)
+    elif args.action == "check":
+        out = {"state": state(), "traffic": get(args.count)}
     elif args.action == "cli":
         out = {"reply": send(ADMIN, " ".join(args.command))}
+    elif args.action == "cli-batch":
+        out = cli_batch(args.commands)
     elif args.action == "wait-status":
-        out = wait_status(args.backend, args.server, args.status, args.timeout)
+        out = wait_status(args.status, args.servers, args.timeout)
     elif args.action == "resolve":
         out = {"name": args.name, "address": socket.gethostbyname(args.name)}
     elif args.action == "reload":
         out = reload()
     elif args.action == "reload-when":
-        out = reload_when(args.value, args.delay, args.out)
+        out = reload_when(args.value, args.after_responses, args.out)
     elif args.action == "load":
         load(args.out, args.stop_file, args.max_seconds, args.max_requests)
         return 0

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run one of the collection's release playbooks against the scenario's inventory.
 
 Called by verify.yml on the controller (with the Python that runs Ansible), so every proof
@@ -14,6 +13,7 @@ Prints one JSON object:
   artifacts     (runner mode) artifact_data of the playbook_on_stats event (set_stats)
   status        (runner mode) the runner's status, e.g. "successful"
   log           where the full output of the run was written
+  seconds       how long the run took
 
   run_release.py --inventory DIR --playbook cutover.yml [--extra-vars JSON] [--log FILE] [--runner]
 """
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(os.path.dirname(SCENARIO))
@@ -55,6 +56,7 @@ def base_env():
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_DEPRECATION_WARNINGS="false",
         ANSIBLE_RETRY_FILES_ENABLED="false",
+        ANSIBLE_PIPELINING=os.environ.get("ANSIBLE_PIPELINING", "True"),
         PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
     )
     return env
@@ -100,13 +102,15 @@ def run_playbook(args, playbook, extra_vars, log):
                "-i", args.inventory, playbook, "-e", json.dumps(extra_vars)]
     env = base_env()
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    # Other callbacks the caller enabled (profile_tasks...) would print into the JSON.
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
     env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
     completed = subprocess.run(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, universal_newlines=True, check=False)
     with open(log, "w") as handle:
         handle.write("$ %s\n\n%s\n--- stderr ---\n%s" % (" ".join(command), completed.stdout, completed.stderr))
     try:
-        report = json.loads(completed.stdout[completed.stdout.find("{"):])
+        report = json.JSONDecoder().raw_decode(completed.stdout[completed.stdout.find("{"):])[0]
     except ValueError:
         return {"rc": completed.returncode, "error": "ansible-playbook printed no JSON",
                 "stderr": completed.stderr[-3000:], "stdout": completed.stdout[-3000:]}
@@ -126,7 +130,7 @@ def run_runner(args, playbook, extra_vars, log):
         inventory=os.path.abspath(args.inventory),
         extravars=extra_vars,
         envvars={key: env[key] for key in ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH",
-                                           "ANSIBLE_NOCOLOR", "ANSIBLE_FORCE_COLOR", "PATH")},
+                                           "ANSIBLE_NOCOLOR", "ANSIBLE_FORCE_COLOR", "ANSIBLE_PIPELINING", "PATH")},
         quiet=True,
     )
     stdout = run.stdout.read()
@@ -161,7 +165,9 @@ def main():
     playbook = os.path.join(PLAYBOOKS, args.playbook)
     extra_vars = json.loads(args.extra_vars)
     log = args.log or tempfile.mkstemp(prefix="bluegreen-%s-" % args.playbook, suffix=".log")[1]
+    started = time.monotonic()
     result = (run_runner if args.runner else run_playbook)(args, playbook, extra_vars, log)
+    result["seconds"] = round(time.monotonic() - started, 1)
     result["log"] = log
     result["playbook"] = "playbooks/" + args.playbook
     result["extra_vars"] = extra_vars
