@@ -77,6 +77,18 @@ def haproxy_env(haproxy_factory):
     return env
 
 
+def run_ansible(command, check=False, diff=False, timeout=600):
+    """Run an ansible CLI with the test_json callback: (returncode, the JSON report)."""
+    command = command + (["--check"] if check else []) + (["--diff"] if diff else [])
+    completed = subprocess.run(command, env=ansible_env(), capture_output=True, text=True,
+                               cwd=REPO, timeout=timeout, check=False)
+    try:
+        return completed.returncode, json.loads(completed.stdout)
+    except ValueError:
+        raise AssertionError("%s printed no JSON (rc=%s):\n%s\n%s"
+                             % (os.path.basename(command[0]), completed.returncode, completed.stdout, completed.stderr))
+
+
 @pytest.fixture
 def run_module():
     """Run one module as Ansible does (ad hoc, local connection); return its result dict."""
@@ -84,17 +96,7 @@ def run_module():
     def run(module, args, check=False, diff=False):
         command = [ansible_bin("ansible"), "localhost", "-c", "local",
                    "-m", "bluegreen.haproxy.%s" % module, "-a", json.dumps(args)]
-        if check:
-            command.append("--check")
-        if diff:
-            command.append("--diff")
-        completed = subprocess.run(command, env=ansible_env(), capture_output=True, text=True,
-                                   cwd=REPO, timeout=120, check=False)
-        try:
-            report = json.loads(completed.stdout)
-        except ValueError:
-            raise AssertionError("ansible printed no JSON (rc=%s):\n%s\n%s"
-                                 % (completed.returncode, completed.stdout, completed.stderr))
+        report = run_ansible(command, check, diff, timeout=120)[1]
         return report["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
     return run
@@ -110,18 +112,7 @@ def run_playbook(tmp_path):
             vars_file = tmp_path / "extra_vars.json"
             vars_file.write_text(json.dumps(extra_vars))
             command += ["-e", "@%s" % vars_file]
-        if check:
-            command.append("--check")
-        if diff:
-            command.append("--diff")
-        completed = subprocess.run(command, env=ansible_env(), capture_output=True, text=True,
-                                   cwd=REPO, timeout=600, check=False)
-        try:
-            report = json.loads(completed.stdout)
-        except ValueError:
-            raise AssertionError("ansible-playbook printed no JSON (rc=%s):\n%s\n%s"
-                                 % (completed.returncode, completed.stdout, completed.stderr))
-        return completed.returncode, report
+        return run_ansible(command, check, diff)
 
     return run
 
