@@ -9,10 +9,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.parsers import (
     parse_map_entries,
     parse_map_list,
 )
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
-    CommandError,
-    RuntimeAPIError,
-)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIError
 
 
 class MapNotLoadedError(RuntimeAPIError):
@@ -90,7 +87,6 @@ def render_values(values):
 
 
 __all__ = [
-    "CommandError",
     "MapNotLoadedError",
     "InvalidMapKeyError",
     "validate_key",

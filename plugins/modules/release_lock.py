@@ -94,6 +94,8 @@ taken_over:
   type: bool
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import (
@@ -132,7 +134,6 @@ def release(module, path, owner, previous):
         raise LockHeldError(path, previous)
     if not module.check_mode:
         try:
-            import os
             os.unlink(path)
         except FileNotFoundError:
             pass
