@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -108,10 +109,15 @@ class App:
     def unhealthy_file(self):
         return os.path.join(self.workdir, "%s.unhealthy" % self.name)
 
+    @property
+    def fail_file(self):
+        return os.path.join(self.workdir, "%s.failing" % self.name)
+
     def start(self):
         self.process = subprocess.Popen(
             [sys.executable, APP, "--color", self.color, "--bind", "127.0.0.1",
-             "--port", str(self.port), "--unhealthy-file", self.unhealthy_file],
+             "--port", str(self.port), "--unhealthy-file", self.unhealthy_file,
+             "--fail-file", self.fail_file],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for(self._listening, what="app %s on port %d" % (self.name, self.port))
@@ -135,6 +141,17 @@ class App:
             open(self.unhealthy_file, "w").close()
         elif os.path.exists(self.unhealthy_file):
             os.unlink(self.unhealthy_file)
+
+    def set_failing(self, share, path=""):
+        """Answer 500 to `share` (0..1) of the requests for `path` (all but /healthz when empty);
+        share None stops it. Health checks keep passing: the servers stay UP."""
+        if share is None:
+            if os.path.exists(self.fail_file):
+                os.unlink(self.fail_file)
+            return
+        with open(self.fail_file + ".tmp", "w") as handle:
+            handle.write(("%s %s" % (share, path)).strip() + "\n")
+        os.replace(self.fail_file + ".tmp", self.fail_file)
 
 
 @dataclass
@@ -272,6 +289,8 @@ def ansible_env():
         ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
         ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
         ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "tests", "integration", "callback_plugins"),
+        # Test-only connection plugins (flaky_local: a node that becomes unreachable on cue).
+        ANSIBLE_CONNECTION_PLUGINS=os.path.join(REPO, "tests", "integration", "connection_plugins"),
         ANSIBLE_STDOUT_CALLBACK="test_json",
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         ANSIBLE_HOST_KEY_CHECKING="false",
@@ -320,3 +339,67 @@ def write_inventory(path, nodes, group_vars=None):
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     return path
+
+
+class LoadGenerator(threading.Thread):
+    """Users: requests through every node's frontend, one connection each, until stopped (bounded).
+
+    Counts what the users saw: `answers` ("<status> <body>" -> count), `colors` (the version
+    of every 200 answer -> count), `errors` (connection failures), `failed` (connection failures
+    plus every answer other than 200) and, per node, the same in `node_answers`. `paths` are
+    requested in turn, so a test can send real traffic the smoke test never sends.
+    """
+
+    def __init__(self, nodes, paths=("/release",), max_seconds=240):
+        super().__init__(daemon=True)
+        self.nodes = list(nodes)
+        self.paths = list(paths)
+        self.max_seconds = max_seconds
+        self.stop_event = threading.Event()
+        self.answers = {}
+        self.colors = {}
+        self.errors = []
+        self.node_answers = [{} for _ in self.nodes]
+        self.requests = 0
+
+    def run(self):
+        deadline = time.monotonic() + self.max_seconds
+        turn = 0
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            path = self.paths[turn % len(self.paths)]
+            turn += 1
+            for index, node in enumerate(self.nodes):
+                try:
+                    status, body = node.get(path, timeout=5)
+                    key = "%d %s" % (status, body.strip())
+                except (OSError, ValueError) as exc:
+                    self.errors.append("%s %s: %r" % (node.frontend_url, path, exc))
+                    key = "error"
+                else:
+                    if status == 200 and body.startswith("version="):
+                        color = body.strip()[len("version="):]
+                        self.colors[color] = self.colors.get(color, 0) + 1
+                if key != "error":
+                    self.answers[key] = self.answers.get(key, 0) + 1
+                self.node_answers[index][key] = self.node_answers[index].get(key, 0) + 1
+                self.requests += 1
+            time.sleep(0.005)
+
+    @property
+    def failed(self):
+        """Requests a user saw fail: no answer, or any status but 200."""
+        return len(self.errors) + sum(count for key, count in self.answers.items() if not key.startswith("200 "))
+
+    def wrong(self, allowed):
+        """200 answers from a version not in `allowed` (a user saw the wrong release)."""
+        return sum(count for color, count in self.colors.items() if color not in allowed)
+
+    def wait_requests(self, count, timeout=60.0):
+        """Wait until `count` more requests were answered (or failed) from now on."""
+        target = self.requests + count
+        wait_for(lambda: self.requests >= target, timeout=timeout,
+                 what="%d more requests of the load generator" % count)
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(timeout=30)

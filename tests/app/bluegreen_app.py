@@ -6,16 +6,47 @@ only, because the containers carry nothing but python3.
 
   GET /release, GET /   -> 200 "version=<answer>"
   GET /healthz          -> 200 "ok", or 503 while --unhealthy-file exists
+  while --fail-file exists, holding "SHARE [PATH]": that share (0..1) of the requests for
+  PATH (exact, without the query; every path but /healthz when absent) -> 500 "failed",
+  spread evenly (with 0.25, every 4th request), so a test knows the rate it causes
 """
 
 import argparse
 import os
 import signal
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def build_handler(answer, unhealthy_file):
+class FailureRule:
+    """Reads --fail-file on every request, so a test can start and stop failures live."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.counted = 0
+
+    def fails(self, request_path):
+        if not self.path or request_path == "/healthz":
+            return False
+        try:
+            with open(self.path) as handle:
+                fields = handle.read().split()
+        except OSError:
+            return False
+        share = float(fields[0]) if fields else 1.0
+        if len(fields) > 1 and fields[1] != request_path:
+            return False
+        with self.lock:
+            self.counted += 1
+            # The n-th matching request fails when floor(n * share) steps up: exact and even.
+            return int(self.counted * share) > int((self.counted - 1) * share)
+
+
+def build_handler(answer, unhealthy_file, fail_file=None):
+    failures = FailureRule(fail_file)
+
     class ReleaseHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "bluegreen-app"
@@ -32,7 +63,9 @@ def build_handler(answer, unhealthy_file):
 
         def do_GET(self):
             path = self.path.split("?", 1)[0]
-            if path == "/healthz":
+            if failures.fails(path):
+                self._reply(500, "failed\n")
+            elif path == "/healthz":
                 # A flag file lets a test make one server fail its checks
                 # without stopping the process (DOWN by check, not by refusal).
                 if unhealthy_file and os.path.exists(unhealthy_file):
@@ -60,9 +93,11 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--unhealthy-file", default=None,
                         help="while this file exists, /healthz answers 503")
+    parser.add_argument("--fail-file", default=None,
+                        help='while this file exists ("SHARE [PATH]"), that share of requests answers 500')
     args = parser.parse_args(argv)
 
-    server = ThreadingHTTPServer((args.bind, args.port), build_handler(args.color, args.unhealthy_file))
+    server = ThreadingHTTPServer((args.bind, args.port), build_handler(args.color, args.unhealthy_file, args.fail_file))
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

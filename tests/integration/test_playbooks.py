@@ -14,7 +14,7 @@ import time
 import ansible_runner
 import pytest
 
-from lab import REPO, ansible_bin, runtime_command
+from lab import REPO, LoadGenerator, ansible_bin, runtime_command
 
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
 ROLLBACK = os.path.join(REPO, "playbooks", "rollback.yml")
@@ -240,35 +240,6 @@ def test_reload_during_the_watch_window_is_detected_and_ends_consistent(fleet_fa
     assert fleet.map_values() == ["backend_blue", "backend_blue"]
     assert fleet.disk_values() == ["backend_blue", "backend_blue"]
     assert {node["outcome"] for node in summary(report).values()} == {"rolled back"}
-
-
-class LoadGenerator(threading.Thread):
-    """Requests through every node's frontend, one connection each, until stopped (bounded)."""
-
-    def __init__(self, nodes, max_seconds=240):
-        super().__init__(daemon=True)
-        self.nodes = nodes
-        self.max_seconds = max_seconds
-        self.stop_event = threading.Event()
-        self.answers = {}
-        self.errors = []
-
-    def run(self):
-        deadline = time.monotonic() + self.max_seconds
-        while not self.stop_event.is_set() and time.monotonic() < deadline:
-            for node in self.nodes:
-                try:
-                    status, body = node.get(timeout=5)
-                except OSError as exc:
-                    self.errors.append(repr(exc))
-                    continue
-                key = "%d %s" % (status, body.strip())
-                self.answers[key] = self.answers.get(key, 0) + 1
-            time.sleep(0.005)
-
-    def stop(self):
-        self.stop_event.set()
-        self.join(timeout=30)
 
 
 def test_live_traffic_sees_no_failed_request_during_cutover_and_rollback(fleet_factory, run_playbook):

@@ -1,0 +1,64 @@
+"""Reading the JSON report of a release playbook run (tests/integration/callback_plugins/test_json.py).
+
+Results are found by the module a task ran (its action), not by task names, so the tests hold
+while the engine's task names change; what they assert is what a user sees: the run's final
+message, the job artifacts (set_stats) and the state of every HAProxy.
+"""
+
+from __future__ import annotations
+
+import os
+
+COLLECTION = "bluegreen.haproxy."
+
+
+def results(report, action):
+    """[(task name, host, result)] of every task that ran `action` (short or FQCN), in order."""
+    found = []
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            name = task["task"]["action"]
+            if name == action or name == COLLECTION + action or name == "ansible.builtin." + action:
+                for host, result in task["hosts"].items():
+                    found.append((task["task"]["name"], host, result))
+    return found
+
+
+def ran(report, action):
+    """[(task name, host, result)] of `action` that did run (not skipped)."""
+    return [item for item in results(report, action) if not item[2].get("skipped")]
+
+
+def final_message(report):
+    """The message the run ended with: the last failed task's msg (the run's verdict)."""
+    message = ""
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for result in task["hosts"].values():
+                if result.get("failed") or result.get("unreachable"):
+                    message = str(result.get("msg", ""))
+    return message
+
+
+def artifacts(report):
+    """The job artifacts the run published with set_stats (what AWX shows), merged."""
+    data = {}
+    for _name, _host, result in ran(report, "set_stats"):
+        data.update(result.get("ansible_stats", {}).get("data", {}))
+    return data
+
+
+def changed(report):
+    """[(task name, host)] of every result that reported a change."""
+    return [(task["task"]["name"], host)
+            for play in report["plays"] for task in play["tasks"]
+            for host, result in task["hosts"].items() if result.get("changed")]
+
+
+def lock_files(fleet):
+    return [path for path in (node.map_path + ".lock" for node in fleet.nodes) if os.path.exists(path)]
+
+
+def nothing_switched(report):
+    """No node ran haproxy_map (the only module that changes a live map) at all."""
+    return [(name, host) for name, host, _result in ran(report, "haproxy_map")]
