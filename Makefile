@@ -9,11 +9,11 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv collection demo test test-unit test-integration sanity molecule images clean
+.PHONY: venv collection demo test test-unit test-integration lint sanity molecule images clean
 
-$(BIN)/.installed: requirements/test.txt requirements/molecule.txt
+$(BIN)/.installed: requirements/test.txt requirements/molecule.txt requirements/lint.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements/molecule.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements/molecule.txt -r requirements/lint.txt
 	touch $@
 
 venv: $(BIN)/.installed
@@ -27,6 +27,12 @@ test-unit: venv collection
 
 test-integration: venv collection
 	$(BIN)/pytest -q tests/integration
+
+# ansible-lint (production profile, .ansible-lint) and the documentation linter of the
+# Ansible docsite, on every module, plugin and role entry point.
+lint: venv collection
+	$(BIN)/ansible-lint
+	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs .
 
 sanity: venv
 	scripts/sanity.sh
