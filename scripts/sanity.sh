@@ -18,6 +18,10 @@ mkdir -p "$dest"
 (
   cd "$repo"
   git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' file; do
+    case "$file" in
+      # The AWX link back to the collection root is not content (galaxy.yml build_ignore).
+      playbooks/collections/*) continue ;;
+    esac
     # A tracked file deleted in the working tree is not shipped either.
     if [ -e "$file" ] || [ -L "$file" ]; then cp --parents -P "$file" "$dest"/; fi
   done
