@@ -3,8 +3,12 @@
 """A lock file on each HAProxy node, so two releases of one map cannot interleave.
 
 Creation uses O_EXCL, which the kernel makes atomic: of two runs racing for
-the same node exactly one creates the file. The file says who holds it and
-since when, so a refusal can tell the operator whom to ask and how old it is.
+the same node exactly one creates the file. The file holds the run's record
+(who, from which controller, since when, how far it got, what it switches),
+so a refusal can tell the operator whom to ask, and after a crash the record
+says what the dead run was doing. Every rewrite of an existing record goes to
+a temporary file in the same directory that is renamed over the lock, so a
+reader sees the old record or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -14,34 +18,89 @@ import os
 import tempfile
 import time
 
+# Fields of the record that only taking the lock sets; an update by the owner
+# keeps them, so `details` can never hand the lock to someone else.
+OWNERSHIP_FIELDS = ("owner", "acquired", "acquired_epoch")
 
-class LockHeldError(Exception):
-    def __init__(self, path, holder):
+# The run facts a caller may record, in the order they are written. Anything
+# else comes from `details`.
+RUN_FIELDS = ("controller", "controller_pid", "started", "phase", "map", "key", "previous", "target")
+
+
+class LockError(Exception):
+    """Base class: the lock could not be taken, updated or released."""
+
+
+class LockHeldError(LockError):
+    """Another owner holds the lock (or its record cannot be read); nothing was changed."""
+
+    def __init__(self, path, holder, action="take"):
         self.path = path
         self.holder = holder
         super(LockHeldError, self).__init__(
-            "release lock %s is held by %s since %s (%s ago); another release of this map is in "
-            "progress. If that run is gone, release the lock with force (playbooks: "
+            "release lock %s is held by %s since %s (%s ago)%s: another release of this map is in progress, "
+            "so the lock cannot be %s. If that run is gone, %s with force (playbooks: "
             "-e release_lock_force=true) or remove the file"
-            % (path, holder.get("owner", "an unknown owner"), holder.get("acquired", "an unknown time"),
-               describe_age(holder))
+            % (path, describe_owner(holder), holder.get("acquired", "an unknown time"), describe_age(holder),
+               describe_run(holder), _PAST[action], "release it" if action == "release" else "take it over")
         )
 
 
-def describe_age(holder):
-    age = lock_age(holder)
+_PAST = dict(take="taken", release="released", update="updated")
+
+
+class LockOptionError(LockError, ValueError):
+    """An option cannot be used (e.g. `details` trying to set the owner); nothing was changed."""
+
+
+def describe_owner(holder):
+    owner = holder.get("owner")
+    return short(owner) if owner else "an unknown owner (unreadable lock record)"
+
+
+def short(value, limit=80):
+    """At most `limit` characters of a value, for messages."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe_run(holder):
+    """' (controller ctl1 pid 4242, phase SWITCH)': what the record says about the run, if anything."""
+    parts = []
+    if holder.get("controller"):
+        parts.append("controller %s" % short(holder["controller"], 40)
+                     + (" pid %s" % holder["controller_pid"] if holder.get("controller_pid") is not None else ""))
+    if holder.get("phase"):
+        parts.append("phase %s" % short(holder["phase"], 40))
+    return " (%s)" % ", ".join(parts) if parts else ""
+
+
+def describe_age(holder, now=None):
+    age = lock_age(holder, now)
     if age is None:
         return "unknown time"
-    minutes, seconds = divmod(int(age), 60)
+    minutes, seconds = divmod(int(max(0, age)), 60)
     hours, minutes = divmod(minutes, 60)
     return "%dh%02dm%02ds" % (hours, minutes, seconds)
 
 
 def lock_age(holder, now=None):
+    """Seconds since the lock was taken; None when the record does not say."""
     try:
-        return (now or time.time()) - float(holder["acquired_epoch"])
+        return (time.time() if now is None else now) - float(holder["acquired_epoch"])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def is_stale(holder, stale_after, now=None):
+    """Whether a lock is older than `stale_after` seconds (0: never stale).
+
+    A record without a readable age is not stale: nothing proves its run is gone.
+    """
+    if not stale_after or stale_after <= 0:
+        return False
+    age = lock_age(holder, now)
+    return age is not None and age > stale_after
 
 
 def read_lock(path):
@@ -58,30 +117,173 @@ def read_lock(path):
     return holder if isinstance(holder, dict) else {}
 
 
-def holder_record(owner, details=None):
-    now = time.time()
-    record = dict(owner=owner, acquired_epoch=now,
-                  acquired=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), pid=os.getpid())
-    record.update(details or {})
+def run_fields(fields=None, details=None):
+    """The run facts to record: `details` first, then the named fields that were given.
+
+    A detail may not set an ownership field: the lock changes hands only by
+    being taken (create, force or stale_after).
+    """
+    details = dict(details or {})
+    reserved = sorted(name for name in details if name in OWNERSHIP_FIELDS)
+    if reserved:
+        raise LockOptionError("details cannot set %s: ownership changes only by taking the lock"
+                              % ", ".join(reserved))
+    record = {}
+    record.update(details)
+    for name, value in (fields or {}).items():
+        if value is not None:
+            record[name] = value
     return record
 
 
+def new_record(owner, facts, now=None):
+    """The record a run writes when it takes the lock."""
+    now = time.time() if now is None else now
+    record = dict(owner=owner, acquired=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                  acquired_epoch=now)
+    record.update(facts)
+    record.setdefault("started", record["acquired"])
+    return _ordered(record)
+
+
+def updated_record(previous, facts):
+    """The owner's record with `facts` applied; ownership fields kept as they were."""
+    record = dict(previous)
+    record.update(facts)
+    for name in OWNERSHIP_FIELDS:
+        if name in previous:
+            record[name] = previous[name]
+    return _ordered(record)
+
+
+def _ordered(record):
+    order = ("owner",) + RUN_FIELDS[:3] + ("acquired", "acquired_epoch") + RUN_FIELDS[3:]
+    ordered = dict((name, record[name]) for name in order if name in record)
+    ordered.update((name, value) for name, value in record.items() if name not in ordered)
+    return ordered
+
+
 def create_lock(path, record):
-    """Create the lock; False when it already exists."""
+    """Create the lock; False when it already exists.
+
+    O_EXCL makes the existence check and the creation one step in the kernel:
+    without it two racing runs would both 'create' the lock. The record is
+    written to the new file afterwards, so a reader can see it empty for a
+    moment (read_lock then returns {}: held, owner unknown).
+    """
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
     with os.fdopen(descriptor, "w") as handle:
         json.dump(record, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return True
 
 
 def replace_lock(path, record):
-    """Take over an existing lock: write the new record beside it and rename over it."""
-    descriptor, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path),
-                                             dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(record, handle)
-    os.chmod(temp_path, 0o644)
-    os.rename(temp_path, path)
+    """Write a record beside the lock and rename it over the lock (atomic for readers)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    descriptor, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_path, 0o644)
+        os.rename(temp_path, path)
+    except BaseException:
+        try:
+            os.unlink(temp_path)
+        except OSError:
+            pass
+        raise
+
+
+def read_written_record(path, patience=1.0, interval=0.02):
+    """The record of a lock another run has just created.
+
+    Its creator writes the record right after the O_EXCL create, so for a
+    moment the file is empty; wait a little for it rather than report a lock
+    held by an unknown owner.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        holder = read_lock(path)
+        if holder or time.monotonic() >= deadline:
+            return holder or {}
+        time.sleep(interval)
+
+
+def _same_holder(a, b):
+    return (a or {}).get("owner") == (b or {}).get("owner") and \
+        (a or {}).get("acquired_epoch") == (b or {}).get("acquired_epoch")
+
+
+def acquire(path, owner, facts=None, force=False, stale_after=0, check_mode=False, now=None):
+    """Take the lock, or update the record when `owner` already holds it.
+
+    Returns dict(changed, holder, previous_holder, taken_over). Raises
+    LockHeldError when another owner holds it (unless force or stale_after
+    allow a take-over), changing nothing.
+    """
+    if not owner:
+        raise LockOptionError("owner must name the run taking the lock, got an empty string")
+    facts = facts or {}
+    previous = read_lock(path)
+    if previous is not None and previous.get("owner") == owner:
+        record = updated_record(previous, facts)
+        changed = record != previous
+        if changed and not check_mode:
+            # Someone may have forced the lock away since we read it; never
+            # write our record over theirs.
+            if not _same_holder(read_lock(path), previous):
+                raise LockHeldError(path, read_lock(path) or {}, action="update")
+            replace_lock(path, record)
+        return dict(changed=changed, holder=record, previous_holder=previous, taken_over=False)
+
+    if previous is not None and not (force or is_stale(previous, stale_after, now)):
+        raise LockHeldError(path, previous)
+    record = new_record(owner, facts, now)
+    if not check_mode:
+        if previous is None:
+            if not create_lock(path, record):
+                # Another run created it between our read and our create.
+                raise LockHeldError(path, read_written_record(path))
+        else:
+            replace_lock(path, record)
+    return dict(changed=True, holder=record, previous_holder=previous, taken_over=previous is not None)
+
+
+def release(path, owner, force=False, check_mode=False):
+    """Remove the lock if `owner` holds it (or with force). No lock: nothing to do.
+
+    Returns dict(changed, holder=None, previous_holder, taken_over=False);
+    raises LockHeldError when another owner holds it, changing nothing.
+    """
+    previous = read_lock(path)
+    if previous is None:
+        return dict(changed=False, holder=None, previous_holder=None, taken_over=False)
+    if previous.get("owner") != owner and not force:
+        raise LockHeldError(path, previous, action="release")
+    if not check_mode:
+        current = read_lock(path)
+        # The owner releases only the record it read: a run that forced the
+        # lock away in the meantime keeps it.
+        if not force and current is not None and not _same_holder(current, previous):
+            raise LockHeldError(path, current, action="release")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return dict(changed=True, holder=None, previous_holder=previous, taken_over=False)
+
+
+def lock_info(path, now=None):
+    """dict(held, holder, age) for release_lock_info; holder {} when the record is unreadable."""
+    holder = read_lock(path)
+    if holder is None:
+        return dict(held=False, holder=None, age=None)
+    age = lock_age(holder, now)
+    return dict(held=True, holder=holder, age=None if age is None else round(max(0.0, age), 3))

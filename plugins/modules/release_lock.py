@@ -6,15 +6,25 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: release_lock
-short_description: Take or release the lock that keeps two releases of one map from interleaving
+short_description: Take, update or release the lock that keeps two releases of one map from interleaving
 version_added: 0.1.0
 description:
-  - Creates a lock file atomically (C(O_EXCL)) on the HAProxy node, recording who holds it and since
-    when. A second run with another O(owner) is refused with a message naming the holder and the
-    lock's age, and changes nothing.
-  - The same O(owner) may take the lock again (a retried task stays idempotent).
-  - The cutover and rollback playbooks take it on every node before PRECHECK and release it at the
-    end, success or failure.
+  - Creates a lock file atomically (C(O_EXCL)) on the HAProxy node. The file is the run's record
+    (JSON) - who holds it (O(owner)), from which controller (O(controller), O(controller_pid)), when
+    the run started and took the lock, the phase it reached, the map and key it switches, the
+    previous and the target value, and any O(details). After a crash it tells the operator what the
+    dead run was doing (see M(bluegreen.haproxy.release_lock_info)).
+  - A run with another O(owner) is refused with a message naming the holder, its controller, phase
+    and the lock's age, and changes nothing.
+  - The owner calling again with O(state=present) updates the record (for example O(phase)) by
+    writing a new file beside the lock and renaming it over the lock, so a reader never sees half a
+    record. It reports RV(ignore:changed) only when the record differs. The owner and the time the
+    lock was taken never change this way.
+  - O(state=absent) removes the lock, only when O(owner) holds it (or with O(force)).
+  - The record holds no process id of this module, which is a short-lived process on the node. The
+    run is identified by O(owner), O(controller) and O(controller_pid).
+  - The cutover and rollback playbooks take it on every node before PRECHECK, record each phase,
+    and release it at the end.
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
@@ -34,13 +44,13 @@ options:
     required: true
   state:
     description:
-      - V(present) takes the lock, V(absent) releases it.
+      - V(present) takes the lock (or, for its owner, updates the record); V(absent) releases it.
     type: str
     choices: [present, absent]
     default: present
   owner:
     description:
-      - Who takes or releases the lock; a run identifier such as the AWX job id.
+      - Who takes, updates or releases the lock; a run identifier such as the AWX job id.
     type: str
     required: true
   force:
@@ -52,24 +62,73 @@ options:
     default: false
   stale_after:
     description:
-      - Seconds after which another owner's lock is treated as stale and taken over without O(force).
-        V(0) means never.
+      - Seconds after which another owner's lock is treated as stale and taken over without O(force);
+        a lock taken more than O(stale_after) seconds ago is stale, a younger one is not.
+      - A record without a readable age is never stale. V(0) means never.
     type: int
     default: 0
+  controller:
+    description:
+      - The host the run is controlled from (the Ansible controller).
+    type: str
+  controller_pid:
+    description:
+      - The process id of the run on the controller (for example the C(ansible-playbook) process).
+    type: int
+  started:
+    description:
+      - When the run started, as the controller tells it (for example an ISO 8601 time).
+      - Defaults to the time the lock is taken.
+    type: str
+  phase:
+    description:
+      - The phase the run has reached (for example V(PRECHECK), V(SWITCH), V(PERSIST)).
+    type: str
+  map:
+    description:
+      - The map the run switches.
+    type: str
+  key:
+    description:
+      - The key (or keys) of the map the run switches.
+    type: raw
+  previous:
+    description:
+      - The value (or, for several keys, the dict of values) live before the run.
+    type: raw
+  target:
+    description:
+      - The value (or dict of values) the run switches to.
+    type: raw
   details:
     description:
-      - Extra facts to record in the lock file (for example the target backend), shown to whoever is refused.
+      - Any other facts to record in the lock file, shown to whoever is refused.
+      - They are written at the top level of the record. The named options above take precedence
+        over the same names here. C(owner), C(acquired) and C(acquired_epoch) are refused here.
     type: dict
     default: {}
+seealso:
+  - module: bluegreen.haproxy.release_lock_info
 """
 
 EXAMPLES = r"""
-- name: Take the release lock
+- name: Take the release lock, recording the run
   bluegreen.haproxy.release_lock:
     path: /etc/haproxy/maps/bluegreen.map.lock
     owner: "awx-job-{{ awx_job_id | default('manual') }}"
-    details:
-      target: backend_green
+    controller: "{{ lookup('ansible.builtin.pipe', 'hostname') }}"
+    started: "{{ now(utc=true).isoformat() }}"
+    phase: PRECHECK
+    map: /etc/haproxy/maps/bluegreen.map
+    key: active
+    previous: backend_blue
+    target: backend_green
+
+- name: Record that the switch is next (only the owner may; ownership does not change)
+  bluegreen.haproxy.release_lock:
+    path: /etc/haproxy/maps/bluegreen.map.lock
+    owner: "awx-job-{{ awx_job_id | default('manual') }}"
+    phase: SWITCH
 
 - name: Release it
   bluegreen.haproxy.release_lock:
@@ -83,9 +142,20 @@ holder:
   description: The lock record after the task (V(null) when released).
   returned: always
   type: dict
-  sample: {"owner": "awx-job-42", "acquired": "2026-11-27T14:01:02Z", "acquired_epoch": 1795788062.1, "pid": 4242}
+  sample:
+    owner: awx-job-42
+    controller: ctl1.example.com
+    controller_pid: 31337
+    started: "2026-11-27T14:01:00Z"
+    acquired: "2026-11-27T14:01:02Z"
+    acquired_epoch: 1795788062.1
+    phase: SWITCH
+    map: /etc/haproxy/maps/bluegreen.map
+    key: active
+    previous: backend_blue
+    target: backend_green
 previous_holder:
-  description: The record found before the task, V(null) when there was no lock.
+  description: The record found before the task, V(null) when there was no lock, V({}) when it could not be read.
   returned: always
   type: dict
 taken_over:
@@ -94,50 +164,25 @@ taken_over:
   type: bool
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import (
+    RUN_FIELDS,
+    LockError,
     LockHeldError,
-    create_lock,
-    holder_record,
-    lock_age,
+    acquire,
     read_lock,
-    replace_lock,
+    release,
+    run_fields,
 )
 
 
-def acquire(module, path, owner, previous):
-    params = module.params
-    if previous is not None and previous.get("owner") == owner:
-        return dict(changed=False, holder=previous, taken_over=False)
-    stale = params["stale_after"] > 0 and (lock_age(previous or {}) or 0) > params["stale_after"]
-    if previous is not None and not (params["force"] or stale):
-        raise LockHeldError(path, previous)
-    record = holder_record(owner, params["details"])
-    if module.check_mode:
-        return dict(changed=True, holder=record, taken_over=previous is not None)
-    if previous is None:
-        if not create_lock(path, record):
-            # Another run created it between our read and our create.
-            raise LockHeldError(path, read_lock(path) or {})
-    else:
-        replace_lock(path, record)
-    return dict(changed=True, holder=record, taken_over=previous is not None)
-
-
-def release(module, path, owner, previous):
-    if previous is None:
-        return dict(changed=False, holder=None, taken_over=False)
-    if previous.get("owner") != owner and not module.params["force"]:
-        raise LockHeldError(path, previous)
-    if not module.check_mode:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-    return dict(changed=True, holder=None, taken_over=False)
+def read_or_none(path):
+    """The record for an error report; an unreadable file must not hide the real error."""
+    try:
+        return read_lock(path)
+    except OSError:
+        return None
 
 
 def main():
@@ -148,20 +193,36 @@ def main():
             owner=dict(type="str", required=True),
             force=dict(type="bool", default=False),
             stale_after=dict(type="int", default=0),
+            controller=dict(type="str"),
+            controller_pid=dict(type="int"),
+            started=dict(type="str"),
+            phase=dict(type="str"),
+            map=dict(type="str"),
+            key=dict(type="raw"),
+            previous=dict(type="raw"),
+            target=dict(type="raw"),
             details=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
-    path, owner = module.params["path"], module.params["owner"]
-    previous = read_lock(path)
-    action = acquire if module.params["state"] == "present" else release
+    params = module.params
+    path, owner = params["path"], params["owner"]
     try:
-        result = action(module, path, owner, previous)
+        if params["state"] == "present":
+            facts = run_fields(dict((name, params[name]) for name in RUN_FIELDS), params["details"])
+            result = acquire(path, owner, facts, force=params["force"], stale_after=params["stale_after"],
+                             check_mode=module.check_mode)
+        else:
+            result = release(path, owner, force=params["force"], check_mode=module.check_mode)
     except LockHeldError as exc:
-        module.fail_json(msg=str(exc), holder=exc.holder, previous_holder=previous, taken_over=False)
+        module.fail_json(msg=str(exc), changed=False, holder=exc.holder, previous_holder=read_or_none(path),
+                         taken_over=False)
+    except LockError as exc:
+        module.fail_json(msg=str(exc), changed=False)
     except OSError as exc:
-        module.fail_json(msg="cannot change release lock %s: %s" % (path, exc), previous_holder=previous)
-    module.exit_json(previous_holder=previous, **result)
+        module.fail_json(msg="cannot change release lock %s: %s (is its directory writable by this user?)"
+                         % (path, exc), changed=False, previous_holder=read_or_none(path))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
