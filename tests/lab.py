@@ -16,6 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from support import runtime_client
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(REPO, "tests", "app", "bluegreen_app.py")
 COLLECTIONS = os.path.join(REPO, ".collections")
@@ -73,24 +75,13 @@ def wait_for(predicate, timeout=15.0, interval=0.1, what="condition"):
     raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
-def runtime_command(address, command, timeout=5.0):
-    """Raw Runtime API call for test set-up and assertions (independent of the collection)."""
-    if address.startswith("/"):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(address)
-    else:
-        host, port = address.rsplit(":", 1)
-        sock = socket.create_connection((host, int(port)), timeout=timeout)
-    with sock:
-        sock.sendall(command.encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks).decode()
-            chunks.append(chunk)
+def runtime_command(address, command, timeout=5.0, retry_for=5.0):
+    """Raw Runtime API call for test set-up and assertions (independent of the collection).
+
+    tests/support/runtime_client.py, shared with the demo and the Molecule scenarios; a socket
+    that is absent or refuses the connection (HAProxy reloading) is retried for `retry_for` s.
+    """
+    return runtime_client.command(address, command, timeout=timeout, retry_for=retry_for)
 
 
 @dataclass
@@ -212,7 +203,7 @@ class HAProxyEnv:
 
     def _answers(self):
         try:
-            return "Version" in runtime_command(self.socket, "show info")
+            return "Version" in runtime_command(self.socket, "show info", retry_for=0)
         except OSError:
             return False
 
