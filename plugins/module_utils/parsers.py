@@ -166,6 +166,60 @@ def parse_backend_list(reply):
     return [line.strip() for line in _lines(reply) if not line.startswith("#")]
 
 
+# `show servers state`: srv_admin_state bits (src/server.h). Any maintenance bit means HAProxy
+# sends the server no traffic: forced (set server/disable server), inherited from a tracked
+# server, from the config (`disabled`), or from DNS resolution.
+SERVER_ADMIN_MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20
+SERVER_ADMIN_DRAIN_BITS = 0x08 | 0x10
+
+
+def parse_servers_state(reply):
+    """`show servers state [<backend>]` -> list of dicts keyed by header name (string values).
+
+    The reply is a format version line (`1`), a `# be_id be_name srv_id ...` header and one
+    space-separated row per server. Columns are looked up by name, never by position, so the
+    2.6 and 3.0 column sets (and later ones that add columns) all work. A reply without the
+    header (`Can't find backend.`) gives [].
+    """
+    lines = _lines(reply)
+    header = None
+    rows = []
+    for line in lines:
+        if header is None:
+            if line.startswith("# "):
+                header = line[2:].split()
+            continue
+        if line.startswith("#"):
+            continue
+        rows.append(dict(zip(header, line.split())))
+    return rows
+
+
+def _address_or_none(text):
+    return None if text in (None, "", "-") else text
+
+
+def server_from_state_row(row):
+    """The facts about one `show servers state` row that the preflight needs.
+
+    `address` is None while a server named by FQDN is not resolved; `port` 0 means the
+    server has no port of its own (HAProxy uses the client's destination port).
+    """
+    admin_state = _int_or_none(row.get("srv_admin_state")) or 0
+    return dict(
+        name=row.get("srv_name"),
+        backend=row.get("be_name"),
+        address=_address_or_none(row.get("srv_addr")),
+        port=_int_or_none(row.get("srv_port")),
+        ssl=row.get("srv_use_ssl") == "1",
+        fqdn=_address_or_none(row.get("srv_fqdn")),
+        op_state=_int_or_none(row.get("srv_op_state")),
+        admin_state=admin_state,
+        maintenance=bool(admin_state & SERVER_ADMIN_MAINT_BITS),
+        draining=bool(admin_state & SERVER_ADMIN_DRAIN_BITS),
+    )
+
+
 def parse_show_info(reply):
     """`show info` -> {"Name": "HAProxy", "Version": ..., "Pid": ...} (values as strings)."""
     info = {}

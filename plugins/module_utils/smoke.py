@@ -1,23 +1,46 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Pure helpers for the http_smoke module.
+"""HTTP smoke requests for the http_smoke and haproxy_backend_preflight modules.
 
-Everything here is free of network I/O so it can be unit tested: option
+Most of this file is pure and unit tested without a network: option
 validation (URL, resolve address, status codes, method, headers), turning an
 exception into a short per-request error text, judging one response, and
-building the summary and the one-line message of a smoke run.
+building the summary and the one-line message of a smoke run. The engine's
+filter plugin imports the validators on the controller, so their signatures
+stay as they are.
+
+:func:`send_request` is the one function that sends a request, for both
+modules: one request on a fresh connection, optionally to another address
+than the URL's host (like curl's ``--resolve``), bounded as a whole by one
+deadline, with the body read up to a cap.
 """
 
 from __future__ import annotations
 
 import http.client
+import inspect
 import ipaddress
 import re
 import socket
 import ssl
+import time
 import urllib.error
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
+
+from ansible.module_utils.urls import Request
+
+try:
+    from ansible.module_utils.urls import make_context
+except ImportError:  # older ansible-core: Request builds its own TLS context per request
+    make_context = None
+
+HTTP_AGENT = 'ansible-httpget'
+# The most of a body that is read and judged; the rest is never read (issue 7: a 50 MB body
+# must not cost 140 MB of memory on the managed host).
+DEFAULT_MAX_BODY_BYTES = 1048576
+_READ_CHUNK = 65536
 
 EXCERPT_LENGTH = 200
 BODY_KEY_LENGTH = 80
@@ -299,10 +322,12 @@ def judge(status, text, status_codes, body_regex=None):
     return True, None
 
 
-def request_result(elapsed, status=None, text=None, error=None, status_codes=(200,), body_regex=None):
+def request_result(elapsed, status=None, text=None, error=None, status_codes=(200,), body_regex=None,
+                   body_truncated=False):
     """The per-request entry of ``results``.
 
     Either ``error`` (no usable response) or ``status`` and ``text`` (a response) is given.
+    ``body_truncated`` says the body was longer than the cap and only its start was judged.
     """
     if error is not None:
         matched, reason = False, error
@@ -315,6 +340,7 @@ def request_result(elapsed, status=None, text=None, error=None, status_codes=(20
         'error': error,
         'reason': reason,
         'body_excerpt': None if matched or text is None else body_excerpt(text),
+        'body_truncated': bool(body_truncated) if error is None else False,
         # kept only for the summary; removed before the result is returned
         '_body_key': None if text is None else body_key(text),
     }
@@ -371,3 +397,264 @@ def build_message(url, results, resolve_address=None):
 def public_results(results):
     """The results without internal keys."""
     return [dict((k, v) for k, v in r.items() if not k.startswith('_')) for r in results]
+
+
+# ---------------------------------------------------------------------------
+# Sending one request
+# ---------------------------------------------------------------------------
+
+def validate_timeout(timeout, name='timeout'):
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise SmokeOptionError('%s must be more than 0 seconds, got %s' % (name, timeout))
+    return float(timeout)
+
+
+def validate_max_body_bytes(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SmokeOptionError('max_body_bytes must be 0 or more, got %s' % (value,))
+    return value
+
+
+class Deadline(object):
+    """The instant by which a whole request must be done."""
+
+    def __init__(self, seconds, clock=time.monotonic):
+        self.seconds = seconds
+        self._clock = clock
+        self.expires = clock() + seconds
+
+    def remaining(self):
+        """Seconds left; raises socket.timeout once none are (reported as 'timed out')."""
+        left = self.expires - self._clock()
+        if left <= 0:
+            raise socket.timeout('timed out')
+        return left
+
+
+# The deadline of the request being sent. The modules send one request at a time, and a
+# socket made by http.client or ssl cannot be handed one any other way.
+_ACTIVE_DEADLINE = [None]
+
+
+def _arm(sock):
+    """Before each wait on ``sock``: allow only what is left of the request's time.
+
+    A socket timeout alone bounds each read, so an answer trickling one byte a second
+    would never time out; re-arming before every read bounds the whole request.
+    """
+    deadline = _ACTIVE_DEADLINE[0]
+    if deadline is not None:
+        sock.settimeout(deadline.remaining())
+
+
+class _DeadlineSocket(socket.socket):
+    """A plain TCP socket whose every send and receive waits at most until the deadline."""
+
+    def recv(self, *args, **kwargs):
+        _arm(self)
+        return super(_DeadlineSocket, self).recv(*args, **kwargs)
+
+    def recv_into(self, *args, **kwargs):
+        _arm(self)
+        return super(_DeadlineSocket, self).recv_into(*args, **kwargs)
+
+    def send(self, *args, **kwargs):
+        _arm(self)
+        return super(_DeadlineSocket, self).send(*args, **kwargs)
+
+    def sendall(self, *args, **kwargs):
+        _arm(self)
+        return super(_DeadlineSocket, self).sendall(*args, **kwargs)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """The TLS socket on top: the handshake, every read and every write wait at most until the deadline.
+
+    (recv, recv_into and sendall go through read and send.)
+    """
+
+    def do_handshake(self, *args, **kwargs):
+        _arm(self)
+        return super(_DeadlineSSLSocket, self).do_handshake(*args, **kwargs)
+
+    def read(self, *args, **kwargs):
+        _arm(self)
+        return super(_DeadlineSSLSocket, self).read(*args, **kwargs)
+
+    def send(self, *args, **kwargs):
+        _arm(self)
+        return super(_DeadlineSSLSocket, self).send(*args, **kwargs)
+
+
+def _target_matches(target, wanted):
+    try:
+        return (str(target[0]).lower().strip('[]'), int(target[1])) == wanted
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
+@contextmanager
+def connect_to(host, port, address):
+    """Send TCP connections for ``host:port`` to ``address`` (``(addr, port)``) instead.
+
+    ``ansible.module_utils.urls`` offers no hook for the TCP connect, so, like its own
+    ``unix_socket_patch_httpconnection_connect``, this patches for the duration of one request:
+    ``http.client`` picks ``socket.create_connection`` when it builds a connection, and only the
+    URL's own host and port are redirected. The URL, the Host header, TLS SNI and the
+    certificate check are untouched.
+    """
+    original = socket.create_connection
+    wanted = (host.lower(), int(port))
+
+    def create_connection(target, *args, **kwargs):
+        if _target_matches(target, wanted):
+            target = address
+        return original(target, *args, **kwargs)
+
+    socket.create_connection = create_connection
+    try:
+        yield
+    finally:
+        socket.create_connection = original
+
+
+@contextmanager
+def request_deadline(seconds):
+    """Bound everything one request does on the network by one deadline of ``seconds``.
+
+    Connecting (to every address tried, and to each redirect), the TLS handshake, sending,
+    and reading the status line, headers and body all share it. Patched for the duration of
+    the request, like :func:`connect_to`: every TCP socket ``http.client`` creates, and every
+    TLS socket ``ssl`` wraps around it, re-arms its timeout to what is left before each wait.
+    Name resolution (getaddrinfo) cannot be interrupted and is not bounded.
+    """
+    deadline = Deadline(seconds)
+    original_create = socket.create_connection
+    original_tls_class = ssl.SSLContext.sslsocket_class
+
+    def create_connection(target, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, *args, **kwargs):
+        left = deadline.remaining()
+        if timeout is socket._GLOBAL_DEFAULT_TIMEOUT or timeout is None or timeout > left:
+            timeout = left
+        sock = original_create(target, timeout, *args, **kwargs)
+        bounded = _DeadlineSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        bounded.settimeout(timeout)
+        return bounded
+
+    _ACTIVE_DEADLINE[0] = deadline
+    socket.create_connection = create_connection
+    ssl.SSLContext.sslsocket_class = _DeadlineSSLSocket
+    try:
+        yield deadline
+    finally:
+        ssl.SSLContext.sslsocket_class = original_tls_class
+        socket.create_connection = original_create
+        _ACTIVE_DEADLINE[0] = None
+
+
+def read_capped(response, max_bytes):
+    """Read at most ``max_bytes`` of a body: ``(data, truncated)``.
+
+    Reading stops at the cap, so memory stays at the cap whatever the server sends;
+    ``truncated`` says more was there (found by reading one more byte, or by the time
+    running out while looking for it).
+    """
+    data = bytearray()
+    while len(data) < max_bytes:
+        chunk = response.read(min(_READ_CHUNK, max_bytes - len(data)))
+        if not chunk:
+            return bytes(data), False
+        data += chunk
+    try:
+        truncated = bool(response.read(1))
+    except (socket.timeout, OSError, http.client.HTTPException):
+        truncated = True
+    return bytes(data), truncated
+
+
+def read_response(response, max_bytes=DEFAULT_MAX_BODY_BYTES):
+    """Status, decoded body (at most ``max_bytes`` of it) and whether it was cut, of a response
+    (or of an HTTPError, which is one)."""
+    status = response.getcode() if hasattr(response, 'getcode') else response.code
+    try:
+        data, truncated = read_capped(response, max_bytes)
+    except AttributeError:
+        # HTTPError without a body
+        data, truncated = b'', False
+    charset = None
+    headers = getattr(response, 'headers', None)
+    if headers is not None and hasattr(headers, 'get_content_charset'):
+        charset = headers.get_content_charset()
+    return status, decode_body(data, charset), truncated
+
+
+# Building a TLS context reads the CA store (tens of milliseconds); build it once for all
+# requests when this ansible-core's Request accepts a ready-made one.
+try:
+    _REQUEST_TAKES_CONTEXT = make_context is not None and 'context' in inspect.signature(Request.open).parameters
+except (TypeError, ValueError):
+    _REQUEST_TAKES_CONTEXT = False
+
+
+def build_tls_context(validate_certs=True, ca_path=None):
+    """A TLS context shared by every request, or None to let Request build one per request."""
+    if not _REQUEST_TAKES_CONTEXT:
+        return None
+    return make_context(cafile=ca_path, validate_certs=validate_certs)
+
+
+def send_request(url, method='GET', headers=None, data=None, status_codes=(200,), body_regex=None,
+                 timeout=5.0, max_body_bytes=DEFAULT_MAX_BODY_BYTES, connect_address=None,
+                 validate_certs=True, ca_path=None, follow_redirects='none', use_proxy=True,
+                 tls_context=None):
+    """Send one request and return its result entry (see :func:`request_result`).
+
+    Never raises for network or protocol problems: they are the entry's ``error``.
+    ``timeout`` bounds the whole request, from connecting to the last byte read;
+    ``connect_address`` (``(addr, port)``) sends the TCP connection for the URL's host and
+    port there, keeping the URL's host in the Host header, the TLS SNI and the certificate
+    check; proxies are then never used.
+    """
+    target = parse_url(url)
+    # A new Request per request: a fresh cookie jar, so no stickiness cookie pins the balancer.
+    options = dict(
+        headers=dict(headers or {}),
+        use_proxy=use_proxy and connect_address is None,
+        timeout=timeout,
+        validate_certs=validate_certs,
+        follow_redirects=follow_redirects,
+        http_agent=HTTP_AGENT,
+        ca_path=ca_path,
+    )
+    if tls_context is not None:
+        options['context'] = tls_context
+    request = Request(**options)
+    started = time.monotonic()
+    response = None
+    try:
+        with request_deadline(timeout):
+            if connect_address is not None:
+                redirect = connect_to(target.host, target.port, connect_address)
+            else:
+                redirect = _no_redirect()
+            with redirect:
+                try:
+                    response = request.open(method, target.url, data=data)
+                except urllib.error.HTTPError as e:
+                    response = e
+                status, text, truncated = read_response(response, max_body_bytes)
+    except Exception as e:  # every network or protocol problem is a per-request result
+        return request_result(time.monotonic() - started, error=describe_error(e))
+    finally:
+        if response is not None:
+            try:
+                response.close()
+            except Exception:
+                pass
+    return request_result(time.monotonic() - started, status=status, text=text,
+                          status_codes=status_codes, body_regex=body_regex, body_truncated=truncated)
+
+
+@contextmanager
+def _no_redirect():
+    yield

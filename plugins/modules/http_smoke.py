@@ -76,9 +76,22 @@ options:
     default: 0
   timeout:
     description:
-      - Seconds to wait for each request to connect, and for each read of its answer.
+      - Seconds each request may take as a whole, from connecting (TLS handshake and redirects
+        included) to the last byte of the answer read. A request that takes longer, for example
+        an answer that trickles in, fails with C(timed out).
+      - The host name lookup (DNS) of the URL's host cannot be interrupted and is not counted.
     type: float
     default: 5
+  max_body_bytes:
+    description:
+      - The most bytes of each answer's body that are read. Reading stops there, so a large
+        body costs no more memory than this; the rest is never downloaded.
+      - O(body_regex) is searched in the part that was read, and RV(results[].body_truncated)
+        says when a body was longer.
+      - V(0) reads no body at all (only the status is judged; a O(body_regex) then searches an
+        empty text).
+    type: int
+    default: 1048576
   validate_certs:
     description:
       - Whether to verify the server's TLS certificate and that it is valid for the URL's host.
@@ -128,7 +141,7 @@ notes:
   - "Every request is independent: a new connection (C(Connection: close)) and no cookie jar
     shared between requests."
   - Bodies are decoded with the answer's charset (UTF-8 by default, invalid bytes replaced)
-    before O(body_regex) is searched.
+    before O(body_regex) is searched. Only the first O(max_body_bytes) bytes are read.
 seealso:
   - name: curl --resolve
     description: The curl option that O(resolve) mirrors.
@@ -233,6 +246,13 @@ results:
       type: str
       returned: always
       sample: version=blue
+    body_truncated:
+      description:
+        - Whether the body was longer than O(max_body_bytes), so only its start was read and judged.
+        - V(false) when no answer came.
+      type: bool
+      returned: always
+      sample: false
 summary:
   description: Counts over all requests.
   returned: always
@@ -266,133 +286,29 @@ msg:
   sample: "3 of 10 requests to http://release.example.com/release failed: 2 x status 503 (expected 200), 1 x connection refused"
 """
 
-import inspect
 import os
-import socket
 import time
-import urllib.error
-from contextlib import contextmanager, nullcontext
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import Request
-
-try:
-    from ansible.module_utils.urls import make_context
-except ImportError:  # older ansible-core: Request builds its own TLS context per request
-    make_context = None
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
+    DEFAULT_MAX_BODY_BYTES,
     SmokeOptionError,
     build_message,
+    build_tls_context,
     compile_body_regex,
-    decode_body,
-    describe_error,
     format_address,
     parse_resolve,
     parse_url,
     public_results,
-    request_result,
+    send_request,
     summarize,
     validate_headers,
+    validate_max_body_bytes,
     validate_method,
     validate_status_codes,
+    validate_timeout,
 )
-
-HTTP_AGENT = 'ansible-httpget'
-
-# Building a TLS context reads the CA store (tens of milliseconds); build it once for all requests
-# when this ansible-core's Request accepts a ready-made one.
-try:
-    _REQUEST_TAKES_CONTEXT = make_context is not None and 'context' in inspect.signature(Request.open).parameters
-except (TypeError, ValueError):
-    _REQUEST_TAKES_CONTEXT = False
-
-
-def build_tls_context(params):
-    """A TLS context shared by every request, or None to let Request build one per request."""
-    if not _REQUEST_TAKES_CONTEXT:
-        return None
-    return make_context(cafile=params['ca_path'], validate_certs=params['validate_certs'])
-
-
-@contextmanager
-def connect_to(host, port, address):
-    """Send TCP connections for ``host:port`` to ``address`` (``(addr, port)``) instead.
-
-    ``ansible.module_utils.urls`` offers no hook for the TCP connect, so, like its own
-    ``unix_socket_patch_httpconnection_connect``, this patches for the duration of one request:
-    ``http.client`` picks ``socket.create_connection`` when it builds a connection, and only the
-    URL's own host and port are redirected. The URL, the Host header, TLS SNI and the
-    certificate check are untouched.
-    """
-    original = socket.create_connection
-    wanted = (host.lower(), int(port))
-
-    def create_connection(target, *args, **kwargs):
-        try:
-            if (str(target[0]).lower().strip('[]'), int(target[1])) == wanted:
-                target = address
-        except (TypeError, ValueError, IndexError):
-            pass
-        return original(target, *args, **kwargs)
-
-    socket.create_connection = create_connection
-    try:
-        yield
-    finally:
-        socket.create_connection = original
-
-
-def read_response(response):
-    """Status and decoded body of a response (or of an HTTPError, which is one)."""
-    status = response.getcode() if hasattr(response, 'getcode') else response.code
-    try:
-        data = response.read()
-    except AttributeError:
-        # HTTPError without a body
-        data = b''
-    charset = None
-    headers = getattr(response, 'headers', None)
-    if headers is not None and hasattr(headers, 'get_content_charset'):
-        charset = headers.get_content_charset()
-    return status, decode_body(data, charset)
-
-
-def send_one(params, target, method, headers, data, resolve_to, status_codes, body_regex, tls_context=None):
-    """Send one request and return its result entry; never raises for network problems."""
-    # A new Request per request: a fresh cookie jar, so no stickiness cookie pins the balancer.
-    options = dict(
-        headers=headers,
-        use_proxy=params['use_proxy'] and resolve_to is None,
-        timeout=params['timeout'],
-        validate_certs=params['validate_certs'],
-        follow_redirects=params['follow_redirects'],
-        http_agent=HTTP_AGENT,
-        ca_path=params['ca_path'],
-    )
-    if tls_context is not None:
-        options['context'] = tls_context
-    request = Request(**options)
-    started = time.monotonic()
-    response = None
-    redirect = connect_to(target.host, target.port, resolve_to) if resolve_to is not None else nullcontext()
-    try:
-        with redirect:
-            try:
-                response = request.open(method, target.url, data=data)
-            except urllib.error.HTTPError as e:
-                response = e
-            status, text = read_response(response)
-    except Exception as e:  # every network or protocol problem is a per-request result
-        return request_result(time.monotonic() - started, error=describe_error(e))
-    finally:
-        if response is not None:
-            try:
-                response.close()
-            except Exception:
-                pass
-    return request_result(time.monotonic() - started, status=status, text=text,
-                          status_codes=status_codes, body_regex=body_regex)
 
 
 def main():
@@ -407,6 +323,7 @@ def main():
             requests=dict(type='int', default=1),
             interval=dict(type='float', default=0),
             timeout=dict(type='float', default=5),
+            max_body_bytes=dict(type='int', default=DEFAULT_MAX_BODY_BYTES),
             validate_certs=dict(type='bool', default=True),
             ca_path=dict(type='path'),
             resolve=dict(type='str'),
@@ -429,8 +346,8 @@ def main():
             raise SmokeOptionError('requests must be at least 1, got %d' % params['requests'])
         if params['interval'] < 0:
             raise SmokeOptionError('interval must not be negative, got %s' % params['interval'])
-        if params['timeout'] <= 0:
-            raise SmokeOptionError('timeout must be more than 0 seconds, got %s' % params['timeout'])
+        validate_timeout(params['timeout'])
+        validate_max_body_bytes(params['max_body_bytes'])
         if params['ca_path'] is not None and not os.path.isfile(params['ca_path']):
             raise SmokeOptionError('ca_path %r is not a file' % params['ca_path'])
         resolve_to = None
@@ -445,7 +362,7 @@ def main():
     data = params['body'].encode('utf-8') if params['body'] is not None else None
     try:
         # also for http:// URLs: a redirect may lead to https://
-        tls_context = build_tls_context(params)
+        tls_context = build_tls_context(params['validate_certs'], params['ca_path'])
     except Exception as e:  # e.g. an unreadable ca_path
         module.fail_json(msg='ca_path %r could not be used to verify certificates: %s' % (params['ca_path'], e),
                          passed=False)
@@ -454,8 +371,12 @@ def main():
     for index in range(params['requests']):
         if index and params['interval']:
             time.sleep(params['interval'])
-        raw_results.append(send_one(params, target, method, headers, data, resolve_to,
-                                    status_codes, body_regex, tls_context))
+        raw_results.append(send_request(
+            target.url, method=method, headers=headers, data=data, status_codes=status_codes,
+            body_regex=body_regex, timeout=params['timeout'], max_body_bytes=params['max_body_bytes'],
+            connect_address=resolve_to, validate_certs=params['validate_certs'], ca_path=params['ca_path'],
+            follow_redirects=params['follow_redirects'], use_proxy=params['use_proxy'],
+            tls_context=tls_context))
 
     passed_count = sum(1 for r in raw_results if r['matched'])
     failed_count = len(raw_results) - passed_count

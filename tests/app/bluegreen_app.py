@@ -95,10 +95,19 @@ def main(argv=None):
                         help="while this file exists, /healthz answers 503")
     parser.add_argument("--fail-file", default=None,
                         help='while this file exists ("SHARE [PATH]"), that share of requests answers 500')
+    parser.add_argument("--tls-cert", default=None,
+                        help="serve HTTPS with this PEM certificate (needs --tls-key)")
+    parser.add_argument("--tls-key", default=None, help="the PEM private key of --tls-cert")
     args = parser.parse_args(argv)
 
     server = ThreadingHTTPServer((args.bind, args.port), build_handler(args.color, args.unhealthy_file, args.fail_file))
     server.daemon_threads = True
+    if args.tls_cert:
+        # A TLS server behind HAProxy (`server ... ssl`), for the per-server preflight tests.
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever()

@@ -476,6 +476,6 @@ def test_ansible_doc_renders():
     doc = json.loads(completed.stdout)["bluegreen.haproxy.http_smoke"]["doc"]
     assert set(doc["options"]) == {
         "url", "method", "headers", "body", "status_code", "body_regex", "requests", "interval", "timeout",
-        "validate_certs", "ca_path", "resolve", "follow_redirects", "use_proxy", "fail_on_error"}
+        "max_body_bytes", "validate_certs", "ca_path", "resolve", "follow_redirects", "use_proxy", "fail_on_error"}
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert doc["attributes"]["diff_mode"]["support"] == "none"

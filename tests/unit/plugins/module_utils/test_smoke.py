@@ -252,7 +252,7 @@ def test_judge(status, text, codes, regex, matched, reason):
 def test_request_result_for_a_passing_answer():
     result = smoke.request_result(0.0123456, status=200, text='version=blue\n', status_codes=[200])
     assert result == {'status': 200, 'elapsed': 0.0123, 'matched': True, 'error': None, 'reason': None,
-                      'body_excerpt': None, '_body_key': 'version=blue'}
+                      'body_excerpt': None, 'body_truncated': False, '_body_key': 'version=blue'}
 
 
 def test_request_result_for_a_failing_answer_keeps_an_excerpt():
@@ -268,7 +268,8 @@ def test_request_result_for_a_failing_answer_keeps_an_excerpt():
 def test_request_result_for_an_error():
     result = smoke.request_result(-0.001, error='connection refused')
     assert result == {'status': None, 'elapsed': 0.0, 'matched': False, 'error': 'connection refused',
-                      'reason': 'connection refused', 'body_excerpt': None, '_body_key': None}
+                      'reason': 'connection refused', 'body_excerpt': None, 'body_truncated': False,
+                      '_body_key': None}
 
 
 # ---------------------------------------------------------------- summary and message
@@ -319,14 +320,12 @@ def test_message_names_the_resolve_address_and_hides_passwords():
 def test_public_results_drop_internal_keys():
     results = smoke.public_results(_results())
     assert all(not any(key.startswith('_') for key in r) for r in results)
-    assert set(results[0]) == {'status', 'elapsed', 'matched', 'error', 'reason', 'body_excerpt'}
+    assert set(results[0]) == {'status', 'elapsed', 'matched', 'error', 'reason', 'body_excerpt', 'body_truncated'}
 
 
 # ---------------------------------------------------------------- the module's connect redirection
 
 def test_connect_to_redirects_only_the_url_host_and_port(monkeypatch):
-    from ansible_collections.bluegreen.haproxy.plugins.modules import http_smoke
-
     calls = []
 
     def fake_create_connection(address, *args, **kwargs):
@@ -334,7 +333,7 @@ def test_connect_to_redirects_only_the_url_host_and_port(monkeypatch):
         return 'socket'
 
     monkeypatch.setattr(socket, 'create_connection', fake_create_connection)
-    with http_smoke.connect_to('release.example.test', 443, ('127.0.0.1', 8443)):
+    with smoke.connect_to('release.example.test', 443, ('127.0.0.1', 8443)):
         # http.client picks the patched function when it builds a connection
         connection = http.client.HTTPSConnection('Release.Example.Test', 443, timeout=3)
         assert connection._create_connection(('Release.Example.Test', 443), 3) == 'socket'
@@ -351,11 +350,9 @@ def test_connect_to_redirects_only_the_url_host_and_port(monkeypatch):
 
 
 def test_connect_to_restores_on_errors(monkeypatch):
-    from ansible_collections.bluegreen.haproxy.plugins.modules import http_smoke
-
     original = socket.create_connection
     with pytest.raises(RuntimeError):
-        with http_smoke.connect_to('a.test', 80, ('127.0.0.1', 1)):
+        with smoke.connect_to('a.test', 80, ('127.0.0.1', 1)):
             assert socket.create_connection is not original
             raise RuntimeError('boom')
     assert socket.create_connection is original
