@@ -42,7 +42,7 @@ def map_text_values(text):
 
 
 def _entry_line(line, value):
-    """Rewrite the value of an entry line, keeping its indent and separator."""
+    """Rewrite the value of an entry line, keeping its indent, separator and line ending."""
     body = line.rstrip("\r\n")
     newline = line[len(body):]
     indent = body[:len(body) - len(body.lstrip())]
@@ -52,20 +52,37 @@ def _entry_line(line, value):
     return "%s%s%s%s%s" % (indent, key, separator, value, newline)
 
 
-def set_map_text_value(text, key, value):
-    """Set every entry of `key` to `value` (HAProxy's `set map` does the same); append if absent."""
+def line_ending(text):
+    """The file's line ending: CRLF when its first line ends so, LF otherwise."""
+    first_end = text.find("\n")
+    return "\r\n" if first_end > 0 and text[first_end - 1] == "\r" else "\n"
+
+
+def set_map_text_values(text, values):
+    """Set every entry of each key of `values` (as HAProxy's `set map` does); append missing ones.
+
+    One pass over the file whatever the number of keys, so a bulk change of 10,000 keys
+    costs one rewrite. Appended lines use the file's own line ending, so CRLF files stay CRLF.
+    """
+    newline = line_ending(text)
     lines = text.splitlines(True)
-    found = False
+    found = set()
     for index, line in enumerate(lines):
         entry = _split_entry(line)
-        if entry and entry[0] == key:
-            lines[index] = _entry_line(line, value)
-            found = True
-    if not found:
+        if entry and entry[0] in values:
+            lines[index] = _entry_line(line, values[entry[0]])
+            found.add(entry[0])
+    missing = [key for key in values if key not in found]
+    if missing:
         if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append("%s %s\n" % (key, value))
+            lines[-1] += newline
+        lines.extend("%s %s%s" % (key, values[key], newline) for key in missing)
     return "".join(lines)
+
+
+def set_map_text_value(text, key, value):
+    """Set every entry of `key` to `value` (HAProxy's `set map` does the same); append if absent."""
+    return set_map_text_values(text, {key: value})
 
 
 def remove_map_text_key(text, key):
@@ -77,13 +94,83 @@ def remove_map_text_key(text, key):
 
 
 def read_map_file(path):
+    """The file's text with its line endings untouched (newline="" keeps CRLF as CRLF)."""
     try:
-        with open(path, "r") as handle:
+        with open(path, "r", newline="") as handle:
             return handle.read()
     except FileNotFoundError:
         raise MapFileError("map file %s does not exist on this host" % path)
     except (OSError, UnicodeDecodeError) as exc:
         raise MapFileError("cannot read map file %s: %s" % (path, exc))
+
+
+class PreparedMapFile(object):
+    """New content for a map file, already written and fsynced next to it; `commit` renames it in.
+
+    Preparing before the runtime change proves the directory takes a new file and leaves
+    only the rename for afterwards, so a failure after traffic moved is as unlikely as it
+    can be (the rename itself can still fail, e.g. on an immutable file).
+    """
+
+    def __init__(self, path, text):
+        # A symlinked map file keeps its link: the file it points to is replaced.
+        self.path = os.path.realpath(path)
+        self.directory = os.path.dirname(os.path.abspath(path))
+        self.temp_path = None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        try:
+            descriptor, self.temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path),
+                                                          dir=self.directory)
+        except OSError as exc:
+            raise MapFileError("cannot create a file in %s to replace map file %s atomically: %s"
+                               % (self.directory, path, exc))
+        try:
+            # newline="" writes the text's own line endings (CRLF files stay CRLF).
+            with os.fdopen(descriptor, "w", newline="") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if current is not None:
+                os.chmod(self.temp_path, current.st_mode & 0o7777)
+                if hasattr(os, "chown"):
+                    try:
+                        os.chown(self.temp_path, current.st_uid, current.st_gid)
+                    except PermissionError:
+                        pass
+            else:
+                os.chmod(self.temp_path, 0o644)
+        except BaseException as exc:
+            self.discard()
+            if isinstance(exc, OSError):
+                raise MapFileError("cannot write a new copy of map file %s in %s: %s"
+                                   % (path, self.directory, exc))
+            raise
+
+    def commit(self):
+        """Rename the new content over the file; raise MapFileError (temp file removed) on failure."""
+        try:
+            os.rename(self.temp_path, self.path)
+        except OSError as exc:
+            self.discard()
+            raise MapFileError("cannot replace map file %s: %s" % (self.path, exc))
+        self.temp_path = None
+        # The rename is durable only once the directory entry is on disk.
+        directory_descriptor = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_descriptor)
+        finally:
+            os.close(directory_descriptor)
+
+    def discard(self):
+        if self.temp_path is not None:
+            try:
+                os.unlink(self.temp_path)
+            except OSError:
+                pass
+            self.temp_path = None
 
 
 def write_map_file_atomic(path, text):
@@ -92,34 +179,4 @@ def write_map_file_atomic(path, text):
     Owner and mode of the existing file are kept, so HAProxy (often running as
     its own user) can still read it after the rename.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        current = os.stat(path)
-    except FileNotFoundError:
-        current = None
-    descriptor, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if current is not None:
-            os.chmod(temp_path, current.st_mode & 0o7777)
-            if hasattr(os, "chown"):
-                try:
-                    os.chown(temp_path, current.st_uid, current.st_gid)
-                except PermissionError:
-                    pass
-        else:
-            os.chmod(temp_path, 0o644)
-        os.rename(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
-    # The rename is durable only once the directory entry is on disk.
-    directory_descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_descriptor)
-    finally:
-        os.close(directory_descriptor)
+    PreparedMapFile(path, text).commit()

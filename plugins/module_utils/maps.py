@@ -1,15 +1,50 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Map operations built on the Runtime API client, shared by the map modules."""
+"""Map operations built on the Runtime API client, shared by the map modules.
+
+Three layers, so the modules stay thin and the logic is unit-tested without HAProxy:
+
+- reads: `get map` per key (exact and O(1) on the usual `str` maps, whatever the map's
+  size), `show map` when the whole map is needed;
+- planning (pure): :func:`plan_single` and :func:`plan_bulk` decide what to send, what to
+  restore on failure, the map file's new text and the diff;
+- applying: :func:`apply_plan` stages everything it can (new map version, new map file),
+  waits for `switch_at`, sends the one command that switches, reads the keys back (the
+  verify), then renames the map file in, restoring runtime if that still fails.
+"""
 
 from __future__ import annotations
 
+import re
+import time
+
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
+    MapFileError,
+    map_text_values,
+    remove_map_text_key,
+    set_map_text_values,
+)
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.parsers import (
     entries_to_dict,
     parse_map_entries,
     parse_map_list,
 )
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIError
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
+    CommandError,
+    RuntimeAPIError,
+    escape_argument,
+    first_line,
+    format_command,
+    shorten,
+)
+
+# Bytes per command sent in one go. HAProxy 2.6 silently drops a command (payload included)
+# larger than tune.bufsize, 16384 by default, with an empty reply; stay well below it.
+COMMAND_BUDGET = 12000
+# How far ahead `switch_at` may be: an armed switch is for "a little in the future".
+MAX_SWITCH_DELAY = 600.0
+
+_NEW_VERSION = re.compile(r"New version created: (\d+)")
 
 
 class MapNotLoadedError(RuntimeAPIError):
@@ -18,6 +53,23 @@ class MapNotLoadedError(RuntimeAPIError):
 
 class InvalidMapKeyError(RuntimeAPIError, ValueError):
     pass
+
+
+class CompareAndSetError(RuntimeAPIError):
+    """The live value is neither the expected one nor the goal: someone else moved it."""
+
+
+class MapChangeError(RuntimeAPIError):
+    """A change failed part way; `facts` says what is true now (merged into the result)."""
+
+    def __init__(self, message, facts=None):
+        super(MapChangeError, self).__init__(message)
+        self.facts = facts or {}
+
+
+def quote(value):
+    """A value for a message: absent, or a short quoted prefix."""
+    return "absent" if value is None else "'%s'" % shorten(value)
 
 
 def validate_key(key):
@@ -29,9 +81,10 @@ def validate_key(key):
     if key is None or key == "":
         raise InvalidMapKeyError("key must not be empty")
     if any(blank in key for blank in (" ", "\t")):
-        raise InvalidMapKeyError("key %r contains a blank; map keys must be one word" % key)
+        raise InvalidMapKeyError("key %r contains a blank; map keys must be one word" % shorten(key))
     if key.startswith("#"):
-        raise InvalidMapKeyError("key %r starts with '#', which HAProxy reads as a comment or an entry reference" % key)
+        raise InvalidMapKeyError("key %r starts with '#', which HAProxy reads as a comment or an entry reference"
+                                 % shorten(key))
 
 
 def validate_value(value):
@@ -39,7 +92,62 @@ def validate_value(value):
     if value is None or value == "":
         raise InvalidMapKeyError("value must not be empty")
     if value != value.strip():
-        raise InvalidMapKeyError("value %r starts or ends with a blank, which the map file would lose" % value)
+        raise InvalidMapKeyError("value %r starts or ends with a blank, which the map file would lose"
+                                 % shorten(value))
+
+
+def _check(option, checks):
+    for check, text in checks:
+        try:
+            check(text)
+        except ValueError as exc:
+            raise InvalidMapKeyError("invalid %s: %s" % (option, exc))
+
+
+def normalize_entries(option, entries):
+    """{str: str} from a user's dict; YAML may give numbers. Raises InvalidMapKeyError."""
+    normalized = {}
+    for key, value in (entries or {}).items():
+        if value is None or isinstance(value, (dict, list)):
+            raise InvalidMapKeyError("invalid %s: the value of %s must be a string" % (option, shorten(key)))
+        normalized[str(key)] = str(value)
+    return normalized
+
+
+def validate_request(params, now=None):
+    """Check every option before anything is sent; raise InvalidMapKeyError naming the option."""
+    _check("map", [(escape_argument, params["map"])])
+    if params.get("entries") is not None:
+        entries = normalize_entries("entries", params["entries"])
+        if not entries:
+            raise InvalidMapKeyError("invalid entries: give at least one key")
+        expected = normalize_entries("expected_entries", params.get("expected_entries"))
+        for option, values, check_values in (("entries", entries, True), ("expected_entries", expected, False)):
+            for key, value in values.items():
+                _check(option, [(escape_argument, key), (validate_key, key), (escape_argument, value)]
+                       + ([(validate_value, value)] if check_values else []))
+    else:
+        if params["key"] is None:
+            raise InvalidMapKeyError("invalid key: give key (one key) or entries (several keys)")
+        if params["state"] == "present" and params["value"] is None:
+            raise InvalidMapKeyError("invalid value: state=present needs a value (or use state=absent)")
+        for option in ("key", "value", "expected_value"):
+            if params[option] is not None:
+                _check(option, [(escape_argument, params[option])])
+        _check("key", [(validate_key, params["key"])])
+        if params["state"] == "present":
+            _check("value", [(validate_value, params["value"])])
+    switch_at = params.get("switch_at")
+    if switch_at is not None:
+        ahead = switch_at - (time.time() if now is None else now)
+        if ahead > MAX_SWITCH_DELAY:
+            raise InvalidMapKeyError(
+                "invalid switch_at: %.3f is %.0f s ahead, more than %d s; arm the switch closer to the "
+                "instant (a clock far off NTP also causes this); nothing was changed"
+                % (switch_at, ahead, MAX_SWITCH_DELAY))
+
+
+# -- reads ----------------------------------------------------------------
 
 
 def require_loaded_map(client, map_name):
@@ -55,13 +163,92 @@ def require_loaded_map(client, map_name):
     )
 
 
-def runtime_entries(client, map_name):
-    """Entries of a loaded map, in file order."""
-    return parse_map_entries(client.run("show map", map_name))
+def runtime_entries(client, map_name, version=None):
+    """Entries of a loaded map (or of one of its uncommitted versions), in file order."""
+    arguments = ([("@%d" % version)] if version is not None else []) + [map_name]
+    return parse_map_entries(client.run("show map", *arguments))
 
 
 def runtime_values(client, map_name):
     return entries_to_dict(runtime_entries(client, map_name))
+
+
+def parse_get_map_reply(reply):
+    """First line of a `get map` reply -> {found, key, value, match_type, case}.
+
+    HAProxy prints key and value unescaped between double quotes, so a value holding
+    `"` or `, ` would fool a key=value parser: the key ends at the first `", value="`
+    (keys have no blanks) and the value at the last `", type="`.
+    """
+    line = first_line(reply)
+    fields = dict(found=False, key=None, value=None, match_type=None, case=None)
+    head = line.split(", key=\"", 1)[0]
+    for part in head.split(", "):
+        name, _, text = part.partition("=")
+        if name == "type" and fields["match_type"] is None:
+            fields["match_type"] = text
+        elif name == "case":
+            fields["case"] = text
+        elif name == "found":
+            fields["found"] = text == "yes"
+    if fields["found"] and ", key=\"" in line:
+        rest = line.split(", key=\"", 1)[1]
+        key, separator, rest = rest.partition("\", value=\"")
+        if separator:
+            value, separator, _ = rest.rpartition("\", type=\"")
+            fields.update(key=key, value=value if separator else None)
+    return fields
+
+
+def _batches(lines, separator):
+    """Group lines so each joined group stays within COMMAND_BUDGET bytes."""
+    batch, size = [], 0
+    for line in lines:
+        cost = len(line.encode("utf-8")) + len(separator)
+        if batch and size + cost > COMMAND_BUDGET:
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += cost
+    if batch:
+        yield batch
+
+
+def lookup_runtime_values(client, map_name, keys):
+    """{key: live value, or None when absent} for `keys`, without dumping the map.
+
+    `get map` looks a sample up the way traffic does. On a case-sensitive `str` map (what
+    `map()` builds) that is an exact key lookup, so its answer is used when it names the
+    key itself. Any other answer (a prefix or regex map matching another pattern, an
+    unexpected reply) falls back to one `show map`, which is exact for every map type.
+    Several lookups share one connection (`;`-chained), within COMMAND_BUDGET.
+    """
+    keys = list(dict.fromkeys(keys))
+    values, unsure = {}, []
+    for batch in _batches(keys, ";"):
+        line = ";".join(format_command("get map", map_name, key) for key in batch)
+        blocks = [block for block in client.raw(line).split("\n\n") if block.strip()]
+        if len(blocks) != len(batch):
+            unsure.extend(batch)
+            continue
+        for key, block in zip(batch, blocks):
+            if first_line(block).startswith(("Unknown map identifier", "Unknown command")):
+                raise CommandError(format_command("get map", map_name, key), block)
+            answer = parse_get_map_reply(block)
+            exact_table = answer["match_type"] == "str" and answer["case"] == "sensitive"
+            if answer["found"] and answer["key"] == key and answer["value"] is not None:
+                values[key] = answer["value"]
+            elif not answer["found"] and exact_table:
+                values[key] = None
+            else:
+                unsure.append(key)
+    if unsure:
+        live = runtime_values(client, map_name)
+        values.update((key, live.get(key)) for key in unsure)
+    return {key: values[key] for key in keys}
+
+
+# -- writes ---------------------------------------------------------------
 
 
 def set_runtime_value(client, map_name, key, value, key_exists):
@@ -76,26 +263,335 @@ def delete_runtime_key(client, map_name, key):
     client.run("del map", map_name, key, expect_empty=True)
 
 
+def payload_chunks(entries, budget=COMMAND_BUDGET):
+    """`key value` payload lines of `entries`, grouped so each payload stays within `budget` bytes."""
+    return list(_batches(["%s %s" % (key, value) for key, value in entries], "\n"))
+
+
+def prepare_version(client, map_name):
+    """`prepare map`: a new, empty, invisible version of the map; its number."""
+    reply = client.run("prepare map", map_name)
+    match = _NEW_VERSION.search(reply)
+    if not match:
+        raise CommandError(format_command("prepare map", map_name), reply)
+    return int(match.group(1))
+
+
+def stage_version(client, map_name, entries):
+    """Prepare a version holding exactly `entries` (in order) and prove HAProxy holds them all.
+
+    A payload HAProxy found too large is dropped with the same empty reply as success,
+    so the staged version is read back (`show map @N`) before anyone may commit it.
+    """
+    version = prepare_version(client, map_name)
+    for chunk in payload_chunks(entries):
+        client.run_payload("add map", ["@%d" % version, map_name], chunk)
+    staged = [(entry["key"], entry["value"]) for entry in runtime_entries(client, map_name, version)]
+    if staged != list(entries):
+        missing = [key for key, value in entries if (key, value) not in set(staged)]
+        raise MapChangeError(
+            "HAProxy holds %d of the %d entries of the new version of %s (first missing: %s); "
+            "nothing was changed: the version was not committed. A value longer than about %d "
+            "bytes does not fit HAProxy's buffer (tune.bufsize)"
+            % (len(staged), len(entries), map_name, shorten(missing[0]) if missing else "none",
+               COMMAND_BUDGET))
+    return version
+
+
+def commit_version(client, map_name, version):
+    client.run("commit map", "@%d" % version, map_name, expect_empty=True)
+
+
+# -- planning (pure) ------------------------------------------------------
+
+
+class MapPlan(object):
+    """What one haproxy_map run will do. Built by plan_single/plan_bulk, applied by apply_plan.
+
+    `action` is None (nothing to send) or one of ("set"|"add", key, value), ("del", key),
+    ("commit", entries); `restore` is the action that puts the previous values back.
+    """
+
+    def __init__(self, map_name, previous, desired, action, restore, disk_text, new_disk_text):
+        self.map_name = map_name
+        self.previous = previous
+        self.desired = desired
+        self.action = action
+        self.restore = restore
+        self.disk_text = disk_text
+        self.new_disk_text = new_disk_text
+
+    @property
+    def changed_keys(self):
+        return [key for key in self.desired if self.previous.get(key) != self.desired[key]]
+
+    @property
+    def disk_changed(self):
+        return self.new_disk_text is not None and self.new_disk_text != self.disk_text
+
+    @property
+    def changed(self):
+        return self.action is not None or self.disk_changed
+
+    def diff(self, map_file, persist):
+        before = render_values((key, self.previous[key]) for key in self.changed_keys)
+        after = render_values((key, self.desired[key]) for key in self.changed_keys)
+        header = "%s (runtime)" % self.map_name
+        diffs = [dict(before_header=header, after_header=header, before=before, after=after)]
+        if persist:
+            diffs.append(dict(before_header=map_file, after_header=map_file,
+                              before=self.disk_text, after=self.new_disk_text))
+        return diffs
+
+
+def _single_action(key, previous_value, value):
+    if previous_value == value:
+        return None
+    if value is None:
+        return ("del", key)
+    return ("set" if previous_value is not None else "add", key, value)
+
+
+def plan_single(map_name, key, value, expected_value, previous_value, disk_text, persist):
+    """Plan one key: `value` None removes it. Raises CompareAndSetError, changing nothing."""
+    if expected_value is not None and previous_value not in (expected_value, value):
+        raise CompareAndSetError(
+            "refusing to change %s in %s: its live value is %s, expected %s; nothing was changed"
+            % (key, map_name, quote(previous_value), shorten(expected_value)))
+    new_disk_text = None
+    if persist:
+        new_disk_text = (remove_map_text_key(disk_text, key) if value is None
+                         else set_map_text_values(disk_text, {key: value}))
+    return MapPlan(map_name, {key: previous_value}, {key: value},
+                   _single_action(key, previous_value, value), _single_action(key, value, previous_value),
+                   disk_text, new_disk_text)
+
+
+def plan_bulk(map_name, entries, expected_entries, live_entries, disk_text, persist):
+    """Plan a switch of every key of `entries` in one commit.
+
+    `live_entries` is the whole live map (`show map`, in order, duplicates included):
+    `commit map` replaces the map with the new version, so the new version is the live
+    map with the values of `entries` put in (every duplicate of a key, as `set map`
+    does) and missing keys appended. Raises CompareAndSetError naming the mismatches.
+    """
+    live = entries_to_dict(live_entries)
+    mismatches = [key for key, expected in (expected_entries or {}).items()
+                  if live.get(key) not in (expected, entries.get(key, expected))]
+    if mismatches:
+        details = ", ".join("%s is %s (expected %s)" % (shorten(key), quote(live.get(key)),
+                                                         shorten(expected_entries[key]))
+                            for key in mismatches[:5])
+        raise CompareAndSetError(
+            "refusing to switch %d keys of %s: %d live values are not the expected ones: %s%s; "
+            "nothing was changed" % (len(entries), map_name, len(mismatches), details,
+                                     ", ..." if len(mismatches) > 5 else ""))
+    previous = {key: live.get(key) for key in entries}
+    current_version = [(entry["key"], entry["value"]) for entry in live_entries]
+    action = restore = None
+    if any(previous[key] != value for key, value in entries.items()):
+        new_version = [(key, entries.get(key, value)) for key, value in current_version]
+        new_version += [(key, value) for key, value in entries.items() if key not in live]
+        action, restore = ("commit", new_version), ("commit", current_version)
+    new_disk_text = set_map_text_values(disk_text, entries) if persist else None
+    return MapPlan(map_name, previous, dict(entries), action, restore, disk_text, new_disk_text)
+
+
+def render_values(items):
+    """(key, value) pairs as map-file text, absent values left out; for diffs."""
+    return "".join("%s %s\n" % (key, value) for key, value in items if value is not None)
+
+
 def diff_maps(runtime, disk):
     """Keys whose value differs between two {key: value} dicts, sorted."""
     return sorted(key for key in set(runtime) | set(disk) if runtime.get(key) != disk.get(key))
 
 
-def render_values(values):
-    """{key: value} as map-file text, for diffs."""
-    return "".join("%s %s\n" % (key, value) for key, value in values.items())
+def disk_values(plan, keys):
+    """{key: value in the map file after the plan}, None when absent or unreadable."""
+    text = plan.new_disk_text if plan.new_disk_text is not None else plan.disk_text
+    values = map_text_values(text) if text is not None else {}
+    return {key: values.get(key) for key in keys}
+
+
+# -- applying -------------------------------------------------------------
+
+
+def _send(client, map_name, action, stage=True):
+    """Send `action`; for a commit, stage the version first unless given staged (version, entries)."""
+    kind = action[0]
+    if kind == "set":
+        set_runtime_value(client, map_name, action[1], action[2], key_exists=True)
+    elif kind == "add":
+        set_runtime_value(client, map_name, action[1], action[2], key_exists=False)
+    elif kind == "del":
+        delete_runtime_key(client, map_name, action[1])
+    else:
+        commit_version(client, map_name, stage_version(client, map_name, action[1]) if stage else action[2])
+
+
+def read_back(client, plan):
+    """The touched keys as HAProxy serves them now."""
+    keys = list(plan.desired)
+    if plan.action is not None and plan.action[0] == "commit":
+        live = runtime_values(client, plan.map_name)
+        return {key: live.get(key) for key in keys}
+    return lookup_runtime_values(client, plan.map_name, keys)
+
+
+def wait_until(instant, clock=time.time, sleep=time.sleep):
+    """Sleep until the wall-clock `instant` (the fleet's agreed one); return at once if past."""
+    while True:
+        remaining = instant - clock()
+        if remaining <= 0:
+            return
+        sleep(remaining)
+
+
+def _restore(client, plan, facts, cause):
+    """Put the previous values back after the map file could not be replaced; raise MapChangeError."""
+    try:
+        _send(client, plan.map_name, plan.restore)
+        restored = read_back(client, plan)
+    except RuntimeAPIError as exc:
+        raise MapChangeError(
+            "%s, after the runtime change; restoring the previous runtime values failed too (%s): "
+            "the live values are now the new ones, the map file has the old ones; fix the file "
+            "and run again" % (cause, exc), facts)
+    facts.update(runtime_entries=restored, runtime_changed=False, changed=False)
+    if restored != plan.previous:
+        raise MapChangeError("%s; restoring the previous runtime values left %s" % (cause, restored), facts)
+    raise MapChangeError("%s; the runtime change was undone, nothing is changed" % cause, facts)
+
+
+def unchanged_facts(plan):
+    """The result's facts when nothing was (or is any longer) changed."""
+    return dict(switched_at=None, late_by=0.0, runtime_entries=dict(plan.previous),
+                runtime_changed=False, disk_changed=False, changed=False, persisted=False)
+
+
+def apply_plan(client, plan, prepared_file=None, switch_at=None, clock=time.time, sleep=time.sleep):
+    """Apply `plan`; return facts for the result (switched_at, late_by, runtime_entries...).
+
+    Order: stage (new map version; the new map file is `prepared_file`, written by the
+    caller before), wait for `switch_at`, send the one switching command, read the touched
+    keys back and fail if HAProxy does not serve the goal (the verify), then rename the
+    map file in; if that fails, the runtime change is undone so runtime and disk agree.
+    Raises MapChangeError with the facts that are true when it fails.
+    """
+    facts = unchanged_facts(plan)
+    try:
+        if plan.action is not None:
+            action = plan.action
+            if action[0] == "commit":
+                # Everything but the commit happens before the agreed instant.
+                action = ("commit", action[1], stage_version(client, plan.map_name, action[1]))
+            if switch_at is not None:
+                wait_until(switch_at, clock, sleep)
+            facts["switched_at"] = clock()
+            _send(client, plan.map_name, action, stage=False)
+            facts.update(runtime_changed=True, changed=True)
+            if switch_at is not None:
+                facts["late_by"] = round(max(0.0, facts["switched_at"] - switch_at), 3)
+            live = read_back(client, plan)
+            facts["runtime_entries"] = live
+            wrong = [key for key in plan.desired if live.get(key) != plan.desired[key]]
+            if wrong:
+                key = wrong[0]
+                hint = ""
+                if len(plan.desired[key] or "") > COMMAND_BUDGET:
+                    hint = " (HAProxy drops a command longer than tune.bufsize, 16384 bytes by default)"
+                raise MapChangeError(
+                    "HAProxy accepted the change of %d keys of %s but now serves %s for %s instead of %s%s; "
+                    "the map file was not written" % (len(plan.desired), plan.map_name, quote(live.get(key)),
+                                                      shorten(key), quote(plan.desired[key]), hint), facts)
+        if prepared_file is not None:
+            try:
+                prepared_file.commit()
+            except MapFileError as exc:
+                cause = "writing the map file failed: %s" % exc
+                if facts["runtime_changed"]:
+                    _restore(client, plan, facts, cause)
+                raise MapChangeError("%s; runtime was not changed" % cause, facts)
+            facts.update(changed=True, disk_changed=True)
+        facts["persisted"] = plan.new_disk_text is not None
+        return facts
+    except RuntimeAPIError as exc:
+        if isinstance(exc, MapChangeError):
+            raise
+        if facts["runtime_changed"]:
+            raise MapChangeError("%s, after the change was sent; it could not be verified and the map "
+                                 "file was not written" % exc, facts)
+        raise MapChangeError("%s; nothing was changed" % exc, facts)
+    finally:
+        if prepared_file is not None:
+            prepared_file.discard()
 
 
 __all__ = [
     "MapNotLoadedError",
     "InvalidMapKeyError",
+    "CompareAndSetError",
+    "MapChangeError",
+    "MapPlan",
     "validate_key",
     "validate_value",
+    "validate_request",
     "require_loaded_map",
     "runtime_entries",
     "runtime_values",
+    "lookup_runtime_values",
+    "parse_get_map_reply",
     "set_runtime_value",
     "delete_runtime_key",
+    "payload_chunks",
+    "prepare_version",
+    "stage_version",
+    "commit_version",
+    "plan_single",
+    "plan_bulk",
+    "apply_plan",
+    "read_back",
+    "wait_until",
     "diff_maps",
+    "disk_values",
+    "plan_result",
+    "unchanged_facts",
+    "applied_result",
     "render_values",
 ]
+
+
+# -- results --------------------------------------------------------------
+
+
+def plan_result(plan, key=None):
+    """The module's result as planned (what check mode reports); `key` for the single-key shape."""
+    result = dict(
+        changed=plan.changed,
+        runtime_changed=plan.action is not None,
+        disk_changed=plan.disk_changed,
+        previous=dict(plan.previous),
+        runtime_entries=dict(plan.desired),
+        changed_keys=plan.changed_keys,
+        switched_at=None,
+        late_by=0.0,
+        persisted=plan.new_disk_text is not None,
+    )
+    if key is not None:
+        before_disk = map_text_values(plan.disk_text).get(key) if plan.disk_text is not None else None
+        result.update(key=key, previous_value=plan.previous[key], value=plan.desired[key],
+                      previous_disk_value=before_disk, disk_value=disk_values(plan, [key])[key])
+    return result
+
+
+def applied_result(result, facts, key=None):
+    """Merge what apply_plan found (or what was true when it failed) into the planned result."""
+    result.update(facts)
+    if not facts.get("disk_changed"):
+        result["disk_changed"] = False
+        if key is not None:
+            result["disk_value"] = result["previous_disk_value"]
+    if key is not None:
+        result["value"] = result["runtime_entries"].get(key)
+    return result

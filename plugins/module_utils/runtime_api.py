@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import stat
 import time
@@ -89,8 +90,25 @@ class CommandError(RuntimeAPIError):
         self.command = command
         self.reply = reply
         super(CommandError, self).__init__(
-            "HAProxy refused '%s': %s" % (command, first_line(reply) or "(empty reply)")
+            "HAProxy refused '%s': %s" % (shorten(command), shorten_reply(first_line(reply)) or "(empty reply)")
         )
+
+
+def shorten(text, limit=80):
+    """At most `limit` characters of `text` for a message, saying how long the whole was.
+
+    Messages quote offending values so users can find them; a rejected 100 KB value must
+    not turn into a 100 KB message (it would flood the log and the job output).
+    """
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return "%s... (%d characters)" % (text[:limit], len(text))
+
+
+def shorten_reply(line):
+    """HAProxy's own message kept whole, but any value it echoes cut to a short prefix."""
+    return shorten(re.sub(r"\S{81,}", lambda match: shorten(match.group()), line), 200)
 
 
 def first_line(text):
@@ -110,7 +128,7 @@ def escape_argument(value):
     for character, name in _FORBIDDEN_CHARACTERS.items():
         if character in text:
             raise UnsafeArgumentError(
-                "%r contains %s, which the HAProxy Runtime API cannot carry safely" % (text, name)
+                "%r contains %s, which the HAProxy Runtime API cannot carry safely" % (shorten(text), name)
             )
     if text == "":
         raise UnsafeArgumentError("an empty argument cannot be sent to the HAProxy Runtime API")
@@ -244,9 +262,12 @@ class RuntimeAPIClient(object):
         """Send one already-framed command line and return the whole reply text."""
         if any(character in line for character in "\r\n\0"):
             raise UnsafeArgumentError("a command line cannot contain CR, LF or NUL")
+        return self._exchange(line + "\n", line)
+
+    def _exchange(self, text, description):
         sock = self._connect()
         try:
-            sock.sendall(line.encode("utf-8") + b"\n")
+            sock.sendall(text.encode("utf-8"))
             # Half-close: the master CLI of 2.6 keeps the connection open until
             # it sees the end of our input; the stats socket does not mind.
             try:
@@ -267,13 +288,32 @@ class RuntimeAPIClient(object):
         except socket.timeout:
             raise RuntimeAPITimeoutError(
                 "HAProxy Runtime API socket %s did not answer '%s' within %ss"
-                % (self.address, line, self.timeout)
+                % (self.address, shorten(description), self.timeout)
             )
         except OSError as exc:
             raise RuntimeAPIError("error talking to %s: %s" % (self.address, exc))
         finally:
             sock.close()
         return b"".join(chunks).decode("utf-8", "replace")
+
+    def run_payload(self, verb, arguments, lines):
+        """Run `verb arguments <<` with `lines` as its payload; any non-empty reply is an error.
+
+        The payload ends at the first empty line, so every line must be non-empty and free
+        of CR, LF and NUL. Payload lines are NOT unescaped by HAProxy: callers pass them raw.
+        HAProxy 2.6 silently drops a whole command larger than tune.bufsize (16384 bytes by
+        default) with an empty reply, so callers keep each payload well below that and
+        check the result.
+        """
+        for line in lines:
+            if not line or any(character in line for character in "\r\n\0"):
+                raise UnsafeArgumentError("a payload line cannot be empty or contain CR, LF or NUL: %r"
+                                          % shorten(line))
+        head = format_command(verb, *arguments) + " <<"
+        reply = self._exchange("%s\n%s\n\n" % (head, "\n".join(lines)), head)
+        if reply.strip():
+            raise CommandError(head, reply)
+        return reply
 
     def run(self, verb, *arguments, **kwargs):
         """Run one command; raise CommandError on an error reply.

@@ -6,18 +6,28 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: haproxy_map
-short_description: Set or remove one key of a map HAProxy has loaded, at runtime and optionally on disk
+short_description: Set keys of a map HAProxy has loaded, one or many in one atomic step, at runtime and optionally on disk
 version_added: 0.1.0
 description:
-  - Ensures the live value of one key in a map that HAProxy has loaded, through the Runtime API.
-    This is the traffic switch of a blue-green release when HAProxy routes with
+  - Ensures the live value of one key (O(key)), or of many keys at once (O(entries)), in a map
+    that HAProxy has loaded, through the Runtime API. This is the traffic switch of a blue-green
+    release when HAProxy routes with
     C(use_backend %[str(active),map(/etc/haproxy/maps/bluegreen.map,backend_blue)]).
+  - With O(entries) every key switches in one atomic step (C(prepare map), C(add map @version)
+    with every entry of the new version, untouched ones included, then C(commit map)), so no
+    request ever sees some keys switched and others not, and 10,000 keys cost about what one costs.
+  - After the change the touched keys are read back from HAProxy (RV(runtime_entries)); the task
+    fails when HAProxy does not serve the requested values. This read-back is the verify step.
   - Runtime changes live in memory only and a reload re-reads the map file, so O(persist=true)
-    also writes the value to the map file, atomically, after the runtime change succeeded.
-  - With O(expected_value) the change is a compare-and-set; it is refused, and nothing changes,
-    when another hand already moved the key.
+    also writes the values to the map file in one atomic replace. The new file is written next to
+    the old one before runtime changes, so a file that cannot be replaced changes nothing; if the
+    final rename still fails, the runtime change is undone.
+  - With O(expected_value) or O(expected_entries) the change is a compare-and-set; it is refused,
+    and nothing changes, when another hand already moved a key.
+  - With O(switch_at) everything but the final switching command is done first, then the module
+    waits for that instant, so a fleet of nodes switches together.
   - Every argument is escaped for the Runtime API, and CR, LF and NUL are refused, so no key or
-    value can run a second command.
+    value can run a second command. Messages quote at most a short prefix of an offending value.
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
@@ -28,7 +38,7 @@ attributes:
     support: full
   diff_mode:
     support: full
-    details: The diff shows the runtime entry, and the map file when O(persist=true).
+    details: The diff shows the changed runtime entries, and the map file when O(persist=true).
   idempotent:
     support: full
 options:
@@ -41,33 +51,63 @@ options:
     required: true
   key:
     description:
-      - The key to set or remove. One word; it cannot contain blanks or start with C(#).
+      - The one key to set or remove. One word; it cannot contain blanks or start with C(#).
+      - Exactly one of O(key) and O(entries) is required.
     type: str
-    required: true
   value:
     description:
-      - The value the key must have. Required when O(state=present). Leading and trailing blanks
+      - The value O(key) must have. Required when O(state=present). Leading and trailing blanks
         are not allowed (the map file would lose them).
     type: str
   state:
     description:
-      - V(present) sets the key to O(value), adding it when missing (HAProxy's C(set map) alone
-        does not add). V(absent) removes every entry of the key.
+      - V(present) sets O(key) to O(value), adding it when missing (HAProxy's C(set map) alone
+        does not add). V(absent) removes every entry of O(key).
+      - Not used with O(entries).
     type: str
     choices: [present, absent]
     default: present
   expected_value:
     description:
-      - Compare-and-set. When given, the live value must be exactly this before anything changes;
-        otherwise the task fails and changes nothing.
+      - Compare-and-set for O(key). When given, the live value must be exactly this before
+        anything changes; otherwise the task fails and changes nothing.
       - Also accepted when the live value already equals O(value), so a re-run stays idempotent.
     type: str
+  entries:
+    description:
+      - Several keys to set together, key to value. All of them switch in one atomic step; keys
+        not listed keep their values, missing keys are added.
+      - Mutually exclusive with O(key), O(value), O(state) and O(expected_value).
+      - Each value must fit HAProxy's buffer (about 12,000 bytes per entry); the module checks
+        that HAProxy holds every entry before it commits.
+    type: dict
+  expected_entries:
+    description:
+      - Compare-and-set for O(entries), key to the live value each key must have now. Any key whose
+        live value is neither this nor its goal in O(entries) fails the task, changing nothing.
+      - A key may be listed here without being in O(entries), to guard it without changing it.
+    type: dict
+  switch_at:
+    description:
+      - An instant, in seconds since the epoch (UTC, as C(date +%s.%N) prints), at which to send the
+        switching command (C(set map), C(add map), C(del map) or C(commit map)). Every read, the
+        compare-and-set, the new map version and the new map file are done before waiting.
+      - If the instant has passed, the switch happens at once and RV(late_by) says by how much.
+        More than 600 seconds ahead is refused and nothing changes.
+      - Meant for an C(async) task on every node of a fleet, armed for one agreed instant; the
+        nodes' clocks must agree (NTP).
+      - The compare-and-set is checked when the task starts, not at the instant.
+    type: float
   persist:
     description:
-      - After the runtime change succeeded (or when the runtime already had the value), write the
-        value to the map file so a reload keeps it. The file is replaced atomically (temporary
-        file in the same directory, fsync, rename); comments, order, other entries, owner and mode
-        are kept.
+      - After the runtime change succeeded (or when the runtime already had the values), write the
+        values to the map file so a reload keeps them, in one atomic replace (temporary file in
+        the same directory, fsync, rename); comments, order, other entries, line endings (CRLF
+        stays CRLF), owner and mode are kept.
+      - The temporary file is written before runtime changes; when that fails nothing changes.
+        When the final rename fails (for example an immutable file), the runtime change is undone
+        and the task fails saying so.
+      - Nothing is written when the file already holds the values.
     type: bool
     default: false
   map_file:
@@ -82,9 +122,12 @@ options:
     default: false
 notes:
   - The socket must be a C(level admin) stats socket.
-  - HAProxy has no atomic compare-and-set; O(expected_value) is checked immediately before the
-    change and the result is read back afterwards. Serialize cutovers (the cutover playbook takes
-    a lock) when several hands may move the same map.
+  - HAProxy has no atomic compare-and-set; O(expected_value) and O(expected_entries) are checked
+    immediately before the change (before waiting for O(switch_at)) and the result is read back
+    afterwards. Serialize cutovers (the cutover playbook takes a lock) when several hands may
+    move the same map.
+  - With O(entries), the whole live map is read once (C(show map)) because the new version must
+    hold every entry. With O(key), only that key is read (C(get map)), whatever the map's size.
 seealso:
   - module: bluegreen.haproxy.haproxy_map_info
   - module: bluegreen.haproxy.haproxy_backend_health
@@ -113,6 +156,38 @@ EXAMPLES = r"""
     state: absent
     persist: true
     backup: true
+
+- name: Move two services of a host-keyed map to green in one atomic step
+  bluegreen.haproxy.haproxy_map:
+    map: /etc/haproxy/maps/hosts.map
+    entries:
+      shop.example.com: backend_shop_green
+      api.example.com: backend_api_green
+    expected_entries:
+      shop.example.com: backend_shop_blue
+      api.example.com: backend_api_blue
+    persist: true
+  register: bulk_switch
+
+- name: Agree on one instant for the whole fleet, 5 seconds from now
+  ansible.builtin.set_fact:
+    switch_instant: "{{ now(utc=true).timestamp() + 5 }}"
+  run_once: true
+
+- name: Arm the switch on every node for that instant
+  bluegreen.haproxy.haproxy_map:
+    map: /etc/haproxy/maps/bluegreen.map
+    key: active
+    value: backend_green
+    expected_value: backend_blue
+    switch_at: "{{ switch_instant }}"
+  async: 60
+  poll: 1
+  register: armed_switch
+
+- name: Show when each node switched
+  ansible.builtin.debug:
+    msg: "switched at {{ armed_switch.switched_at }}, {{ armed_switch.late_by }} s late"
 """
 
 RETURN = r"""
@@ -121,24 +196,69 @@ map:
   returned: always
   type: str
   sample: /etc/haproxy/maps/bluegreen.map
+previous:
+  description: The live value of every touched key before the task, V(null) for absent keys.
+  returned: success
+  type: dict
+  sample: {"active": "backend_blue"}
+runtime_entries:
+  description:
+    - The touched keys as HAProxy serves them after the task, read back from HAProxy (the
+      verify); V(null) for absent keys. Predicted in check mode; the previous values when the
+      change failed or was undone.
+  returned: success
+  type: dict
+  sample: {"active": "backend_green"}
+changed_keys:
+  description: The touched keys whose live value changes (or, in check mode, would change).
+  returned: success
+  type: list
+  elements: str
+  sample: ["active"]
+switched_at:
+  description:
+    - When the switching command was sent, in seconds since the epoch; V(null) when nothing was
+      sent (no change, or check mode).
+  returned: success
+  type: float
+  sample: 1795964462.0012
+late_by:
+  description:
+    - Seconds between O(switch_at) and the switch, rounded to milliseconds; V(0.0) when on time
+      or without O(switch_at).
+  returned: success
+  type: float
+  sample: 0.0
+persisted:
+  description: Whether the map file holds the requested values when the task ends (written now or already there).
+  returned: success
+  type: bool
+runtime_changed:
+  description: Whether the live values were (or, in check mode, would be) changed.
+  returned: success
+  type: bool
+disk_changed:
+  description: Whether the map file was (or, in check mode, would be) rewritten.
+  returned: success
+  type: bool
 key:
   description: The key that was managed.
-  returned: always
+  returned: with O(key)
   type: str
   sample: active
 previous_value:
   description: The live value before the task, V(null) when the key was absent.
-  returned: always
+  returned: with O(key)
   type: str
   sample: backend_blue
 value:
   description: The live value after the task (predicted in check mode), V(null) when absent.
-  returned: always
+  returned: with O(key)
   type: str
   sample: backend_green
 previous_disk_value:
   description: The value in the map file before the task, V(null) when absent or not readable.
-  returned: always
+  returned: with O(key)
   type: str
   sample: backend_blue
 disk_value:
@@ -146,17 +266,9 @@ disk_value:
     - The value in the map file after the task (predicted in check mode), V(null) when the key is
       absent there or the file is not readable on this host.
     - Differs from RV(value) when O(persist=false) changed the runtime only.
-  returned: always
+  returned: with O(key)
   type: str
   sample: backend_green
-runtime_changed:
-  description: Whether the live value was (or, in check mode, would be) changed.
-  returned: always
-  type: bool
-disk_changed:
-  description: Whether the map file was (or, in check mode, would be) rewritten.
-  returned: always
-  type: bool
 backup_file:
   description: The backup of the map file made before it was replaced.
   returned: when O(backup=true) and the map file changed
@@ -168,159 +280,112 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
     MapFileError,
-    map_text_values,
+    PreparedMapFile,
     read_map_file,
-    remove_map_text_key,
-    set_map_text_value,
-    write_map_file_atomic,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import (
-    delete_runtime_key,
+    MapChangeError,
+    applied_result,
+    apply_plan,
+    lookup_runtime_values,
+    normalize_entries,
+    plan_bulk,
+    plan_result,
+    plan_single,
     require_loaded_map,
-    runtime_values,
-    set_runtime_value,
-    validate_key,
-    validate_value,
+    runtime_entries,
+    unchanged_facts,
+    validate_request,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
     RuntimeAPIClient,
     RuntimeAPIError,
-    escape_argument,
     runtime_api_argument_spec,
 )
 
 
-def desired_disk_text(disk_text, key, value):
-    if value is None:
-        return remove_map_text_key(disk_text, key)
-    return set_map_text_value(disk_text, key, value)
-
-
-def entry_text(key, value):
-    return "" if value is None else "%s %s\n" % (key, value)
-
-
-def read_disk_value(path, key):
-    """(text, value) of the map file, or (None, None) when it cannot be read here."""
-    try:
-        text = read_map_file(path)
-    except MapFileError:
-        return None, None
-    return text, map_text_values(text).get(key)
-
-
-def invalid_input(params, desired_value):
-    """One message naming the first bad option, or None; checked before anything is sent."""
-    checks = [
-        (option, lambda text=params[option]: escape_argument(text))
-        for option in ("map", "key", "value", "expected_value") if params[option] is not None
-    ]
-    checks.append(("key", lambda: validate_key(params["key"])))
-    if desired_value is not None:
-        checks.append(("value", lambda: validate_value(desired_value)))
-    for option, check in checks:
-        try:
-            check()
-        except ValueError as exc:
-            return "invalid %s: %s" % (option, exc)
-    return None
-
-
-def main():
-    argument_spec = runtime_api_argument_spec()
-    argument_spec.update(
+def argument_spec():
+    spec = runtime_api_argument_spec()
+    spec.update(
         map=dict(type="str", required=True),
-        key=dict(type="str", required=True, no_log=False),
+        key=dict(type="str", no_log=False),
         value=dict(type="str"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         expected_value=dict(type="str"),
+        entries=dict(type="dict"),
+        expected_entries=dict(type="dict"),
+        switch_at=dict(type="float"),
         persist=dict(type="bool", default=False),
         map_file=dict(type="path"),
         backup=dict(type="bool", default=False),
     )
+    return spec
+
+
+def read_plan(client, params, map_file):
+    """Read what is live (and on disk) and plan the change; raises RuntimeAPIError subclasses."""
+    map_name, persist = params["map"], params["persist"]
+    require_loaded_map(client, map_name)
+    disk_text = None
+    if persist or params["entries"] is None:
+        try:
+            disk_text = read_map_file(map_file)
+        except MapFileError as exc:
+            if persist:
+                raise RuntimeAPIError("persist=true but %s; nothing was changed" % exc)
+    if params["entries"] is not None:
+        return plan_bulk(map_name, params["entries"], params["expected_entries"],
+                         runtime_entries(client, map_name), disk_text, persist)
+    key = params["key"]
+    value = params["value"] if params["state"] == "present" else None
+    previous_value = lookup_runtime_values(client, map_name, [key])[key]
+    return plan_single(map_name, key, value, params["expected_value"], previous_value, disk_text, persist)
+
+
+def main():
     module = AnsibleModule(
-        argument_spec=argument_spec,
-        required_if=[("state", "present", ["value"])],
+        argument_spec=argument_spec(),
+        mutually_exclusive=[("entries", "key"), ("entries", "value"), ("entries", "state"),
+                            ("entries", "expected_value")],
+        required_one_of=[("key", "entries")],
+        required_by=dict(expected_entries=["entries"]),
         supports_check_mode=True,
     )
     params = module.params
-    map_name, key = params["map"], params["key"]
-    desired_value = params["value"] if params["state"] == "present" else None
-    map_file = params["map_file"] or map_name
-
-    input_error = invalid_input(params, desired_value)
-    if input_error:
-        module.fail_json(msg=input_error)
-
-    result = dict(changed=False, map=map_name, key=key, runtime_changed=False, disk_changed=False)
+    map_file = params["map_file"] or params["map"]
+    result = dict(changed=False, map=params["map"])
     try:
+        validate_request(params)
+        if params["entries"] is not None:
+            params["entries"] = normalize_entries("entries", params["entries"])
+            params["expected_entries"] = normalize_entries("expected_entries", params["expected_entries"])
         client = RuntimeAPIClient(params["socket"], params["timeout"])
-        require_loaded_map(client, map_name)
-        previous_value = runtime_values(client, map_name).get(key)
+        plan = read_plan(client, params, map_file)
     except RuntimeAPIError as exc:
         module.fail_json(msg=str(exc), **result)
 
-    disk_text, previous_disk_value = read_disk_value(map_file, key)
-    result.update(previous_value=previous_value, value=previous_value,
-                  previous_disk_value=previous_disk_value, disk_value=previous_disk_value)
-
-    expected = params["expected_value"]
-    if expected is not None and previous_value != expected and previous_value != desired_value:
-        module.fail_json(
-            msg="refusing to change %s in %s: its live value is %s, expected %s; nothing was changed"
-                % (key, map_name, "absent" if previous_value is None else "'%s'" % previous_value, expected),
-            **result)
-
-    if params["persist"] and disk_text is None:
-        module.fail_json(msg="persist=true but map file %s cannot be read on this host; nothing was changed"
-                             % map_file, **result)
-
-    runtime_needs_change = previous_value != desired_value
-    new_disk_text = desired_disk_text(disk_text, key, desired_value) if params["persist"] else disk_text
-    disk_needs_change = params["persist"] and new_disk_text != disk_text
-
-    result.update(
-        changed=runtime_needs_change or disk_needs_change,
-        runtime_changed=runtime_needs_change,
-        disk_changed=disk_needs_change,
-        value=desired_value,
-        disk_value=map_text_values(new_disk_text).get(key) if new_disk_text is not None else None,
-    )
+    key = params["key"] if params["entries"] is None else None
+    result.update(plan_result(plan, key))
     if module._diff:
-        result["diff"] = [dict(before_header="%s (runtime)" % map_name, after_header="%s (runtime)" % map_name,
-                               before=entry_text(key, previous_value), after=entry_text(key, desired_value))]
-        if params["persist"]:
-            result["diff"].append(dict(before_header=map_file, after_header=map_file,
-                                       before=disk_text, after=new_disk_text))
-
-    if module.check_mode:
+        result["diff"] = plan.diff(map_file, params["persist"])
+    if module.check_mode or not plan.changed:
         module.exit_json(**result)
 
-    try:
-        if runtime_needs_change:
-            if desired_value is None:
-                delete_runtime_key(client, map_name, key)
-            else:
-                set_runtime_value(client, map_name, key, desired_value, key_exists=previous_value is not None)
-            live_value = runtime_values(client, map_name).get(key)
-            if live_value != desired_value:
-                module.fail_json(msg="HAProxy accepted the change of %s but now reports %r instead of %r"
-                                     % (key, live_value, desired_value), **result)
-    except RuntimeAPIError as exc:
-        result.update(value=previous_value, disk_value=previous_disk_value, changed=False)
-        module.fail_json(msg=str(exc), **result)
-
-    if disk_needs_change:
+    prepared_file = None
+    if plan.disk_changed:
         if params["backup"]:
             result["backup_file"] = module.backup_local(map_file)
         try:
-            write_map_file_atomic(map_file, new_disk_text)
-        except OSError as exc:
-            result["disk_value"] = previous_disk_value
-            module.fail_json(msg="the live value of %s is now %r, but writing %s failed: %s"
-                                 % (key, desired_value, map_file, exc), **result)
-
-    module.exit_json(**result)
+            # Written (not yet renamed) before runtime changes: proves the file can be replaced.
+            prepared_file = PreparedMapFile(map_file, plan.new_disk_text)
+        except MapFileError as exc:
+            module.fail_json(msg="%s; nothing was changed" % exc,
+                             **applied_result(result, unchanged_facts(plan), key))
+    try:
+        facts = apply_plan(client, plan, prepared_file, params["switch_at"])
+    except MapChangeError as exc:
+        module.fail_json(msg=str(exc), **applied_result(result, exc.facts, key))
+    module.exit_json(**applied_result(result, facts, key))
 
 
 if __name__ == "__main__":
