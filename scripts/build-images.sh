@@ -8,27 +8,37 @@
 #   FORCE=1 scripts/build-images.sh    # rebuild the project images anyway
 #
 # Base images: `debian:<suite>-slim` is used as is when present locally, else
-# pulled (60 s limit), else built from Debian packages with debootstrap and
-# `docker import`ed under the same name, so the Dockerfiles stay conventional.
-# The package mirror is read from this machine's apt sources (or $DEBIAN_MIRROR).
+# pulled (60 s limit). With a registry that is all: the project images are then a
+# plain `docker build` of the Dockerfiles under molecule/images/. Only when the pull
+# fails (no registry) is the base built from Debian packages with debootstrap
+# (installed then, with apt, if missing) and `docker import`ed under the same name,
+# so the Dockerfiles stay conventional. The package mirror is read from this
+# machine's apt sources (or $DEBIAN_MIRROR).
 #
 # Images:
 #   debian:bookworm-slim, debian:trixie-slim          (base)
 #   bluegreen/haproxy-node:bookworm   HAProxy 2.6     (Debian 12)
 #   bluegreen/haproxy-node:trixie     HAProxy 3.0     (Debian 13)
 #   bluegreen/app:latest              tests/app/bluegreen_app.py
+#   bluegreen/systemd-node:bookworm   systemd as PID 1, no HAProxy (Debian 12)
+#   bluegreen/systemd-node:trixie     systemd as PID 1, no HAProxy (Debian 13)
+#
+#   IMAGES="haproxy-node app" scripts/build-images.sh   # only some of the project images
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUITES=(bookworm trixie)
 HASH_LABEL=org.bluegreen.inputs-sha256
 FORCE=${FORCE:-0}
+read -r -a IMAGES <<<"${IMAGES:-haproxy-node app systemd-node}"
+wanted() { [[ " ${IMAGES[*]} " == *" $1 "* ]]; }
 
 CLEANUP=()
 cleanup() { [ "${#CLEANUP[@]}" -eq 0 ] || rm -rf "${CLEANUP[@]}"; }
 trap cleanup EXIT
 
 log() { printf 'build-images: %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 die() { log "ERROR: $*"; exit 1; }
 
 "$ROOT/scripts/ensure-docker.sh"
@@ -100,7 +110,13 @@ image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 debootstrap_import() {
     local suite=$1 tag=$2 dir rc=0
     [ -n "${DEBIAN_MIRROR:-}" ] || detect_mirrors
-    command -v debootstrap >/dev/null 2>&1 || die "debootstrap is not installed"
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 ||
+            die "no registry, and no debootstrap to build $tag with: install debootstrap"
+        log "installing debootstrap (apt-get), to build $tag without a registry"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >&2
+    fi
 
     local script=/usr/share/debootstrap/scripts/$suite
     if [ ! -e "$script" ]; then
@@ -247,15 +263,24 @@ for suite in "${SUITES[@]}"; do
     ensure_base "$suite"
 done
 
-NODE_DIR=$ROOT/molecule/images/haproxy-node
-mapfile -t NODE_INPUTS < <(find "$NODE_DIR" -type f ! -name Dockerfile | LC_ALL=C sort)
-for suite in "${SUITES[@]}"; do
-    build_image "bluegreen/haproxy-node:$suite" "$NODE_DIR/Dockerfile" "$NODE_DIR" \
-        "debian:$suite-slim" "DEBIAN_SUITE=$suite" ${NODE_INPUTS[@]+"${NODE_INPUTS[@]}"}
-done
+# node_images KIND: bluegreen/KIND:<suite> for every suite, from molecule/images/KIND.
+node_images() {
+    local dir=$ROOT/molecule/images/$1 suite
+    local -a inputs
+    mapfile -t inputs < <(find "$dir" -type f ! -name Dockerfile | LC_ALL=C sort)
+    for suite in "${SUITES[@]}"; do
+        build_image "bluegreen/$1:$suite" "$dir/Dockerfile" "$dir" \
+            "debian:$suite-slim" "DEBIAN_SUITE=$suite" ${inputs[@]+"${inputs[@]}"}
+    done
+}
 
-build_image bluegreen/app:latest "$ROOT/molecule/images/app/Dockerfile" "$ROOT" \
-    debian:bookworm-slim "" "$ROOT/tests/app/bluegreen_app.py" "$ROOT/.dockerignore"
+# The HAProxy nodes first: other work (fixture captures) waits on them.
+if wanted haproxy-node; then node_images haproxy-node; fi
+if wanted app; then
+    build_image bluegreen/app:latest "$ROOT/molecule/images/app/Dockerfile" "$ROOT" \
+        debian:bookworm-slim "" "$ROOT/tests/app/bluegreen_app.py" "$ROOT/.dockerignore"
+fi
+if wanted systemd-node; then node_images systemd-node; fi
 
 docker images --format '{{.Repository}}:{{.Tag}}\t{{.ID}}\t{{.Size}}' |
     grep -E '^(debian:(bookworm|trixie)-slim|bluegreen/)' | sort >&2

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Make sure a Docker daemon is usable on this machine, and that debootstrap is
-# installed (build-images.sh needs it when `docker pull` cannot reach a registry).
+# Make sure a Docker daemon is usable on this machine.
 #
 # Idempotent and harmless where Docker already runs: if `docker info` works,
-# nothing is started. Written for a fresh Debian 12 machine running as root,
+# nothing is installed or started. (debootstrap, for machines without a
+# registry, is installed by build-images.sh, and only when `docker pull` fails.) Written for a fresh Debian 12 machine running as root,
 # with or without systemd (CI containers and VMs often have no init system).
 #
 #   scripts/ensure-docker.sh
@@ -36,21 +36,17 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
 
-# 1. Packages.
-need=()
-command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || need+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
-if [ "${#need[@]}" -gt 0 ]; then
-    # iptables: dockerd needs it for bridge NAT; tini provides docker-init (--init).
-    [ "${need[0]}" = docker.io ] && need+=(iptables tini)
-    apt_install "${need[@]}"
-fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
-# 2. Already running? Then there is nothing to do.
+# 1. Already running? Then there is nothing to do.
 if docker info >/dev/null 2>&1; then
     log "docker is already running ($(docker info --format '{{.Driver}}' 2>/dev/null) storage driver)"
     exit 0
+fi
+
+# 2. Packages. iptables: dockerd needs it for bridge NAT; tini provides docker-init (--init).
+if ! command -v dockerd >/dev/null 2>&1; then
+    apt_install docker.io iptables tini
 fi
 
 # A daemon we started earlier may still be coming up: wait for it, do not start a second one.

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Run every Molecule scenario (molecule/*/molecule.yml) against both HAProxy images:
+# Run every Molecule scenario (molecule/*/molecule.yml) against both Debian releases:
 #   bookworm -> HAProxy 2.6 (Debian 12), trixie -> HAProxy 3.0 (Debian 13)
 # with `molecule test`, and exit non-zero if any run failed. Called by `make molecule`.
+# Scenarios: default (the role), release (the release playbooks on a fleet), systemd (the
+# role on a plain Debian with systemd as PID 1, HAProxy from apt); each verifies with
+# testinfra (molecule/<scenario>/tests/).
 #
 #   scripts/molecule.sh                        # every scenario, both images
 #   SCENARIOS="default" scripts/molecule.sh    # some scenarios
@@ -61,7 +64,7 @@ fi
 
 # Images: build them (cached, a few seconds when warm) only when one is missing.
 need_images=0
-for image in bluegreen/app:latest "${TAGS[@]/#/bluegreen/haproxy-node:}"; do
+for image in bluegreen/app:latest "${TAGS[@]/#/bluegreen/haproxy-node:}" "${TAGS[@]/#/bluegreen/systemd-node:}"; do
     docker image inspect "$image" >/dev/null 2>&1 || need_images=1
 done
 if [ "$need_images" -eq 1 ]; then
