@@ -20,6 +20,7 @@ import time
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
     MapFileError,
+    map_text_lookup,
     map_text_values,
     remove_map_text_key,
     set_map_text_values,
@@ -439,8 +440,9 @@ def read_back(client, plan):
     return lookup_runtime_values(client, plan.map_name, keys)
 
 
-def wait_until(instant, clock=time.time, sleep=time.sleep):
+def wait_until(instant, clock=None, sleep=None):
     """Sleep until the wall-clock `instant` (the fleet's agreed one); return at once if past."""
+    clock, sleep = clock or time.time, sleep or time.sleep
     while True:
         remaining = instant - clock()
         if remaining <= 0:
@@ -470,7 +472,7 @@ def unchanged_facts(plan):
                 runtime_changed=False, disk_changed=False, changed=False, persisted=False)
 
 
-def apply_plan(client, plan, prepared_file=None, switch_at=None, clock=time.time, sleep=time.sleep):
+def apply_plan(client, plan, prepared_file=None, switch_at=None, clock=None, sleep=None):
     """Apply `plan`; return facts for the result (switched_at, late_by, runtime_entries...).
 
     Order: stage (new map version; the new map file is `prepared_file`, written by the
@@ -480,6 +482,7 @@ def apply_plan(client, plan, prepared_file=None, switch_at=None, clock=time.time
     Raises MapChangeError with the facts that are true when it fails.
     """
     facts = unchanged_facts(plan)
+    clock = clock or time.time
     try:
         if plan.action is not None:
             action = plan.action
@@ -518,6 +521,8 @@ def apply_plan(client, plan, prepared_file=None, switch_at=None, clock=time.time
         return facts
     except RuntimeAPIError as exc:
         if isinstance(exc, MapChangeError):
+            # Raised below apply_plan (staging) without facts: what is true now is `facts`.
+            exc.facts = dict(facts, **exc.facts)
             raise
         if facts["runtime_changed"]:
             raise MapChangeError("%s, after the change was sent; it could not be verified and the map "
@@ -556,10 +561,42 @@ __all__ = [
     "diff_maps",
     "disk_values",
     "plan_result",
+    "read_map_info",
     "unchanged_facts",
     "applied_result",
     "render_values",
 ]
+
+
+# -- haproxy_map_info ----------------------------------------------------
+
+
+def read_map_info(client, map_name, disk_text, keys=None):
+    """The info module's result: only `keys` when given (runtime via `get map`), else the whole map.
+
+    One copy of each side: `entries` (runtime) and `disk_entries` (file, None when unreadable).
+    """
+    record, loaded = require_loaded_map(client, map_name)
+    if keys is not None:
+        looked_up = lookup_runtime_values(client, map_name, keys)
+        runtime = {key: value for key, value in looked_up.items() if value is not None}
+        missing_keys = [key for key, value in looked_up.items() if value is None]
+        disk = map_text_lookup(disk_text, list(looked_up)) if disk_text is not None else None
+    else:
+        runtime, missing_keys = runtime_values(client, map_name), []
+        disk = map_text_values(disk_text) if disk_text is not None else None
+    drift_keys = diff_maps(runtime, disk) if disk is not None else []
+    return dict(
+        changed=False,
+        map=map_name,
+        map_id=record["id"],
+        entries=runtime,
+        disk_entries=disk,
+        drift=bool(drift_keys) if disk is not None else None,
+        drift_keys=drift_keys,
+        missing_keys=missing_keys,
+        loaded_maps=[loaded_map["name"] for loaded_map in loaded],
+    )
 
 
 # -- results --------------------------------------------------------------

@@ -9,8 +9,11 @@ module: haproxy_map_info
 short_description: Read a map's entries at runtime and on disk, and report drift between them
 version_added: 0.1.0
 description:
-  - Reads all entries of a map HAProxy has loaded, through the Runtime API, and the map file on
+  - Reads entries of a map HAProxy has loaded, through the Runtime API, and the map file on
     disk, and reports whether they differ.
+  - With O(keys), only those keys are read and returned. At runtime each key is looked up with
+    C(get map), so the cost does not grow with the map's size (a 100,000-entry map costs about
+    what a 1-entry map does). Without O(keys), the whole map is read (C(show map)) and returned once.
   - Runtime map changes are lost on reload, so drift means the next reload will move traffic.
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
@@ -30,6 +33,15 @@ options:
       - The map file on this host to compare with. Defaults to O(map). When it cannot be read,
         RV(disk_entries) and RV(drift) are V(null).
     type: path
+  keys:
+    description:
+      - Read only these keys. RV(entries) then holds the ones HAProxy has, RV(missing_keys) the
+        others, and RV(disk_entries) the same keys from the map file.
+      - The runtime lookup is exact on C(map()) (string) maps. For other match types (C(map_beg),
+        C(map_reg)...) the module falls back to reading the whole map once, which stays exact.
+      - Without O(keys), every entry is read and returned.
+    type: list
+    elements: str
 seealso:
   - module: bluegreen.haproxy.haproxy_map
 """
@@ -44,6 +56,18 @@ EXAMPLES = r"""
   ansible.builtin.assert:
     that: not switch.drift
     fail_msg: "runtime and disk disagree on {{ switch.drift_keys | join(', ') }}"
+
+- name: Read two keys of a big host-keyed map, without dumping the map
+  bluegreen.haproxy.haproxy_map_info:
+    map: /etc/haproxy/maps/hosts.map
+    keys:
+      - shop.example.com
+      - api.example.com
+  register: hosts
+
+- name: Show where shop.example.com goes
+  ansible.builtin.debug:
+    msg: "{{ hosts.entries['shop.example.com'] | default('not in the map') }}"
 """
 
 RETURN = r"""
@@ -58,30 +82,21 @@ map_id:
   type: int
   sample: 2
 entries:
-  description: The live entries, key to value (the first value when a key is duplicated).
+  description:
+    - The live entries, key to value (the first value when a key is duplicated).
+    - With O(keys), only the requested keys HAProxy has.
   returned: always
   type: dict
   sample: {"active": "backend_green"}
-runtime_entries:
-  description: The live entries in order, duplicates included.
-  returned: always
-  type: list
-  elements: dict
-  contains:
-    key:
-      description: The key.
-      type: str
-    value:
-      description: The value.
-      type: str
-  sample: [{"key": "active", "value": "backend_green"}]
 disk_entries:
-  description: The map file's entries, key to value; V(null) when the file is not readable here.
+  description:
+    - The map file's entries, key to value; V(null) when the file is not readable here.
+    - With O(keys), only the requested keys the file has.
   returned: always
   type: dict
   sample: {"active": "backend_blue"}
 drift:
-  description: Whether runtime and disk disagree; V(null) when the file is not readable here.
+  description: Whether runtime and disk disagree (on O(keys) when given); V(null) when the file is not readable here.
   returned: always
   type: bool
   sample: true
@@ -91,6 +106,12 @@ drift_keys:
   type: list
   elements: str
   sample: ["active"]
+missing_keys:
+  description: The requested O(keys) HAProxy does not have at runtime; empty without O(keys).
+  returned: always
+  type: list
+  elements: str
+  sample: []
 loaded_maps:
   description: Every map HAProxy has loaded, as C(show map) names them.
   returned: always
@@ -103,18 +124,17 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
     MapFileError,
-    map_text_values,
     read_map_file,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import (
-    diff_maps,
-    require_loaded_map,
-    runtime_entries,
+    InvalidMapKeyError,
+    read_map_info,
+    validate_key,
 )
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.parsers import entries_to_dict
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
     RuntimeAPIClient,
     RuntimeAPIError,
+    escape_argument,
     runtime_api_argument_spec,
 )
 
@@ -124,36 +144,28 @@ def main():
     argument_spec.update(
         map=dict(type="str", required=True),
         map_file=dict(type="path"),
+        keys=dict(type="list", elements="str", no_log=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    map_name = module.params["map"]
+    map_name, keys = module.params["map"], module.params["keys"]
     map_file = module.params["map_file"] or map_name
 
     try:
+        for key in keys or []:
+            escape_argument(key)
+            validate_key(key)
+    except (InvalidMapKeyError, ValueError) as exc:
+        module.fail_json(msg="invalid keys: %s" % exc)
+    try:
+        disk_text = read_map_file(map_file)
+    except MapFileError:
+        disk_text = None
+    try:
         client = RuntimeAPIClient(module.params["socket"], module.params["timeout"])
-        record, loaded = require_loaded_map(client, map_name)
-        entries = runtime_entries(client, map_name)
+        result = read_map_info(client, map_name, disk_text, keys)
     except RuntimeAPIError as exc:
         module.fail_json(msg=str(exc))
-
-    runtime = entries_to_dict(entries)
-    try:
-        disk = map_text_values(read_map_file(map_file))
-    except MapFileError:
-        disk = None
-    drift_keys = diff_maps(runtime, disk) if disk is not None else []
-
-    module.exit_json(
-        changed=False,
-        map=map_name,
-        map_id=record["id"],
-        entries=runtime,
-        runtime_entries=[dict(key=entry["key"], value=entry["value"]) for entry in entries],
-        disk_entries=disk,
-        drift=bool(drift_keys) if disk is not None else None,
-        drift_keys=drift_keys,
-        loaded_maps=[loaded_map["name"] for loaded_map in loaded],
-    )
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

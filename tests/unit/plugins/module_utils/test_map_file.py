@@ -9,11 +9,15 @@ import pytest
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
     MapFileError,
+    PreparedMapFile,
+    line_ending,
+    map_text_lookup,
     map_text_values,
     parse_map_text,
     read_map_file,
     remove_map_text_key,
     set_map_text_value,
+    set_map_text_values,
     write_map_file_atomic,
 )
 
@@ -72,3 +76,93 @@ def test_atomic_write_keeps_mode_and_leaves_no_temp_file(tmp_path):
 def test_read_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(MapFileError, match="does not exist"):
         read_map_file(str(tmp_path / "nope.map"))
+
+
+CRLF_TEXT = "# switch\r\nactive backend_blue\r\nshop.example.com\tshop_blue\r\n"
+
+
+def test_crlf_file_stays_crlf_on_set_and_append():
+    assert line_ending(CRLF_TEXT) == "\r\n" and line_ending(MAP_TEXT) == "\n" and line_ending("") == "\n"
+    updated = set_map_text_values(CRLF_TEXT, {"active": "backend_green", "new": "backend_new"})
+    assert updated == "# switch\r\nactive backend_green\r\nshop.example.com\tshop_blue\r\nnew backend_new\r\n"
+    assert map_text_values(CRLF_TEXT) == {"active": "backend_blue", "shop.example.com": "shop_blue"}
+
+
+def test_crlf_survives_read_and_atomic_write(tmp_path):
+    path = tmp_path / "crlf.map"
+    path.write_bytes(CRLF_TEXT.encode())
+    text = read_map_file(str(path))
+    assert text == CRLF_TEXT, "reading must not translate CRLF"
+    write_map_file_atomic(str(path), set_map_text_value(text, "active", "backend_green"))
+    assert path.read_bytes() == CRLF_TEXT.replace("backend_blue", "backend_green").encode()
+
+
+def test_bulk_set_is_one_pass_over_many_keys():
+    text = "".join("svc%05d backend_blue\n" % index for index in range(20000))
+    values = {"svc%05d" % index: "backend_green" for index in range(0, 20000, 2)}
+    updated = set_map_text_values(text, values)
+    parsed = map_text_values(updated)
+    assert parsed["svc00000"] == "backend_green" and parsed["svc00001"] == "backend_blue"
+    assert len(parsed) == 20000
+
+
+@pytest.mark.parametrize("keys,expected", [
+    (["active"], {"active": "backend_blue"}),
+    (["www.example.com", "nope"], {"www.example.com": "backend_www_blue"}),
+    (["canary"], {"canary": "backend_green"}),
+    (["k%d" % index for index in range(30)] + ["active"], {"active": "backend_blue"}),
+])
+def test_lookup_of_some_keys_matches_the_full_parse(keys, expected):
+    assert map_text_lookup(MAP_TEXT, keys) == expected
+    assert map_text_lookup(CRLF_TEXT, ["shop.example.com"]) == {"shop.example.com": "shop_blue"}
+    assert map_text_lookup("active.x y\n", ["active"]) == {}
+
+
+def test_prepared_file_is_written_before_and_renamed_on_commit(tmp_path):
+    path = tmp_path / "bluegreen.map"
+    path.write_text("active backend_blue\n")
+    os.chmod(path, 0o640)
+    prepared = PreparedMapFile(str(path), "active backend_green\n")
+    others = [name for name in os.listdir(tmp_path) if name != "bluegreen.map"]
+    assert len(others) == 1 and path.read_text() == "active backend_blue\n"
+    prepared.commit()
+    assert path.read_text() == "active backend_green\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert os.listdir(tmp_path) == ["bluegreen.map"]
+
+
+def test_prepared_file_discard_and_failed_commit_leave_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "bluegreen.map"
+    path.write_text("active backend_blue\n")
+    PreparedMapFile(str(path), "x y\n").discard()
+    assert os.listdir(tmp_path) == ["bluegreen.map"]
+
+    def refuse(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "rename", refuse)
+    prepared = PreparedMapFile(str(path), "x y\n")
+    with pytest.raises(MapFileError, match="cannot replace map file .*Operation not permitted"):
+        prepared.commit()
+    assert os.listdir(tmp_path) == ["bluegreen.map"] and path.read_text() == "active backend_blue\n"
+
+
+def test_prepared_file_keeps_a_symlink(tmp_path):
+    real = tmp_path / "real.map"
+    real.write_text("active backend_blue\n")
+    link = tmp_path / "link.map"
+    link.symlink_to(real)
+    PreparedMapFile(str(link), "active backend_green\n").commit()
+    assert link.is_symlink() and real.read_text() == "active backend_green\n"
+
+
+def test_unwritable_directory_is_reported_before_anything(tmp_path, monkeypatch):
+    path = tmp_path / "bluegreen.map"
+    path.write_text("active backend_blue\n")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    with pytest.raises(MapFileError, match="cannot create a file in"):
+        PreparedMapFile(str(path), "x y\n")

@@ -18,6 +18,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     UnsafeArgumentError,
     escape_argument,
     format_command,
+    shorten,
     unescape_argument,
 )
 
@@ -136,3 +137,48 @@ def test_command_error_carries_command_and_first_line():
     error = CommandError("set map m k v", "entry not found.\n\n")
     assert "entry not found." in str(error)
     assert error.command == "set map m k v"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("short", "short"),
+    ("x" * 80, "x" * 80),
+    ("x" * 100000, "x" * 80 + "... (100000 characters)"),
+])
+def test_shorten_quotes_a_prefix_and_the_length(text, expected):
+    assert shorten(text) == expected
+
+
+def test_messages_quote_only_a_prefix_of_huge_values():
+    huge = "v" * 100000
+    error = CommandError("set map m k " + huge, "Missing value for key '%s'.\n\n" % huge)
+    assert len(str(error)) < 400 and "(100012 characters)" in str(error)
+    with pytest.raises(UnsafeArgumentError) as caught:
+        escape_argument(huge + "\n")
+    assert len(str(caught.value)) < 200
+
+
+class RecordingClient(RuntimeAPIClient):
+    def __init__(self, reply):
+        super(RecordingClient, self).__init__("/run/haproxy/admin.sock")
+        self.sent, self.reply = [], reply
+
+    def _exchange(self, text, description):
+        self.sent.append(text)
+        return self.reply
+
+
+def test_run_payload_frames_one_command_ending_with_an_empty_line():
+    client = RecordingClient("\n")
+    client.run_payload("add map", ["@3", "/maps/a b.map"], ["k1 v 1", "k2 v;2"])
+    assert client.sent == ["add map @3 /maps/a\\ b.map <<\nk1 v 1\nk2 v;2\n\n"]
+
+
+@pytest.mark.parametrize("lines", [["ok", ""], ["a\nb"], ["a\rb"]])
+def test_run_payload_refuses_lines_that_would_end_or_split_it(lines):
+    with pytest.raises(UnsafeArgumentError):
+        RecordingClient("\n").run_payload("add map", ["@1", "m"], lines)
+
+
+def test_run_payload_error_reply_raises():
+    with pytest.raises(CommandError, match="Missing value"):
+        RecordingClient("Missing value for key 'k'.\n\n").run_payload("add map", ["@1", "m"], ["k v"])

@@ -1,0 +1,117 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests for the haproxy_map_info module: the module run against a fake HAProxy (fake_map_haproxy)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+try:  # ansible-test puts the tree on the path
+    import ansible_collections.bluegreen.haproxy  # noqa: F401  pylint: disable=unused-import
+except ImportError:  # plain pytest from the repo root: use the `make collection` tree
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
+
+from ansible.module_utils import basic  # noqa: E402
+from ansible.module_utils.testing import patch_module_args  # noqa: E402
+
+from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_map_info  # noqa: E402
+
+from fake_map_haproxy import FakeHAProxy  # noqa: E402
+
+MAP = '/etc/haproxy/maps/hosts.map'
+LIVE = [('active', 'backend_green'), ('shop.example.com', 'shop_blue'), ('api.example.com', 'api_blue')]
+DISK = '# hosts\nactive backend_blue\nshop.example.com   shop_blue\nold.example.com old_blue\n'
+
+
+class ModuleExit(Exception):
+    def __init__(self, result, failed):
+        super(ModuleExit, self).__init__(result)
+        self.result = result
+        self.failed = failed
+
+
+@pytest.fixture(autouse=True)
+def module_exits(monkeypatch):
+    def exit_json(self, **result):
+        raise ModuleExit(result, failed=False)
+
+    def fail_json(self, msg, **result):
+        result['msg'] = msg
+        raise ModuleExit(result, failed=True)
+
+    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+
+
+@pytest.fixture
+def haproxy(monkeypatch):
+    fake = FakeHAProxy({MAP: LIVE})
+    monkeypatch.setattr(haproxy_map_info, 'RuntimeAPIClient', fake.client)
+    return fake
+
+
+@pytest.fixture
+def disk(tmp_path):
+    path = tmp_path / 'hosts.map'
+    path.write_text(DISK)
+    return str(path)
+
+
+def run(args):
+    with patch_module_args(args):
+        with pytest.raises(ModuleExit) as raised:
+            haproxy_map_info.main()
+    return raised.value
+
+
+@pytest.mark.parametrize('keys,entries,disk_entries,drift_keys,missing', [
+    (['shop.example.com'], {'shop.example.com': 'shop_blue'}, {'shop.example.com': 'shop_blue'}, [], []),
+    (['active'], {'active': 'backend_green'}, {'active': 'backend_blue'}, ['active'], []),
+    (['old.example.com', 'nope'], {}, {'old.example.com': 'old_blue'}, ['old.example.com'],
+     ['old.example.com', 'nope']),
+    (['api.example.com'], {'api.example.com': 'api_blue'}, {}, ['api.example.com'], []),
+])
+def test_keys_return_only_those_keys(haproxy, disk, keys, entries, disk_entries, drift_keys, missing):
+    result = run(dict(map=MAP, map_file=disk, keys=keys)).result
+    assert result['entries'] == entries
+    assert result['disk_entries'] == disk_entries
+    assert result['drift_keys'] == drift_keys and result['drift'] is bool(drift_keys)
+    assert result['missing_keys'] == missing
+    assert result['changed'] is False and result['map_id'] == 2
+
+
+def test_keys_never_dump_the_map(haproxy, disk):
+    run(dict(map=MAP, map_file=disk, keys=['active', 'shop.example.com']))
+    dumps = [line for _, line in haproxy.log if line.startswith('show map ')]
+    assert dumps == [], dumps
+
+
+def test_without_keys_the_whole_map_once_per_side(haproxy, disk):
+    result = run(dict(map=MAP, map_file=disk)).result
+    assert result['entries'] == dict(LIVE)
+    assert result['disk_entries'] == {'active': 'backend_blue', 'shop.example.com': 'shop_blue',
+                                      'old.example.com': 'old_blue'}
+    assert result['drift_keys'] == ['active', 'api.example.com', 'old.example.com']
+    assert 'runtime_entries' not in result, 'no second copy of the runtime map'
+    assert result['missing_keys'] == []
+
+
+def test_unreadable_file_gives_null_drift(haproxy, tmp_path):
+    result = run(dict(map=MAP, map_file=str(tmp_path / 'missing.map'), keys=['active'])).result
+    assert result['disk_entries'] is None and result['drift'] is None
+    assert result['entries'] == {'active': 'backend_green'}
+
+
+@pytest.mark.parametrize('key,words', [('two words', 'blank'), ('a\nb', 'LF'), ('#0x1', "'#'")])
+def test_bad_keys_are_refused_before_any_command(haproxy, key, words):
+    outcome = run(dict(map=MAP, keys=[key]))
+    assert outcome.failed and outcome.result['msg'].startswith('invalid keys:') and words in outcome.result['msg']
+    assert haproxy.log == []
+
+
+def test_unknown_map_lists_loaded_maps(haproxy):
+    outcome = run(dict(map='/nope.map', keys=['active']))
+    assert outcome.failed and MAP in outcome.result['msg']
