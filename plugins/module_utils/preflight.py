@@ -145,11 +145,12 @@ def judge_entry(entry, result):
 
 def preflight(servers, url, skip_servers=(), headers=None, status_codes=(200,), body_regex=None,
               request_timeout=5.0, validate_certs=False, max_body_bytes=None, backend="the backend",
-              send=send_request, tls_context=None):
+              send=None, tls_context=None):
     """Check each server of `servers`; returns the module's result (without `msg`).
 
     `tls_context` (optional) is shared by every TLS request, so the CA store is read once.
     """
+    send = send or send_request
     target = parse_url(url)
     entries = plan(servers, skip_servers, backend)
     by_name = dict((server["name"], server) for server in servers)

@@ -13,8 +13,8 @@ description:
     directly, so a server that passes its health checks but serves the wrong thing (an old
     build, another release, an error page) is named before any user reaches it.
   - The servers' addresses, ports and whether they speak TLS come from HAProxy itself, through
-    the Runtime API (C(show servers state <backend>): C(srv_addr), C(srv_port), C(srv_use_ssl)),
-    so the check reaches exactly what HAProxy would reach.
+    the Runtime API (the C(srv_addr), C(srv_port) and C(srv_use_ssl) columns of
+    C(show servers state <backend>)), so the check reaches exactly what HAProxy would reach.
   - Each request carries the host of O(url) in the C(Host) header and, for TLS servers, in the
     TLS SNI, like a user's request arriving through HAProxy. Plain servers get C(http://), TLS
     servers C(https://), whatever the scheme of O(url).
@@ -23,9 +23,8 @@ description:
   - Servers in maintenance (any C(MAINT) admin state, for example after C(disable server), a
     C(disabled) keyword, a tracked server in maintenance, or unresolved DNS) get no traffic from
     HAProxy and are skipped and listed. Servers in C(DRAIN) are checked.
-  - Fails naming each wrong server, its address and why, for example
-    C(green2 127.0.0.1:8082: body did not match 'version=green' (got 'version=blue')).
-    Also fails when the backend has no servers or when no server was checked (all skipped),
+  - Fails naming each wrong server, its address and why, for example that its body did not
+    match V(version=green), quoting the first line it answered instead. Also fails when the backend has no servers or when no server was checked (all skipped),
     because then nothing is proven.
   - Only reads (HAProxy and the servers); it never reports a change and runs in check mode.
 author:
@@ -96,7 +95,7 @@ options:
     elements: str
     default: []
 notes:
-  - Each server gets one request on a new connection, with C(Connection: close).
+  - Each server gets one request on a new connection, closed after the answer.
   - Run it where the servers can be reached directly, usually on the HAProxy node itself.
 seealso:
   - module: bluegreen.haproxy.haproxy_backend_health

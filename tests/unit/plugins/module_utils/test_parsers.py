@@ -475,3 +475,112 @@ def test_run_expect_empty_raises_on_refused_write(version, name):
     with pytest.raises(CommandError) as caught:
         client.run("set map", BLUEGREEN_MAP, "no-such-key", "backend_green", expect_empty=True)
     assert first_line(reply) in str(caught.value)
+
+
+# ---------------------------------------------------------------- show servers state (preflight)
+
+# show_servers_state_tls.txt: backend_green's two apps plus a dynamic TLS server (`add server ... ssl`).
+GREEN_STATE_PORTS = {"green1": 19406, "green2": 19407}
+
+
+@parametrize_version
+def test_parse_servers_state_by_header_name(version):
+    rows = parsers.parse_servers_state(fixture(version, "show_servers_state_backend.txt"))
+    assert [row["srv_name"] for row in rows] == ["green1", "green2"]
+    header = fixture(version, "show_servers_state_backend.txt").splitlines()[1][2:].split()
+    for row in rows:
+        assert list(row) == header  # every column, named by the header
+        assert {row["be_name"], row["srv_addr"], row["srv_use_ssl"]} == {"backend_green", "127.0.0.1", "0"}
+
+
+@parametrize_version
+def test_server_from_state_row_plain_and_tls(version):
+    servers = [parsers.server_from_state_row(row)
+               for row in parsers.parse_servers_state(fixture(version, "show_servers_state_tls.txt"))]
+    facts = [(s["name"], s["address"], s["port"], s["ssl"], s["maintenance"]) for s in servers]
+    assert facts == [
+        ("green1", "127.0.0.1", GREEN_STATE_PORTS["green1"], False, False),
+        ("green2", "127.0.0.1", GREEN_STATE_PORTS["green2"], False, False),
+        ("green_tls", "127.0.0.1", GREEN_STATE_PORTS["green2"], True, False),
+    ]
+    assert all(s["backend"] == "backend_green" and s["op_state"] == 2 for s in servers)
+
+
+@parametrize_version
+def test_server_from_state_row_maintenance_and_drain(version):
+    # A dynamic server starts in maintenance (admin state 1).
+    tls = [parsers.server_from_state_row(row)
+           for row in parsers.parse_servers_state(fixture(version, "show_servers_state_tls_maint.txt"))][-1]
+    assert (tls["name"], tls["admin_state"], tls["maintenance"], tls["ssl"]) == ("green_tls", 1, True, True)
+    # show_servers_state.txt: blue_maint has `check disabled` (config maint 0x04 | forced 0x01 = 5),
+    # blue_drain is in drain (0x08): drain is not maintenance.
+    servers = {s["name"]: s for s in (parsers.server_from_state_row(row) for row in
+                                      parsers.parse_servers_state(fixture(version, "show_servers_state.txt")))}
+    assert (servers["blue_maint"]["admin_state"], servers["blue_maint"]["maintenance"]) == (5, True)
+    assert (servers["blue_drain"]["maintenance"], servers["blue_drain"]["draining"]) == (False, True)
+    assert [name for name, s in servers.items() if s["maintenance"]] == ["blue_maint"]
+
+
+@parametrize_version
+def test_parse_servers_state_unknown_backend(version):
+    reply = fixture(version, "show_servers_state_no_such_backend.txt")
+    assert first_line(reply) == "Can't find backend."
+    assert parsers.parse_servers_state(reply) == []
+
+
+def test_servers_state_columns_are_looked_up_by_name():
+    # A later version may add or move columns: only the names matter.
+    reply = "1\n# srv_name be_name srv_port srv_addr srv_use_ssl srv_admin_state extra\nweb1 be 8443 10.0.0.5 1 0 x\n\n"
+    server = parsers.server_from_state_row(parsers.parse_servers_state(reply)[0])
+    assert (server["name"], server["address"], server["port"], server["ssl"]) == ("web1", "10.0.0.5", 8443, True)
+
+
+def test_server_from_state_row_unresolved_address():
+    row = {"srv_name": "web1", "srv_addr": "-", "srv_port": "0", "srv_fqdn": "web1.internal", "srv_admin_state": "32"}
+    server = parsers.server_from_state_row(row)
+    assert (server["address"], server["port"], server["fqdn"], server["maintenance"]) == (None, 0, "web1.internal", True)
+
+
+# -- backend counters (traffic gate): tests/unit/fixtures/haproxy-<version>/traffic/ -----------------
+# backend_green_traffic.csv: after 40 x 200, 10 x 404 and 10 x 500 through the frontend;
+# backend_refused.csv: after 5 requests to a server that refuses (HAProxy answered 503, retries 3).
+
+@parametrize_version
+def test_backend_counters_after_known_traffic(version):
+    counters = parsers.backend_counters(fixture(version, "traffic/backend_green_traffic.csv"), "backend_green")
+    assert set(counters) == set(parsers.BACKEND_COUNTER_FIELDS)
+    assert counters == dict(req_tot=60, hrsp_1xx=0, hrsp_2xx=40, hrsp_3xx=0, hrsp_4xx=10, hrsp_5xx=10, hrsp_other=0,
+                            econ=0, eresp=0, srv_abrt=0, cli_abrt=0, wretr=0, wredis=0)
+    idle = parsers.backend_counters(fixture(version, "traffic/backend_green_idle.csv"), "backend_green")
+    assert idle == dict((name, 0) for name in parsers.BACKEND_COUNTER_FIELDS)
+
+
+@parametrize_version
+def test_backend_counters_refused_connections_are_5xx_and_econ(version):
+    counters = parsers.backend_counters(fixture(version, "traffic/backend_refused.csv"), "backend_refused")
+    # HAProxy's own 503 is in hrsp_5xx, and econ counts the same requests again.
+    assert (counters["req_tot"], counters["hrsp_5xx"], counters["econ"], counters["wretr"]) == (5, 5, 5, 15)
+
+
+@parametrize_version
+def test_backend_counters_tcp_backend_has_no_http_counters(version):
+    counters = parsers.backend_counters(fixture(version, "traffic/backend_tcp.csv"), "backend_tcp")
+    assert counters["hrsp_5xx"] is None and counters["req_tot"] is None
+    assert counters["econ"] == 0
+
+
+@parametrize_version
+def test_backend_counters_other_rows_and_backends(version):
+    # show_stat_full.txt has frontend, backend and server rows: only the BACKEND row of that backend counts.
+    full = fixture(version, "show_stat_full.txt")
+    assert parsers.backend_counters(full, "backend_green") is not None
+    assert parsers.backend_counters(full, "backend_nope") is None
+    assert parsers.backend_counters(fixture(version, "traffic/no_such_proxy.txt"), "backend_green") is None
+    # A server row is never taken for the backend's.
+    assert parsers.backend_counters(fixture(version, "show_stat_all_up.txt"), "backend_green") is None
+
+
+def test_backend_counters_by_header_name():
+    reply = "# pxname,svname,hrsp_5xx,extra,hrsp_2xx,\nbe,BACKEND,3,x,7,\nbe,s1,3,x,7,\n\n"
+    counters = parsers.backend_counters(reply, "be")
+    assert (counters["hrsp_5xx"], counters["hrsp_2xx"], counters["econ"]) == (3, 7, None)

@@ -356,3 +356,254 @@ def test_connect_to_restores_on_errors(monkeypatch):
             assert socket.create_connection is not original
             raise RuntimeError('boom')
     assert socket.create_connection is original
+
+
+# ---------------------------------------------------------------- one request: deadline and body cap
+#
+# Real sockets on loopback, in this process: a server thread that answers slowly or at length.
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+
+class LoopbackServer(object):
+    """Accepts connections and answers each with ``answer(conn)`` in a thread."""
+
+    def __init__(self, answer, tls_context=None):
+        self.answer = answer
+        self.tls_context = tls_context
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.sent = 0
+        self.finished = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn = self.sock.accept()[0]
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        try:
+            if self.tls_context is not None:
+                conn = self.tls_context.wrap_socket(conn, server_side=True)
+            data = b''
+            while b'\r\n\r\n' not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            self.answer(self, conn)
+        except OSError:
+            pass
+        finally:
+            self.finished.set()
+            conn.close()
+
+    def send(self, conn, data):
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def stop(self):
+        self.sock.close()
+
+
+def trickle(head, body, delay):
+    """An answer whose ``head`` (bytes before the body) or body comes one byte every ``delay`` s."""
+    def answer(server, conn):
+        for part, slow in ((head, body is None), (body or b'', True)):
+            if not slow:
+                server.send(conn, part)
+                continue
+            for index in range(len(part)):
+                server.send(conn, part[index:index + 1])
+                time.sleep(delay)
+    return answer
+
+
+HEAD_13 = b'HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n'
+
+
+@pytest.fixture
+def loopback():
+    servers = []
+
+    def start(answer, tls_context=None):
+        server = LoopbackServer(answer, tls_context)
+        servers.append(server)
+        return server
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope='module')
+def tls_server_context(tmp_path_factory):
+    openssl = shutil.which('openssl')
+    if not openssl:
+        pytest.fail('the openssl CLI is needed for a test certificate')
+    directory = tmp_path_factory.mktemp('tls')
+    cert, key = str(directory / 'cert.pem'), str(directory / 'key.pem')
+    subprocess.run([openssl, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-keyout', key,
+                    '-out', cert, '-subj', '/CN=release.example.test'], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def test_deadline_counts_down_and_times_out():
+    now = [100.0]
+    deadline = smoke.Deadline(2.0, clock=lambda: now[0])
+    assert deadline.remaining() == 2.0
+    now[0] = 101.5
+    assert deadline.remaining() == 0.5
+    now[0] = 102.0
+    with pytest.raises(socket.timeout):
+        deadline.remaining()
+
+
+@pytest.mark.parametrize('slow_part', ['body', 'head'])
+def test_timeout_bounds_the_whole_request_not_each_read(loopback, slow_part):
+    # 13 bytes, one every 0.25 s: each read gets a byte well within the 1 s timeout, the whole
+    # answer takes 3.25 s. Only a deadline over the whole request stops it at 1 s.
+    if slow_part == 'body':
+        server = loopback(trickle(HEAD_13, b'version=green', 0.25))
+    else:
+        server = loopback(trickle(HEAD_13 + b'version=green', None, 0.25))
+    started = time.monotonic()
+    result = smoke.send_request('http://127.0.0.1:%d/release' % server.port, timeout=1.0)
+    took = time.monotonic() - started
+    assert result['error'] == 'timed out', result
+    assert result['matched'] is False
+    assert 0.9 <= took < 1.6, took
+
+
+def test_timeout_bounds_a_trickling_tls_answer(loopback, tls_server_context):
+    server = loopback(trickle(HEAD_13, b'version=green', 0.25), tls_context=tls_server_context)
+    started = time.monotonic()
+    result = smoke.send_request('https://release.example.test/release', timeout=1.0, validate_certs=False,
+                                connect_address=('127.0.0.1', server.port))
+    took = time.monotonic() - started
+    assert result['error'] == 'timed out', result
+    assert 0.9 <= took < 1.6, took
+
+
+def test_a_fast_answer_within_the_timeout_passes(loopback, tls_server_context):
+    server = loopback(trickle(HEAD_13 + b'version=green', None, 0.0))
+    result = smoke.send_request('http://127.0.0.1:%d/' % server.port, timeout=2.0,
+                                body_regex=re.compile('^version=green$'))
+    assert (result['status'], result['matched'], result['body_truncated']) == (200, True, False), result
+    tls = loopback(trickle(HEAD_13 + b'version=green', None, 0.0), tls_context=tls_server_context)
+    result = smoke.send_request('https://release.example.test/', timeout=2.0, validate_certs=False,
+                                connect_address=('127.0.0.1', tls.port))
+    assert (result['status'], result['matched']) == (200, True), result
+
+
+def test_request_patches_are_undone(loopback):
+    create_connection = socket.create_connection
+    tls_class = ssl.SSLContext.sslsocket_class
+    server = loopback(trickle(HEAD_13 + b'version=green', None, 0.0))
+    smoke.send_request('http://release.example.test/', connect_address=('127.0.0.1', server.port))
+    smoke.send_request('http://127.0.0.1:%d/' % free_port_number())  # refused
+    assert socket.create_connection is create_connection
+    assert ssl.SSLContext.sslsocket_class is tls_class
+    assert smoke._ACTIVE_DEADLINE == [None]
+
+
+def free_port_number():
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+class EndlessBody(object):
+    """A response whose body never ends; counts what the reader asked for."""
+
+    def __init__(self, length=None):
+        self.length = length
+        self.bytes_read = 0
+
+    def read(self, amount=None):
+        assert amount is not None, 'the body must be read in bounded chunks'
+        if self.length is not None:
+            amount = min(amount, self.length - self.bytes_read)
+        self.bytes_read += amount
+        return b'x' * amount
+
+
+@pytest.mark.parametrize('length, cap, expected_read, truncated', [
+    (None, 1048576, 1048577, True),          # endless: the cap, plus one byte to know there is more
+    (50 * 1024 * 1024, 1000, 1001, True),
+    (1000, 1000, 1000, False),               # exactly the cap: nothing more came
+    (10, 1000, 10, False),
+    (10, 0, 1, True),
+    (0, 0, 0, False),
+])
+def test_read_capped_stops_at_the_cap(length, cap, expected_read, truncated):
+    body = EndlessBody(length)
+    data, was_truncated = smoke.read_capped(body, cap)
+    assert len(data) == min(cap, length if length is not None else cap)
+    assert body.bytes_read == expected_read
+    assert was_truncated is truncated
+
+
+def test_a_50_mb_body_is_not_downloaded_nor_held(loopback):
+    body_size = 50 * 1024 * 1024
+    chunk = b'version=green\n' + b'x' * (65536 - 14)
+
+    def answer(server, conn):
+        server.send(conn, b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n' % body_size)
+        for dummy in range(body_size // len(chunk) + 1):
+            server.send(conn, chunk)
+
+    server = loopback(answer)
+    tracemalloc.start()
+    try:
+        result = smoke.send_request('http://127.0.0.1:%d/' % server.port, timeout=10,
+                                    body_regex=re.compile('^version=green$', re.M))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (result['status'], result['matched'], result['body_truncated']) == (200, True, True), result
+    # The cap (1 MiB) plus its decoded text and buffers, far from 50 MB.
+    assert peak < 8 * 1024 * 1024, peak
+    server.finished.wait(10)
+    assert server.sent < 20 * 1024 * 1024, server.sent  # the rest was never sent: the client left
+
+
+def test_the_regex_is_judged_on_what_was_read(loopback):
+    body = b'a' * 5000 + b'version=green'
+    head = b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n' % len(body)
+    server = loopback(trickle(head + body, None, 0.0))
+    url = 'http://127.0.0.1:%d/' % server.port
+    regex = re.compile('version=green')
+    short = smoke.send_request(url, body_regex=regex, max_body_bytes=1000)
+    assert (short['matched'], short['body_truncated']) == (False, True), short
+    assert short['reason'] == "body did not match 'version=green'"
+    whole = smoke.send_request(url, body_regex=regex)
+    assert (whole['matched'], whole['body_truncated']) == (True, False), whole
+
+
+@pytest.mark.parametrize('value', [0, 1, 1048576])
+def test_max_body_bytes_accepted(value):
+    assert smoke.validate_max_body_bytes(value) == value
+
+
+@pytest.mark.parametrize('value', [-1, True, 1.5, '10'])
+def test_max_body_bytes_refused(value):
+    with pytest.raises(SmokeOptionError, match='max_body_bytes must be 0 or more'):
+        smoke.validate_max_body_bytes(value)
+
+
+@pytest.mark.parametrize('value', [0, -1, True, None])
+def test_timeout_refused(value):
+    with pytest.raises(SmokeOptionError, match='request_timeout must be more than 0 seconds'):
+        smoke.validate_timeout(value, 'request_timeout')
