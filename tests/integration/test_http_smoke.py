@@ -121,6 +121,83 @@ class SilentServer:
             client.close()
 
 
+class RawServer:
+    """Answers every request with ``answer(server, conn)`` in its own thread; counts bytes sent."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sent = 0
+        self.done = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn = self.sock.accept()[0]
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            self.answer(self, conn)
+        except OSError:
+            pass  # the client went away: expected when it stops reading
+        finally:
+            conn.close()
+            self.done.set()
+
+    def send(self, conn, data):
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def stop(self):
+        self.sock.close()
+
+
+def trickling_answer(server, conn):
+    """A 13-byte body, one byte a second: every read is fast, the whole answer takes 13 s."""
+    server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n")
+    for byte in b"version=green":
+        server.send(conn, bytes([byte]))
+        time.sleep(1)
+
+
+BIG_BODY_SIZE = 50 * 1024 * 1024
+
+
+def big_answer(server, conn):
+    """A 50 MB body whose first line is the version."""
+    server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % BIG_BODY_SIZE)
+    chunk = b"version=green\n" + b"x" * (65536 - 14)
+    for dummy in range(BIG_BODY_SIZE // len(chunk)):
+        server.send(conn, chunk)
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def start(answer):
+        server = RawServer(answer)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture
 def echo_server():
     server = EchoServer()
@@ -313,6 +390,49 @@ def test_timeout_is_a_per_request_result(run_module, silent_server):
         assert 0.4 <= entry["elapsed"] < 3
 
 
+def test_timeout_bounds_the_whole_request(run_module, raw_server):
+    # Issue 7: an answer trickling for 13 s passed with timeout 2 (the timeout bounded each read).
+    server = raw_server(trickling_answer)
+    url = "http://127.0.0.1:%d/release" % server.port
+    started = time.monotonic()
+    result = run_module("http_smoke", {"url": url, "timeout": 2, "body_regex": "version=green"})
+    assert time.monotonic() - started < 12  # ansible's own start-up included; the answer needs 13 s
+    assert_clean_failure(result)
+    entry = result["results"][0]
+    assert entry["error"] == "timed out"
+    assert 1.9 <= entry["elapsed"] < 3.5, entry["elapsed"]
+    assert result["msg"] == "1 of 1 request to %s failed: 1 x timed out" % url
+
+
+def test_a_50_mb_body_is_read_only_up_to_the_cap(run_module, raw_server):
+    server = raw_server(big_answer)
+    result = run_module("http_smoke", {"url": "http://127.0.0.1:%d/" % server.port, "timeout": 20,
+                                       "body_regex": "(?m)^version=green$"})
+    assert result.get("failed") is not True, result.get("msg")
+    entry = result["results"][0]
+    assert (entry["status"], entry["matched"], entry["body_truncated"]) == (200, True, True)
+    assert server.done.wait(20)
+    # The module stopped reading at 1 MiB and closed: the server could not send the rest
+    # (what it did send is the cap plus the kernel's socket buffers).
+    assert server.sent < BIG_BODY_SIZE // 2, server.sent
+
+
+def test_body_regex_is_judged_on_what_was_read(run_module, raw_server):
+    def answer(server, conn):
+        body = b"a" * 5000 + b"\nversion=green\n"
+        server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    server = raw_server(answer)
+    args = {"url": "http://127.0.0.1:%d/" % server.port, "body_regex": "version=green"}
+    capped = run_module("http_smoke", dict(args, max_body_bytes=1000))
+    assert_clean_failure(capped)
+    assert capped["results"][0]["body_truncated"] is True
+    assert capped["results"][0]["reason"] == "body did not match 'version=green'"
+    whole = run_module("http_smoke", args)
+    assert whole["passed"] is True, whole.get("msg")
+    assert whole["results"][0]["body_truncated"] is False
+
+
 def test_unresolvable_host_is_a_per_request_result(run_module):
     result = run_module("http_smoke", {"url": "http://%s/release" % PUBLIC_HOST})
     assert_clean_failure(result)
@@ -451,6 +571,7 @@ def test_https_to_a_plain_http_port_is_a_tls_error(run_module, echo_server):
     ({"method": "GET /admin"}, "method 'GET /admin' is not a valid HTTP method"),
     ({"timeout": 0}, "timeout must be more than 0 seconds"),
     ({"interval": -1}, "interval must not be negative"),
+    ({"max_body_bytes": -1}, "max_body_bytes must be 0 or more, got -1"),
     ({"ca_path": "/nonexistent/ca.pem"}, "ca_path '/nonexistent/ca.pem' is not a file"),
 ])
 def test_bad_input_fails_before_any_request(run_module, echo_server, args, message):
