@@ -12,6 +12,7 @@ clock, and the module stays a thin wrapper.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from fractions import Fraction
 
@@ -24,7 +25,10 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.parsers import (
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
     CommandError,
+    ConnectionRefusedAPIError,
     RuntimeAPIError,
+    RuntimeAPITimeoutError,
+    SocketNotFoundError,
 )
 
 # The facts reported for each server, in this order (documented in RETURN).
@@ -35,6 +39,46 @@ SERVER_FIELDS = (
 
 _COUNT = re.compile(r"^\s*\+?(\d+)\s*$")
 _PERCENT = re.compile(r"^\s*\+?(\d+(?:\.\d+)?|\.\d+)\s*%\s*$")
+
+
+# What a socket does while HAProxy reloads: the stats socket is re-created by
+# the new worker (missing, refused), the old worker closes connections
+# (reset, broken pipe) or answers late (timeout).
+_TRANSIENT_OS_ERRORS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ConnectionRefusedError,
+                        FileNotFoundError, TimeoutError, socket.timeout)
+
+
+class IncompleteReplyError(RuntimeAPIError):
+    """HAProxy closed the connection without the answer a command always has (a worker stopping)."""
+
+
+def is_transient(exc):
+    """Whether a Runtime API error can pass by itself, as during a reload (socket missing, refused,
+    reset, timed out, answer cut short). Permission and address errors, unknown backends and
+    refused commands are not: waiting would not change them."""
+    if isinstance(exc, (SocketNotFoundError, ConnectionRefusedAPIError, RuntimeAPITimeoutError,
+                        IncompleteReplyError)):
+        return True
+    if isinstance(exc, (CommandError, HealthOptionError)):
+        return False
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, _TRANSIENT_OS_ERRORS)
+
+
+class TransientWaitError(RuntimeAPIError):
+    """The wait ended while the Runtime API kept failing (a reload that did not finish in time)."""
+
+    def __init__(self, backend, waited, attempts, failures, last_error):
+        self.backend = backend
+        self.waited = waited
+        self.attempts = attempts
+        self.failures = failures
+        self.last_error = last_error
+        super(TransientWaitError, self).__init__(
+            "could not read the servers of %s: the Runtime API failed %d of %d looks in %s and the last look "
+            "failed too (is HAProxy reloading or down? raise wait_timeout to wait longer); the last error: %s"
+            % (backend, failures, attempts, format_seconds(waited), last_error)
+        )
 
 
 class HealthOptionError(ValueError):
@@ -225,6 +269,15 @@ def failure_message(result, waited=None):
     return text
 
 
+def list_backends(client):
+    """`show backend` -> names; IncompleteReplyError for an empty reply (never "no backends")."""
+    reply = client.run("show backend")
+    if not reply.strip():
+        raise IncompleteReplyError("HAProxy closed the Runtime API connection without answering 'show backend' "
+                                   "(a worker stopping during a reload?)")
+    return parse_backend_list(reply)
+
+
 def query_backend_servers(client, backend):
     """Ask HAProxy for `backend`'s servers (server dicts); BackendNotFoundError if it has no such backend.
 
@@ -232,7 +285,7 @@ def query_backend_servers(client, backend):
     names that do not exist at all, so existence is checked with `show
     backend`, which also gives the list the error message shows.
     """
-    backends = parse_backend_list(client.run("show backend"))
+    backends = list_backends(client)
     if backend not in backends:
         raise BackendNotFoundError(backend, backends)
     try:
@@ -250,21 +303,39 @@ def wait_for_health(look, backend, min_healthy, allow_no_check=False, wait_timeo
 
     `look()` returns the backend's server dicts. With wait_timeout 0 it looks
     exactly once; otherwise it looks at once, then every `poll_interval`
-    seconds, and a last time when the time is up. Returns the last verdict
-    with `waited` (seconds) and `attempts`.
+    seconds, and a last time when the time is up. A look that fails with a
+    transient socket error (is_transient: HAProxy reloading) counts as a look
+    and is retried the same way; when the time is up without a verdict,
+    TransientWaitError names the last error. Returns the last verdict with
+    `waited` (seconds), `attempts` and `transient_errors` (how many looks failed).
     """
     started = clock()
     deadline = started + wait_timeout
     attempts = 0
+    result = None
+    failures = []
+    last_failed = False
     while True:
         attempts += 1
-        result = evaluate(backend, look(), min_healthy, allow_no_check)
-        if result["healthy"]:
-            break
+        try:
+            result = evaluate(backend, look(), min_healthy, allow_no_check)
+            last_failed = False
+        except RuntimeAPIError as exc:
+            if not is_transient(exc):
+                raise
+            failures.append(exc)
+            last_failed = True
+        else:
+            if result["healthy"]:
+                break
         remaining = deadline - clock()
         if remaining <= 0:
             break
         sleep(min(poll_interval, remaining))
-    result["waited"] = round(max(0.0, clock() - started), 3)
+    waited = round(max(0.0, clock() - started), 3)
+    if last_failed:
+        raise TransientWaitError(backend, waited, attempts, len(failures), failures[-1])
+    result["waited"] = waited
     result["attempts"] = attempts
+    result["transient_errors"] = len(failures)
     return result

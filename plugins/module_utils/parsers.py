@@ -236,3 +236,22 @@ def parse_version(text):
     if not match:
         return None
     return tuple(int(part or 0) for part in match.groups())
+
+
+# The counters of a backend row (`show stat <backend> 2 -1`) that the traffic gate reads. The
+# names are the same in 2.6 and 3.0 (positions are not), so they are looked up by header.
+BACKEND_COUNTER_FIELDS = (
+    "req_tot", "hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other",
+    "econ", "eresp", "srv_abrt", "cli_abrt", "wretr", "wredis",
+)
+
+
+def backend_counters(reply, backend):
+    """The BACKEND row of `backend` in a `show stat` reply -> {counter: int or None}; None without that row.
+
+    A cell is None when HAProxy leaves it empty (the HTTP counters of a TCP-mode backend).
+    """
+    for row in parse_show_stat(reply):
+        if row.get("pxname") == backend and row.get("svname") == "BACKEND":
+            return dict((name, _int_or_none(row.get(name))) for name in BACKEND_COUNTER_FIELDS)
+    return None

@@ -17,6 +17,11 @@ description:
   - A backend with no servers is never healthy.
   - Optionally waits for the backend to become healthy, looking again every O(poll_interval)
     seconds until O(wait_timeout) has passed.
+  - While waiting, a look that fails with a transient socket error (the socket missing or refusing
+    connections, a connection reset, a timeout, an answer cut short - what a reload of HAProxy
+    causes) is retried like an unhealthy look. If the last look still fails when O(wait_timeout) is
+    up, the module fails naming the last error. Other errors (permission denied, an unknown
+    backend) fail at once.
   - Fails when the backend is not healthy after the wait, naming each unhealthy server and its
     status, unless O(fail_on_unhealthy=false).
   - Only reads; never changes anything, so RV(ignore:changed) is always V(false).
@@ -149,6 +154,11 @@ attempts:
   returned: always
   type: int
   sample: 4
+transient_errors:
+  description: How many of those looks failed with a transient socket error and were retried.
+  returned: always
+  type: int
+  sample: 0
 servers:
   description: Every server of the backend at the last look.
   returned: always

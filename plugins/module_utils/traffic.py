@@ -1,0 +1,315 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The live-traffic error gate: did real users' requests to a backend fail?
+
+HAProxy counts every response it sends for a backend in the backend row of
+`show stat <backend> 2 -1`. What the counters do was measured on HAProxy 2.6.12
+and 3.0.11 (one request per connection through a frontend, `retries 3`):
+
+=====================================  ======  ========  =====================================
+what the server did                    client  hrsp_5xx  other counters of the backend row
+=====================================  ======  ========  =====================================
+answered 200                           200     -         hrsp_2xx +1
+answered 500 / 503                     500     +1        -
+closed the connection without reply    502     +1        eresp +1 (3.0: +2)
+reset the connection (RST) unanswered  502     +1        eresp +2
+no answer within `timeout server`      504     +1        eresp +1
+refused the connection (after retries) 503     +1        econ +1, wretr +3
+every server DOWN ("no server")        503     +1        econ +1
+refused, then redispatched and served  200     -         hrsp_2xx +1, wredis +1 (no econ)
+sent 200 headers, then reset the body  200     -         hrsp_2xx +1, eresp +1, srv_abrt +1
+sent 500 headers, then reset the body  500     +1        eresp +1, srv_abrt +1
+100 Continue, then 200                 200     -         hrsp_2xx +1 (the 100 is not counted)
+=====================================  ======  ========  =====================================
+
+So HAProxy's own 502/503/504 for a connection or response error are already
+in hrsp_5xx: adding eresp or econ would count those requests twice (a reset
+even counts twice in eresp alone). The one failure hrsp_5xx misses is a
+response cut off after its status was sent, which srv_abrt counts. Hence:
+
+    failed   = min(requests, Δhrsp_5xx + Δsrv_abrt)
+    requests = Δ(hrsp_1xx + hrsp_2xx + hrsp_3xx + hrsp_4xx + hrsp_5xx + hrsp_other)
+    rate     = 100 * failed / requests
+
+A 5xx whose body is also cut off counts twice (it errs towards failing), and
+the cap keeps the rate at most 100%. eresp and econ are reported to explain
+the failures, not added. Counters that go down were reset (a reload starts a
+new worker at 0): that read counts from 0 again instead of going negative.
+
+Everything here is pure except :func:`read_counters`; :func:`watch` only
+calls the read, clock and sleep functions it is given, so the unit tests
+feed captured replies and a fake clock.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.health import (
+    BackendNotFoundError,
+    IncompleteReplyError,
+    format_seconds,
+    is_transient,
+    list_backends,
+)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.parsers import (
+    BACKEND_COUNTER_FIELDS,
+    backend_counters,
+)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
+    CommandError,
+    RuntimeAPIError,
+)
+
+RESPONSE_FIELDS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+# Reported in `errors`; only hrsp_5xx and srv_abrt are added up (see the module docstring).
+ERROR_FIELDS = ("hrsp_5xx", "srv_abrt", "eresp", "econ")
+# Counters a baseline must carry for the gate to work out its deltas.
+REQUIRED_FIELDS = RESPONSE_FIELDS + ("srv_abrt", "eresp", "econ")
+# Not a counter: when the counters were read (epoch seconds), so a later call can tell the window.
+READ_AT = "read_at"
+
+
+class TrafficOptionError(ValueError):
+    """An option of the traffic gate has a value that cannot work; nothing was sent."""
+
+
+class NotHTTPBackendError(RuntimeAPIError):
+    """The backend has no HTTP response counters (it is in TCP mode)."""
+
+
+def validate_options(duration, interval, max_error_rate, min_requests, baseline):
+    if duration is None or duration < 0:
+        raise TrafficOptionError("duration must be 0 (one look) or a positive number of seconds, got %r" % duration)
+    if interval is None or interval <= 0:
+        raise TrafficOptionError("interval must be a positive number of seconds, got %r" % interval)
+    if max_error_rate is None or not 0 <= max_error_rate <= 100:
+        raise TrafficOptionError("max_error_rate is a percentage from 0 to 100, got %r" % max_error_rate)
+    if min_requests is None or min_requests < 1:
+        raise TrafficOptionError("min_requests must be at least 1, got %r" % min_requests)
+    if baseline is not None:
+        normalize_baseline(baseline)
+
+
+def normalize_baseline(baseline):
+    """A baseline as given (the `counters` of an earlier call) -> {counter: int}, plus read_at if known."""
+    if not isinstance(baseline, dict):
+        raise TrafficOptionError("baseline must be the counters dict an earlier call returned, got %s"
+                                 % type(baseline).__name__)
+    missing = [name for name in REQUIRED_FIELDS if name not in baseline]
+    if missing:
+        raise TrafficOptionError("baseline lacks %s: pass the `counters` an earlier haproxy_backend_traffic "
+                                 "call returned" % ", ".join(missing))
+    counters = {}
+    for name, value in baseline.items():
+        if name == READ_AT:
+            try:
+                counters[READ_AT] = float(value)
+            except (TypeError, ValueError):
+                raise TrafficOptionError("baseline read_at must be epoch seconds, got %r" % str(value)[:80])
+            continue
+        if name not in BACKEND_COUNTER_FIELDS:
+            continue
+        if value is None and name not in REQUIRED_FIELDS:
+            counters[name] = None
+            continue
+        try:
+            counters[name] = int(value)
+        except (TypeError, ValueError):
+            raise TrafficOptionError("baseline %s must be a whole number, got %r" % (name, str(value)[:80]))
+        if counters[name] < 0:
+            raise TrafficOptionError("baseline %s cannot be negative, got %d" % (name, counters[name]))
+    return counters
+
+
+def counters_from_reply(reply, backend):
+    """`show stat <backend> 2 -1` reply -> counters; NotHTTPBackendError for a TCP backend."""
+    counters = backend_counters(reply, backend)
+    if counters is None:
+        return None
+    missing = [name for name in REQUIRED_FIELDS if counters.get(name) is None]
+    if missing:
+        raise NotHTTPBackendError(
+            "backend '%s' has no HTTP response counters (%s empty): the traffic gate needs a backend in "
+            "mode http" % (backend, ", ".join(missing)))
+    return counters
+
+
+def check_backend(client, backend, retry_for=5.0, clock=time.monotonic, sleep=time.sleep):
+    """BackendNotFoundError unless HAProxy has loaded `backend` (asked once, before watching).
+
+    Transient socket errors (a reload) are retried for up to `retry_for` seconds.
+    """
+    until = clock() + retry_for
+    while True:
+        try:
+            backends = list_backends(client)
+            break
+        except RuntimeAPIError as exc:
+            if not is_transient(exc) or clock() >= until:
+                raise
+            sleep(0.2)
+    if backend not in backends:
+        raise BackendNotFoundError(backend, backends)
+
+
+def read_counters(client, backend, clock=time.time):
+    """The backend row's counters now, with READ_AT."""
+    try:
+        reply = client.run("show stat", backend, "2", "-1")
+    except CommandError as exc:
+        if "No such proxy" in (exc.reply or ""):
+            raise BackendNotFoundError(backend, [])
+        raise
+    counters = counters_from_reply(reply, backend)
+    if counters is None:
+        # An empty reply is what a worker that is stopping gives (a reload): worth another try.
+        raise IncompleteReplyError("HAProxy's answer to 'show stat %s 2 -1' had no backend row for it%s"
+                              % (backend, "" if reply.strip() else " (empty reply)"))
+    counters[READ_AT] = round(clock(), 3)
+    return counters
+
+
+class Window(object):
+    """Sums counter deltas read after read, so a reset in between (a reload) never goes negative."""
+
+    def __init__(self, baseline):
+        self.baseline = baseline
+        self.last = baseline
+        self.totals = dict((name, 0) for name in BACKEND_COUNTER_FIELDS)
+        self.resets = 0
+
+    def add(self, counters):
+        reset = any(counters.get(name) is not None and self.last.get(name) is not None
+                    and counters[name] < self.last[name] for name in REQUIRED_FIELDS)
+        if reset:
+            self.resets += 1
+        for name in BACKEND_COUNTER_FIELDS:
+            now, before = counters.get(name), self.last.get(name)
+            if now is None:
+                continue
+            # After a reset the new worker counted from 0: what it shows is the delta.
+            self.totals[name] += now if (reset or before is None) else now - before
+        self.last = counters
+
+
+def judge(totals, max_error_rate, min_requests):
+    """The verdict over summed deltas: requests, errors, failed_requests, error_rate, judged, passed."""
+    requests = sum(totals[name] for name in RESPONSE_FIELDS)
+    failed = min(requests, totals["hrsp_5xx"] + totals["srv_abrt"])
+    rate = round(100.0 * failed / requests, 3) if requests else 0.0
+    judged = requests >= min_requests
+    return dict(
+        requests=requests,
+        errors=dict((name, totals[name]) for name in ERROR_FIELDS),
+        failed_requests=failed,
+        error_rate=rate,
+        judged=judged,
+        passed=not judged or rate <= max_error_rate,
+    )
+
+
+def _percent(value):
+    text = ("%.2f" % value).rstrip("0").rstrip(".")
+    return (text or "0") + "%"
+
+
+def describe(backend, result, max_error_rate, min_requests):
+    """One line saying what was counted and what it means.
+
+    "backend_green: 7.5% of 200 real requests failed (hrsp_5xx 12, srv_abrt 3; eresp 3, econ 0) in 12s;
+    the limit is 1%"
+    """
+    errors = result["errors"]
+    counts = "hrsp_5xx %d, srv_abrt %d; eresp %d, econ %d" % (
+        errors["hrsp_5xx"], errors["srv_abrt"], errors["eresp"], errors["econ"])
+    window = format_seconds(result["window"])
+    if not result["judged"]:
+        return ("%s: not judged: %d real request%s in %s, fewer than min_requests %d (%d failed: %s)"
+                % (backend, result["requests"], "" if result["requests"] == 1 else "s", window, min_requests,
+                   result["failed_requests"], counts))
+    return ("%s: %s of %d real requests failed (%s) in %s; the limit is %s"
+            % (backend, _percent(result["error_rate"]), result["requests"], counts, window, _percent(max_error_rate)))
+
+
+def watch(read, backend, baseline=None, duration=0.0, interval=1.0, max_error_rate=1.0, min_requests=20,
+          retry_for=5.0, clock=time.monotonic, sleep=time.sleep):
+    """Read the backend's counters for `duration` seconds and judge the error rate of the deltas.
+
+    `read()` returns counters (read_counters). Without `baseline` the first
+    read is the baseline. Reads every `interval` seconds and stops early as
+    soon as enough requests were counted and the rate is above the limit.
+    A read that fails with a transient socket error (a reload) is skipped;
+    the last read is retried for up to `retry_for` seconds. Returns the
+    result dict the module reports, with `passed` and `msg`.
+    """
+    started = clock()
+    deadline = started + duration
+    missed = []
+
+    def read_retrying(until):
+        while True:
+            try:
+                return read()
+            except RuntimeAPIError as exc:
+                if not is_transient(exc) or clock() >= until:
+                    raise
+                missed.append(str(exc))
+                sleep(min(interval, 0.5, max(0.0, until - clock())) or 0.05)
+
+    if baseline is None:
+        baseline = read_retrying(started + retry_for)
+        reads = 1
+    else:
+        reads = 0
+    window = Window(baseline)
+    latest = baseline
+    verdict = judge(window.totals, max_error_rate, min_requests)
+    while True:
+        now = clock()
+        if reads and now >= deadline:
+            break
+        if reads:
+            sleep(min(interval, max(0.0, deadline - now)))
+        last = clock() >= deadline
+        try:
+            latest = read_retrying(clock() + retry_for if last else clock())
+        except RuntimeAPIError as exc:
+            if last or not is_transient(exc):
+                raise
+            missed.append(str(exc))
+            reads += 1
+            continue
+        reads += 1
+        window.add(latest)
+        verdict = judge(window.totals, max_error_rate, min_requests)
+        if not verdict["passed"]:
+            break  # enough requests and too many failed: no need to watch any longer
+        if last:
+            break
+
+    elapsed = round(max(0.0, clock() - started), 3)
+    span = elapsed
+    if baseline.get(READ_AT) is not None and latest.get(READ_AT) is not None:
+        span = max(0.0, latest[READ_AT] - baseline[READ_AT])
+    result = dict(
+        backend=backend,
+        counters=latest,
+        baseline=baseline,
+        requests=verdict["requests"],
+        errors=verdict["errors"],
+        failed_requests=verdict["failed_requests"],
+        error_rate=verdict["error_rate"],
+        judged=verdict["judged"],
+        passed=verdict["passed"],
+        elapsed=elapsed,
+        window=round(span, 3),
+        reads=reads,
+        counter_resets=window.resets,
+        missed_reads=len(missed),
+        last_missed_read_error=missed[-1] if missed else None,
+        max_error_rate=max_error_rate,
+        min_requests=min_requests,
+    )
+    result["msg"] = describe(backend, result, max_error_rate, min_requests)
+    return result

@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests for the haproxy_backend_traffic module, on captured HAProxy replies."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+try:  # ansible-test puts the tree on the path
+    import ansible_collections.bluegreen.haproxy  # noqa: F401  pylint: disable=unused-import
+except ImportError:  # plain pytest from the repo root: use the `make collection` tree
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
+
+from ansible.module_utils import basic  # noqa: E402
+from ansible.module_utils.testing import patch_module_args  # noqa: E402
+
+from ansible_collections.bluegreen.haproxy.plugins.module_utils import runtime_api  # noqa: E402
+from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_backend_traffic  # noqa: E402
+
+FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures')
+SHOW_BACKEND = '# name\nbackend_blue\nbackend_green\n\n'
+
+
+def fixture(version, name):
+    with open(os.path.join(FIXTURES, 'haproxy-' + version, 'traffic', name)) as handle:
+        return handle.read()
+
+
+class ModuleExit(Exception):
+    def __init__(self, result, failed):
+        super(ModuleExit, self).__init__(result)
+        self.result = result
+        self.failed = failed
+
+
+@pytest.fixture(autouse=True)
+def module_exits(monkeypatch):
+    def exit_json(self, **result):
+        raise ModuleExit(result, failed=False)
+
+    def fail_json(self, msg=None, **result):
+        result['msg'] = msg if msg is not None else result.get('msg')
+        raise ModuleExit(result, failed=True)
+
+    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+
+
+@pytest.fixture
+def haproxy(monkeypatch):
+    """Replies by command line; a list is answered in turn (its last item repeats)."""
+    replies = {}
+    sent = []
+
+    def raw(self, line):
+        sent.append(line)
+        reply = replies[line]
+        if isinstance(reply, list):
+            return reply.pop(0) if len(reply) > 1 else reply[0]
+        return reply
+
+    monkeypatch.setattr(runtime_api.RuntimeAPIClient, 'raw', raw)
+    return replies, sent
+
+
+def run(args, check=False):
+    args = dict(dict(socket='/nonexistent/admin.sock'), **args)
+    if check:
+        args['_ansible_check_mode'] = True
+    with patch_module_args(args):
+        with pytest.raises(ModuleExit) as raised:
+            haproxy_backend_traffic.main()
+    return raised.value
+
+
+@pytest.mark.parametrize('version', ['2.6', '3.0'])
+def test_fails_with_the_rate_and_counts(haproxy, version):
+    replies, sent = haproxy
+    replies['show backend'] = SHOW_BACKEND
+    replies['show stat backend_green 2 -1'] = [fixture(version, 'backend_green_idle.csv'),
+                                               fixture(version, 'backend_green_traffic.csv')]
+    outcome = run(dict(backend='backend_green', duration=0.2, interval=0.1))
+    assert outcome.failed
+    result = outcome.result
+    assert result['changed'] is False
+    assert (result['requests'], result['failed_requests'], result['error_rate'], result['judged'], result['passed']) == \
+        (60, 10, 16.667, True, False)
+    assert result['errors'] == dict(hrsp_5xx=10, srv_abrt=0, eresp=0, econ=0)
+    assert result['msg'].startswith('backend_green: 16.67% of 60 real requests failed (hrsp_5xx 10, srv_abrt 0; '
+                                    'eresp 0, econ 0) in ')
+    assert result['msg'].endswith('s; the limit is 1%')
+    assert sent[0] == 'show backend'
+    assert set(sent[1:]) == {'show stat backend_green 2 -1'}
+
+
+def test_passes_within_the_limit_and_with_a_baseline_in_check_mode(haproxy):
+    replies, sent = haproxy
+    replies['show backend'] = SHOW_BACKEND
+    replies['show stat backend_green 2 -1'] = fixture('2.6', 'backend_green_traffic.csv')
+    outcome = run(dict(backend='backend_green', max_error_rate=20,
+                       baseline=dict(req_tot=0, hrsp_1xx=0, hrsp_2xx=0, hrsp_3xx=0, hrsp_4xx=0, hrsp_5xx=0,
+                                     hrsp_other=0, econ=0, eresp=0, srv_abrt=0)), check=True)
+    assert not outcome.failed, outcome.result
+    assert (outcome.result['error_rate'], outcome.result['judged'], outcome.result['passed']) == (16.667, True, True)
+    assert outcome.result['msg'].endswith('the limit is 20%')
+    assert len(sent) == 2
+
+
+def test_too_few_requests_is_not_judged_and_says_so(haproxy):
+    replies, sent = haproxy
+    replies['show backend'] = SHOW_BACKEND
+    replies['show stat backend_green 2 -1'] = fixture('2.6', 'backend_green_traffic.csv')
+    outcome = run(dict(backend='backend_green', min_requests=100,
+                       baseline=dict(hrsp_1xx=0, hrsp_2xx=0, hrsp_3xx=0, hrsp_4xx=0, hrsp_5xx=0, hrsp_other=0,
+                                     econ=0, eresp=0, srv_abrt=0)))
+    assert not outcome.failed
+    assert (outcome.result['judged'], outcome.result['passed'], outcome.result['error_rate']) == (False, True, 16.667)
+    assert outcome.result['msg'].startswith('backend_green: not judged: 60 real requests in ')
+    # Ansible reads a `failed` key as the task's outcome: the count has another name.
+    assert 'failed' not in outcome.result and outcome.result['failed_requests'] == 10
+    assert 'fewer than min_requests 100 (10 failed' in outcome.result['msg']
+
+
+def test_unknown_backend(haproxy):
+    replies, sent = haproxy
+    replies['show backend'] = SHOW_BACKEND
+    outcome = run(dict(backend='backend_purple'))
+    assert outcome.failed
+    assert outcome.result['msg'] == "backend 'backend_purple' does not exist in HAProxy; backends: backend_blue, backend_green"
+
+
+def test_bad_options_fail_before_anything_is_sent(haproxy):
+    replies, sent = haproxy
+    outcome = run(dict(backend='backend_green', max_error_rate=150))
+    assert outcome.failed and outcome.result['msg'] == 'max_error_rate is a percentage from 0 to 100, got 150.0'
+    outcome = run(dict(backend='backend_green', baseline=dict(hrsp_2xx=1)))
+    assert outcome.failed and outcome.result['msg'].startswith('baseline lacks hrsp_1xx')
+    outcome = run(dict(backend=' '))
+    assert outcome.failed and outcome.result['msg'] == 'backend must name a backend, got an empty string'
+    assert sent == []
