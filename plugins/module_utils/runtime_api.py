@@ -20,6 +20,8 @@ import time
 
 DEFAULT_SOCKET = "/run/haproxy/admin.sock"
 DEFAULT_TIMEOUT = 5.0
+# HAProxy's default tune.bufsize: a longer command is dropped, or the connection reset.
+MAX_COMMAND_BYTES = 16384
 
 # Characters the CLI tokenizer treats specially. `<` is escaped so a value
 # ending in `<<` cannot switch the connection into payload mode.
@@ -291,7 +293,11 @@ class RuntimeAPIClient(object):
                 % (self.address, shorten(description), self.timeout)
             )
         except OSError as exc:
-            raise RuntimeAPIError("error talking to %s: %s" % (self.address, exc))
+            hint = ""
+            if len(text) > MAX_COMMAND_BYTES:
+                hint = ("; the command was %d bytes and HAProxy refuses a command longer than its "
+                        "tune.bufsize (%d bytes by default)" % (len(text), MAX_COMMAND_BYTES))
+            raise RuntimeAPIError("error talking to %s: %s%s" % (self.address, exc, hint))
         finally:
             sock.close()
         return b"".join(chunks).decode("utf-8", "replace")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 
 import pytest
 
@@ -218,3 +220,178 @@ def test_map_info_reports_drift_until_persisted(haproxy_env, run_module):
 
     run_module("haproxy_map", switch(haproxy_env, "backend_green", persist=True))
     assert run_module("haproxy_map_info", info_args)["drift"] is False
+
+
+# -- bulk, switch_at, persist safety (issues 7 and 8) ----------------------
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from lab import runtime_command, wait_for  # noqa: E402
+
+BULK_PLAYBOOK = """\
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: switch
+      bluegreen.haproxy.haproxy_map:
+        socket: "{{ socket }}"
+        map: "{{ map_name }}"
+        key: "{{ key | default(omit) }}"
+        value: "{{ value | default(omit) }}"
+        entries: "{{ entries | default(omit) }}"
+        persist: "{{ persist | default(false) }}"
+"""
+
+
+def run_switch(run_playbook, tmp_path, env, **variables):
+    """One module run through ansible-playbook (10,000 entries do not fit one command-line argument)."""
+    playbook = tmp_path / "switch.yml"
+    playbook.write_text(BULK_PLAYBOOK)
+    started = time.monotonic()
+    returncode, report = run_playbook(str(playbook), dict(dict(socket=env.socket, map_name=env.map_path), **variables))
+    elapsed = time.monotonic() - started
+    return report["plays"][0]["tasks"][0]["hosts"]["localhost"], elapsed
+
+
+def big_map(env, count, value):
+    with open(env.map_path, "w") as handle:
+        handle.write("# switch\nactive backend_blue\n")
+        handle.writelines("svc%05d.example.com %s\n" % (index, value) for index in range(count))
+    env.reload()
+
+
+class MapReader(threading.Thread):
+    """Polls `show map` as fast as it can and classifies every snapshot of the svc keys."""
+
+    def __init__(self, env, count):
+        super(MapReader, self).__init__(daemon=True)
+        self.env, self.count = env, count
+        self.stop_event = threading.Event()
+        self.snapshots = {"old": 0, "new": 0, "cut": 0}
+        self.mixed = []
+
+    def run(self):
+        while not self.stop_event.is_set():
+            reply = runtime_command(self.env.socket, "show map %s" % self.env.map_path, timeout=10)
+            values = [line.split(" ", 2)[2] for line in reply.splitlines() if " svc" in line]
+            green = values.count("backend_green")
+            if 0 < green < len(values):
+                self.mixed.append((len(values), green))
+            elif len(values) < self.count:
+                # `show map` is itself not atomic: a commit during the dump ends it early
+                # (the old version is freed). Such a dump is cut, never mixed.
+                self.snapshots["cut"] += 1
+            else:
+                self.snapshots["new" if green else "old"] += 1
+
+
+def test_bulk_switch_of_10000_keys_is_atomic_for_a_reader_and_costs_about_one_key(
+        haproxy_env, run_playbook, tmp_path):
+    count = 10000
+    big_map(haproxy_env, count, "backend_blue")
+
+    single, single_seconds = run_switch(run_playbook, tmp_path, haproxy_env, key="svc00000.example.com",
+                                        value="backend_blue_again")
+    assert single.get("failed") is not True and single["changed"] is True, single.get("msg")
+    runtime_command(haproxy_env.socket, "set map %s svc00000.example.com backend_blue" % haproxy_env.map_path)
+
+    reader = MapReader(haproxy_env, count)
+    reader.start()
+    wait_for(lambda: reader.snapshots["old"] >= 3, what="the reader to see the old map")
+    entries = {"svc%05d.example.com" % index: "backend_green" for index in range(count)}
+    result, watched_seconds = run_switch(run_playbook, tmp_path, haproxy_env, entries=entries)
+    wait_for(lambda: reader.snapshots["new"] >= 3, what="the reader to see the new map")
+    reader.stop_event.set()
+    reader.join(timeout=30)
+
+    assert result.get("failed") is not True, result.get("msg")
+    assert reader.mixed == [], "a reader saw a half-switched map: %s" % reader.mixed[:5]
+    assert result["changed"] is True and len(result["changed_keys"]) == count
+    assert result["runtime_entries"] == entries
+    assert isinstance(result["switched_at"], float)
+    assert haproxy_env.map_value("active") == "backend_blue", "untouched entries are kept"
+    assert haproxy_env.get()[1] == "version=blue\n"
+
+    # The cost, measured without the reader (it competes for the CPU): switch every key back.
+    back, bulk_seconds = run_switch(run_playbook, tmp_path, haproxy_env,
+                                    entries={key: "backend_blue" for key in entries})
+    assert back.get("failed") is not True and len(back["changed_keys"]) == count, back.get("msg")
+    print("\nsingle key: %.2fs per module run; %d keys in one run: %.2fs (ratio %.2f); with a reader polling "
+          "show map: %.2fs; reader snapshots %s"
+          % (single_seconds, count, bulk_seconds, bulk_seconds / single_seconds, watched_seconds, reader.snapshots))
+    # Generous: ~1x plus a second or two on a loaded machine; a per-key loop would be minutes.
+    assert bulk_seconds < 2 * single_seconds + 5, (single_seconds, bulk_seconds)
+
+
+def test_bulk_switch_moves_traffic_and_persists_crlf_file_atomically(haproxy_factory, run_playbook, tmp_path):
+    env = haproxy_factory()
+    with open(env.map_path, "wb") as handle:
+        handle.write(b"# switch\r\nactive backend_blue\r\nother backend_blue\r\n")
+    env.reload()
+    env.wait_all_up()
+
+    result, _ = run_switch(run_playbook, tmp_path, env, persist=True,
+                           entries={"active": "backend_green", "added": "backend_green"})
+
+    assert result.get("failed") is not True, result.get("msg")
+    assert result["persisted"] is True and result["disk_changed"] is True
+    with open(env.map_path, "rb") as handle:
+        assert handle.read() == b"# switch\r\nactive backend_green\r\nother backend_blue\r\nadded backend_green\r\n"
+    assert env.get()[1] == "version=green\n"
+    env.reload()
+    assert env.map_value("active") == "backend_green", "HAProxy reads the CRLF file back after a reload"
+    assert env.get()[1] == "version=green\n"
+
+    inode = os.stat(env.map_path).st_ino
+    again, _ = run_switch(run_playbook, tmp_path, env, persist=True, entries={"active": "backend_green"})
+    assert again["changed"] is False and again["switched_at"] is None
+    assert os.stat(env.map_path).st_ino == inode, "a value already live and on disk writes nothing"
+
+
+def chattr(flag, path):
+    subprocess.run(["chattr", flag, path], check=True)
+
+
+@pytest.mark.parametrize("immutable", ["directory", "file"])
+def test_map_file_that_cannot_be_replaced_leaves_runtime_unchanged(haproxy_env, run_module, immutable):
+    """Directory: refused before runtime changes. File: the rename fails after, runtime is put back."""
+    if os.geteuid() != 0 or not shutil.which("chattr"):
+        pytest.skip("needs root and chattr to make the map file or its directory immutable")
+    target = os.path.dirname(haproxy_env.map_path) if immutable == "directory" else haproxy_env.map_path
+    before = runtime_snapshot(haproxy_env)
+    disk_before = haproxy_env.disk_text()
+    chattr("+i", target)
+    try:
+        result = run_module("haproxy_map", switch(haproxy_env, "backend_green", persist=True))
+    finally:
+        chattr("-i", target)
+    assert result.get("failed") is True
+    assert runtime_snapshot(haproxy_env) == before
+    assert haproxy_env.map_value() == "backend_blue" and haproxy_env.get()[1] == "version=blue\n"
+    assert haproxy_env.disk_text() == disk_before
+    if immutable == "directory":
+        assert "cannot create a file in" in result["msg"] and "nothing was changed" in result["msg"]
+    else:
+        assert "cannot replace map file" in result["msg"] and "runtime change was undone" in result["msg"]
+    assert result["runtime_entries"] == {"active": "backend_blue"} and result["changed"] is False
+
+
+def test_rejected_100kb_value_gives_a_short_message(haproxy_env, run_module):
+    before = runtime_snapshot(haproxy_env)
+    result = run_module("haproxy_map", switch(haproxy_env, "v" * 100000))
+    assert result.get("failed") is True
+    print("\nmessage (%d characters): %s" % (len(result["msg"]), result["msg"]))
+    assert len(result["msg"]) < 400 and "tune.bufsize" in result["msg"]
+    assert runtime_snapshot(haproxy_env) == before
+
+
+def test_switch_at_waits_for_the_instant(haproxy_env, run_module):
+    instant = time.time() + 12
+    result = run_module("haproxy_map", switch(haproxy_env, "backend_green", switch_at=instant))
+    assert result.get("failed") is not True, result.get("msg")
+    print("\nswitch_at %.3f switched_at %.3f late_by %s" % (instant, result["switched_at"], result["late_by"]))
+    assert result["switched_at"] >= instant
+    if result["late_by"] == 0.0:  # the module started before the instant (else the machine was too slow)
+        assert result["switched_at"] - instant < 0.5
+    assert haproxy_env.map_value() == "backend_green"
