@@ -4,10 +4,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import struct
 import threading
 import time
 
 import pytest
+
+from lab import wait_for
 
 MODULE = "haproxy_backend_health"
 
@@ -182,3 +187,98 @@ def test_bad_input_fails_before_anything_is_sent(run_module, tmp_path):
     assert no_socket["changed"] is False
     assert no_socket["msg"].startswith("HAProxy Runtime API socket %s does not exist" % missing)
     assert "Traceback" not in no_socket["msg"]
+
+
+# -- transient socket errors while waiting (a reload, a socket that appears late) -------------------
+
+class ResettingSocket(threading.Thread):
+    """A unix socket at `path` that accepts and resets every connection, counting them:
+    what a client meets while HAProxy's worker is going away."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path = path
+        self.connections = 0
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(16)
+        self.server.settimeout(0.2)
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.join(timeout=5)
+        self.server.close()
+        os.unlink(self.path)
+
+
+def in_thread(function, *args, **kwargs):
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", function(*args, **kwargs)), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_resets_then_a_missing_socket_then_haproxy_back_is_waited_out(haproxy_env, run_module):
+    haproxy_env.stop()
+    if os.path.exists(haproxy_env.socket):
+        os.unlink(haproxy_env.socket)
+    stub = ResettingSocket(haproxy_env.socket)
+    stub.start()
+    thread, outcome = in_thread(health, run_module, haproxy_env, wait_timeout=60, poll_interval=0.3)
+    try:
+        # The module is retrying once it has been reset twice; then the socket goes away for a while.
+        wait_for(lambda: stub.connections >= 2, timeout=60, what="the module to retry the reset socket")
+    finally:
+        stub.stop()
+    assert not os.path.exists(haproxy_env.socket)
+    haproxy_env.start()
+    thread.join(timeout=90)
+    result = outcome["result"]
+    assert result.get("failed") is not True, result
+    assert (result["healthy"], result["changed"]) == (True, False)
+    assert result["transient_errors"] >= 2
+    assert result["attempts"] > result["transient_errors"]
+
+
+def test_socket_that_never_comes_back_fails_naming_the_last_error(haproxy_env, run_module):
+    haproxy_env.stop()
+    if os.path.exists(haproxy_env.socket):
+        os.unlink(haproxy_env.socket)
+    result = health(run_module, haproxy_env, wait_timeout=2, poll_interval=0.5)
+    assert result.get("failed") is True
+    assert result["changed"] is False
+    assert result["msg"].startswith("could not read the servers of backend_green: the Runtime API failed 5 of 5 "
+                                    "looks in 2s and the last look failed too")
+    assert result["msg"].endswith("the last error: HAProxy Runtime API socket %s does not exist: is HAProxy running, "
+                                  "and is 'stats socket %s level admin' in its global section?"
+                                  % (haproxy_env.socket, haproxy_env.socket))
+
+
+def test_reloads_while_waiting_do_not_fail_the_wait(haproxy_env, run_module):
+    app = haproxy_env.apps["green1"]
+    app.stop()
+    haproxy_env.wait_status("backend_green", "green1", "DOWN")
+    thread, outcome = in_thread(health, run_module, haproxy_env, wait_timeout=60, poll_interval=0.2)
+    reloads = 0
+    # Reload again and again while the module waits; bring green1 back after a few reloads.
+    while thread.is_alive() and reloads < 40:
+        haproxy_env.reload()
+        reloads += 1
+        if reloads == 4:
+            app.start()
+    thread.join(timeout=90)
+    result = outcome["result"]
+    assert result.get("failed") is not True, result
+    assert result["healthy"] is True
+    assert reloads >= 4

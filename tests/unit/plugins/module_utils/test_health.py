@@ -30,8 +30,12 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.health import ( 
     MinHealthy,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (  # noqa: E402
+    CommandError,
+    ConnectionRefusedAPIError,
     RuntimeAPIClient,
     RuntimeAPIError,
+    SocketNotFoundError,
+    SocketPermissionError,
 )
 
 # tests/unit/fixtures/haproxy-<version>/: the shared captures (backend_blue holds a server in
@@ -465,6 +469,98 @@ def test_wait_reports_the_last_look(version):
     assert result['servers'][0]['status'] == 'DOWN 1/2'
 
 
+# ---------------------------------------------------------------- transient socket errors while waiting
+
+def failing_looks(version, *items):
+    """A look() returning captured states (file names) or raising errors (exception instances), in turn."""
+    calls = []
+
+    def look():
+        calls.append(1)
+        item = items[min(len(calls), len(items)) - 1]
+        if isinstance(item, Exception):
+            raise item
+        return servers(version, item)
+    look.calls = calls
+    return look
+
+
+def reset_error():
+    exc = RuntimeAPIError('error talking to /run/haproxy/admin.sock: [Errno 104] Connection reset by peer')
+    exc.__context__ = ConnectionResetError(104, 'Connection reset by peer')
+    return exc
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_transient_errors_are_retried_until_healthy(version):
+    clock = FakeClock()
+    missing = SocketNotFoundError('HAProxy Runtime API socket /run/haproxy/admin.sock does not exist')
+    refused = ConnectionRefusedAPIError('connection refused by HAProxy Runtime API socket x')
+    look = failing_looks(version, 'green1_down_l4con.csv', missing, refused, reset_error(),
+                         health.IncompleteReplyError('empty'), 'all_up.csv')
+    result = health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=10, poll_interval=1,
+                                    clock=clock.clock, sleep=clock.sleep)
+    assert (result['healthy'], result['attempts'], result['transient_errors']) == (True, 6, 4)
+    assert result['waited'] == 5
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_transient_errors_until_the_deadline_fail_naming_the_last(version):
+    clock = FakeClock()
+    look = failing_looks(version, 'green1_maint.csv', ConnectionRefusedAPIError('first'),
+                         ConnectionRefusedAPIError('connection refused by HAProxy Runtime API socket x'))
+    with pytest.raises(health.TransientWaitError) as raised:
+        health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=3, poll_interval=1,
+                               clock=clock.clock, sleep=clock.sleep)
+    assert len(look.calls) == 4
+    assert str(raised.value) == (
+        'could not read the servers of backend_green: the Runtime API failed 3 of 4 looks in 3s and the last look '
+        'failed too (is HAProxy reloading or down? raise wait_timeout to wait longer); the last error: '
+        'connection refused by HAProxy Runtime API socket x')
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_a_transient_error_then_an_unhealthy_last_look_reports_that_look(version):
+    clock = FakeClock()
+    look = failing_looks(version, ConnectionRefusedAPIError('x'), 'green1_maint.csv')
+    result = health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=2, poll_interval=1,
+                                    clock=clock.clock, sleep=clock.sleep)
+    assert (result['healthy'], result['attempts'], result['transient_errors']) == (False, 3, 1)
+    assert result['unhealthy_servers'] == ['green1']
+
+
+@pytest.mark.parametrize('error', [
+    SocketPermissionError('permission denied'),
+    CommandError('show stat backend_green 4 -1', 'Unknown command\n'),
+    RuntimeAPIError('cannot connect: [Errno 22] Invalid argument'),
+])
+def test_permanent_errors_fail_at_once(error):
+    clock = FakeClock()
+    look = failing_looks('2.6', error, 'all_up.csv')
+    with pytest.raises(type(error)):
+        health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=30, poll_interval=1,
+                               clock=clock.clock, sleep=clock.sleep)
+    assert len(look.calls) == 1
+
+
+def test_wait_timeout_zero_and_a_transient_error_fails_at_once():
+    clock = FakeClock()
+    look = failing_looks('2.6', ConnectionRefusedAPIError('refused'))
+    with pytest.raises(health.TransientWaitError) as raised:
+        health.wait_for_health(look, 'backend_green', MinHealthy(), wait_timeout=0, clock=clock.clock,
+                               sleep=clock.sleep)
+    assert str(raised.value).endswith('the last error: refused')
+
+
+def test_empty_show_backend_is_transient_not_an_unknown_backend():
+    class Client(object):
+        def run(self, verb, *arguments):
+            return ''
+    with pytest.raises(health.IncompleteReplyError):
+        health.query_backend_servers(Client(), 'backend_green')
+    assert health.is_transient(health.IncompleteReplyError('x'))
+
+
 # ---------------------------------------------------------------- querying (through a socket serving captured replies)
 
 class CapturedSocket(object):
@@ -568,3 +664,49 @@ def test_query_escapes_the_backend_name(captured_socket):
     fake = captured_socket({'show backend': '# name\nbe;x y\n\n', 'show stat be\\;x\\ y 4 -1': ''})
     assert health.query_backend_servers(RuntimeAPIClient(fake.path, 2), 'be;x y') == []
     assert fake.received == ['show backend', 'show stat be\\;x\\ y 4 -1']
+
+
+# ---------------------------------------------------------------- real socket failures are classified
+
+def test_real_socket_failures_during_a_reload_are_transient(tmp_path):
+    """What the client raises for a missing socket, a stale one (nobody listening) and a reset is transient."""
+    import struct
+    path = str(tmp_path / 'admin.sock')
+    client = RuntimeAPIClient(path, 1)
+    with pytest.raises(RuntimeAPIError) as missing:
+        client.run('show backend')
+    assert health.is_transient(missing.value)
+
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)  # bound, never listening: what an old worker leaves behind
+    try:
+        with pytest.raises(RuntimeAPIError) as refused:
+            client.run('show backend')
+        assert health.is_transient(refused.value), refused.value
+    finally:
+        stale.close()
+        os.unlink(path)
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def reset_one():
+        connection, _ = server.accept()
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        connection.close()
+    thread = threading.Thread(target=reset_one)
+    thread.start()
+    try:
+        try:
+            reply = client.run('show backend')
+        except RuntimeAPIError as exc:
+            assert health.is_transient(exc), exc
+        else:
+            # A unix socket may report the reset as a plain end of file: an empty reply.
+            assert reply == ''
+            with pytest.raises(health.IncompleteReplyError):
+                health.list_backends(type('C', (), {'run': lambda self, verb: reply})())
+    finally:
+        thread.join()
+        server.close()
