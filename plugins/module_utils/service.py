@@ -4,18 +4,64 @@
 
 Every conversation goes through the master CLI (`@1` = the current worker,
 `@!<pid>` = one given worker), which reaches exactly the worker meant even
-while an old one drains. A reload re-reads map files, which would silently
-undo a runtime-only `set map` (a cutover in progress); the runtime values of
-the maps named in `preserve_maps` are read before and set back right after.
+while an old one drains.
+
+A reload re-reads map files, which would silently undo a runtime-only
+`set map` (a cutover in its smoke window, or one persisted by hand later).
+Setting the values back on the new worker after the reload is too late: that
+worker serves requests from the moment it is forked, with the file's values
+(measured on 2.6: 1-72 requests went to the other version). So the new worker
+is made to *load* the live values instead:
+
+  1. take the release lock of every preserved map (`<map>.lock`, O_EXCL): a
+     release that holds it refuses the reload; a release that starts during
+     it is refused until the reload is done;
+  2. read the runtime values of the current worker;
+  3. for each map whose runtime differs from its file: save the file as a
+     backup beside it, write the runtime values into the file (atomically:
+     temp file, fsync, rename), and note the backup in the lock record;
+  4. reload and confirm (the new worker parsed the staged file);
+  5. put the file back to exactly what it said before (atomically), so a
+     deliberate drift stays as the release owner left it; drop the backup;
+  6. compare the new worker's values with step 2 (set back any difference)
+     and release the lock.
+
+Crash points (process killed, host rebooted) and what they leave:
+  - before 3: nothing changed except the lock, held by a dead process;
+  - between 3 and 5: the map file holds the values that were live, so the
+    next reload, by anyone, serves what was live: no traffic moves; the
+    original file is in the backup named in the lock record;
+  - after 5: the file is as before, the lock is left held.
+The lock record names this module and its process (pid and start time). The
+next run of this module on the host sees that the process is gone, restores
+the file from the backup (when there is one), removes the backup and the
+lock, and reports it (`recovered_reload`). A release meanwhile is refused by
+the lock, so nothing can persist a value that the recovery would overwrite.
+A reload that cannot be confirmed within the timeout is treated like a crash
+between 3 and 5 (the master may still be reading the file): the file keeps
+the live values and the lock stays, until the next run recovers it.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import map_text_values, read_map_file
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import (
+    create_lock,
+    describe_age,
+    read_lock,
+    replace_lock,
+)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
+    map_text_values,
+    read_map_file,
+    remove_map_text_key,
+    set_map_text_value,
+    write_map_file_atomic,
+)
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.master_cli import (
     describe_processes,
     parse_reload_reply,
@@ -35,12 +81,29 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
 
 POLL_SECONDS = 0.2
 
+# The owner this module writes into a release lock while it reloads; a release
+# that finds it is refused, and the role lets this module deal with it.
+RELOAD_LOCK_OWNER = "bluegreen.haproxy.haproxy_service reload"
+
 
 class ServiceError(Exception):
     def __init__(self, msg, **details):
         super(ServiceError, self).__init__(msg)
         self.msg = msg
         self.details = details
+
+
+class ReloadUnconfirmedError(ServiceError):
+    """The reload was sent but neither success nor failure was seen in time."""
+
+
+class ReleaseLockHeldError(ServiceError):
+    """A release (or another reload) holds a map's lock; nothing was changed."""
+
+
+def short(value, limit=80):
+    text = "%s" % (value,)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def children_of(pid):
@@ -59,10 +122,180 @@ def children_of(pid):
     return found
 
 
+def process_start_time(pid):
+    """The kernel's start time of a live process (field 22 of /proc/<pid>/stat), None if gone.
+
+    With the PID it names one process for good: a PID reused after a crash has
+    another start time.
+    """
+    try:
+        with open("/proc/%d/stat" % int(pid)) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError, ValueError):
+        return None
+    if not fields or fields[0] in ("Z", "X") or len(fields) < 20:
+        return None
+    return fields[19]
+
+
+def reload_holder_alive(holder):
+    """Whether the process named by one of this module's lock records still runs."""
+    start = process_start_time(holder.get("module_pid"))
+    return start is not None and start == holder.get("module_pid_start")
+
+
+def lock_holder_description(path, holder):
+    """"'awx-job-42' since 2026-... (0h01m02s ago, phase SWITCH)" for messages."""
+    if not holder:
+        return "an unknown owner (the lock record %s is empty or unreadable; a run may be writing it)" % path
+    facts = ["%s ago" % describe_age(holder)]
+    if holder.get("phase"):
+        facts.append("phase %s" % short(holder["phase"], 60))
+    if holder.get("controller"):
+        facts.append("controller %s" % short(holder["controller"], 40))
+    if holder.get("module_pid"):
+        facts.append("pid %s on %s" % (holder["module_pid"], short(holder.get("host") or "this host", 40)))
+    return "%r since %s (%s)" % (short(holder.get("owner") or "an unknown owner", 60),
+                                  holder.get("acquired", "an unknown time"), ", ".join(facts))
+
+
+def release_lock_refusal(path, holder):
+    if (holder or {}).get("owner") == RELOAD_LOCK_OWNER:
+        return ReleaseLockHeldError(
+            "HAProxy was not reloaded: lock %s is held by %s: another reload of this HAProxy by "
+            "haproxy_service is in progress on this host. Nothing was changed; run again when it finished."
+            % (path, lock_holder_description(path, holder)), lock_path=path, lock_holder=holder)
+    return ReleaseLockHeldError(
+        "HAProxy was not reloaded and no map was touched: release lock %s is held by %s; a release of this "
+        "map is in progress and a reload now could move its traffic. Wait until the release finished and "
+        "run again. If that run is gone, recover it as the release role documents (the rollback or persist "
+        "playbook with -e release_lock_force=true), which releases the lock."
+        % (path, lock_holder_description(path, holder)), lock_path=path, lock_holder=holder)
+
+
+def backup_path_of(map_path):
+    """Where the map file's own text waits while the file holds the runtime values."""
+    directory, name = os.path.split(map_path)
+    return os.path.join(directory, ".%s.before-reload" % name)
+
+
+def staged_map_text(file_text, runtime_values):
+    """The map file's text with the runtime values, so a worker loading it serves what is live.
+
+    Only the lines of keys whose value differs are rewritten (comments, order,
+    line endings kept); keys the runtime lacks are dropped, keys only the
+    runtime has are appended.
+    """
+    text = file_text
+    file_values = map_text_values(file_text)
+    for key in file_values:
+        if key not in runtime_values:
+            text = remove_map_text_key(text, key)
+    for key, value in runtime_values.items():
+        if file_values.get(key) != value:
+            text = set_map_text_value(text, key, value)
+    return text
+
+
+def drift_entries(file_values, runtime_values):
+    """[{key, runtime_value, disk_value}] for every key where the runtime and the file differ."""
+    keys = list(runtime_values) + [key for key in file_values if key not in runtime_values]
+    return [dict(key=key, runtime_value=runtime_values.get(key), disk_value=file_values.get(key))
+            for key in keys if runtime_values.get(key) != file_values.get(key)]
+
+
+class ReloadLock(object):
+    """The release locks of the preserved maps, held by this module for one reload or map change."""
+
+    def __init__(self, paths, maps):
+        self.paths = paths
+        self.maps = maps
+        self.records = {}
+        self.recovered = []
+        self.keep = False
+
+    def __enter__(self):
+        try:
+            for path in self.paths:
+                self.take(path)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if not self.keep:
+            self.release()
+        return False
+
+    def take(self, path):
+        now = time.time()
+        record = dict(owner=RELOAD_LOCK_OWNER, host=socket.gethostname(),
+                      acquired=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), acquired_epoch=now,
+                      phase="RELOAD: reading the runtime maps", maps=list(self.maps),
+                      module_pid=os.getpid(), module_pid_start=process_start_time(os.getpid()), backups={})
+        for attempt in range(3):
+            try:
+                if create_lock(path, record):
+                    self.records[path] = record
+                    return
+            except OSError as exc:
+                raise ServiceError("cannot create the lock %s (%s); the map's directory must be writable by "
+                                   "this module's user" % (path, exc), lock_path=path)
+            holder = read_lock(path)
+            if holder is None:
+                continue  # released between our create and our read
+            if holder == {} and attempt < 2:
+                time.sleep(POLL_SECONDS)  # its creator is still writing the record
+                continue
+            if holder.get("owner") == RELOAD_LOCK_OWNER and not reload_holder_alive(holder):
+                self.recover(path, holder)
+                continue
+            raise release_lock_refusal(path, holder)
+        raise release_lock_refusal(path, read_lock(path))
+
+    def recover(self, path, holder):
+        """Finish what a reload that died left: the files back from their backups, then its lock off."""
+        restored = []
+        for map_path, backup in sorted((holder.get("backups") or {}).items()):
+            if not os.path.exists(backup):
+                continue
+            original = read_map_file(backup)
+            write_map_file_atomic(map_path, original)
+            os.unlink(backup)
+            restored.append(map_path)
+        current = read_lock(path)
+        if current == holder:
+            os.unlink(path)
+        self.recovered.append(dict(lock_path=path, holder=holder, restored_map_files=restored))
+
+    def set_phase(self, phase, backups=None):
+        for path, record in self.records.items():
+            updated = dict(record, phase=phase)
+            if backups is not None:
+                updated["backups"] = dict(backups)
+            if read_lock(path) != record:
+                raise ServiceError("lock %s was taken over during the reload (now held by %s); stopped"
+                                   % (path, lock_holder_description(path, read_lock(path))), lock_path=path)
+            replace_lock(path, updated)
+            self.records[path] = updated
+
+    def release(self):
+        for path, record in list(self.records.items()):
+            # Only our own record: someone who forced the lock away keeps it.
+            if read_lock(path) == record:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            del self.records[path]
+
+
 class HAProxyService(object):
     """One HAProxy on this host, as the `haproxy_service` module's options describe it."""
 
-    def __init__(self, binary, config, master_socket, pidfile, service_name, manager, preserve_maps, timeout):
+    def __init__(self, binary, config, master_socket, pidfile, service_name, manager, preserve_maps, timeout,
+                 release_lock_path=None):
         self.binary = binary
         self.config = config
         self.master_socket = master_socket
@@ -70,6 +303,7 @@ class HAProxyService(object):
         self.service_name = service_name
         self.manager = manager
         self.preserve_maps = preserve_maps or []
+        self.release_lock_path = release_lock_path
         self.timeout = float(timeout)
         self.master = RuntimeAPIClient(master_socket, min(self.timeout, 10.0))
 
@@ -137,6 +371,47 @@ class HAProxyService(object):
             return "(could not run haproxy -c: %s)" % exc
         return "haproxy -c -f %s (exit %d): %s" % (self.config, result.returncode, result.stdout.strip())
 
+    # -- locks ------------------------------------------------------------
+
+    def lock_paths(self):
+        """The release locks guarding the preserved maps: `<map>.lock` each, or the one given."""
+        if not self.preserve_maps:
+            return []
+        if self.release_lock_path:
+            return [self.release_lock_path]
+        return [path + ".lock" for path in self.preserve_maps]
+
+    def reload_lock(self):
+        return ReloadLock(self.lock_paths(), self.preserve_maps)
+
+    def check_locks(self):
+        """Read-only (check mode): refuse as the real run would while a live holder has a lock."""
+        for path in self.lock_paths():
+            holder = read_lock(path)
+            if holder is None:
+                continue
+            if holder.get("owner") == RELOAD_LOCK_OWNER and not reload_holder_alive(holder):
+                continue  # a dead reload: the real run recovers it
+            raise release_lock_refusal(path, holder)
+
+    def recover_abandoned(self, check_mode=False):
+        """Finish what a run of this module that died left: map files back from their backups, its lock off."""
+        dead = {}
+        for path in self.lock_paths():
+            holder = read_lock(path)
+            if holder and holder.get("owner") == RELOAD_LOCK_OWNER and not reload_holder_alive(holder):
+                dead[path] = holder
+        if not dead:
+            return []
+        if check_mode:
+            return [dict(lock_path=path, holder=holder,
+                         restored_map_files=sorted(map_path for map_path, backup in (holder.get("backups") or {}).items()
+                                                   if os.path.exists(backup)))
+                    for path, holder in sorted(dead.items())]
+        with ReloadLock(sorted(dead), self.preserve_maps) as lock:
+            pass
+        return lock.recovered
+
     # -- maps -------------------------------------------------------------
 
     def runtime_map(self, target, path):
@@ -153,12 +428,64 @@ class HAProxyService(object):
                 snapshot[path] = entries
         return snapshot
 
+    def drift(self, snapshot):
+        """{map: (file_text, [{key, runtime_value, disk_value}])} for the maps whose file differs from runtime."""
+        found = {}
+        for path, runtime_values in snapshot.items():
+            file_text = read_map_file(path)
+            entries = drift_entries(map_text_values(file_text), runtime_values)
+            if entries:
+                found[path] = (file_text, entries)
+        return found
+
+    def stage_runtime_values(self, snapshot, lock):
+        """Steps 3 of the module docstring: back up each drifted file, then write the runtime values into it."""
+        staged = []
+        backups = {}
+        for path, (file_text, entries) in sorted(self.drift(snapshot).items()):
+            text = staged_map_text(file_text, snapshot[path])
+            if map_text_values(text) != snapshot[path]:
+                raise ServiceError("cannot write the runtime values of %s into a map file (a key or value does "
+                                   "not survive the file format); not reloaded, nothing changed" % path, map=path)
+            backup = backup_path_of(path)
+            write_map_file_atomic(backup, file_text)
+            backups[path] = backup
+            # The record names the backup before the file changes, so a crash from here on is recoverable.
+            lock.set_phase("RELOAD: map files hold the runtime values (originals in the backups)", backups)
+            write_map_file_atomic(path, text)
+            staged.append(dict(map=path, backup=backup, entries=entries, original_text=file_text, staged_text=text))
+        return staged
+
+    def unstage(self, staged, lock):
+        """Step 5: every staged file back to exactly what it said before; backups dropped."""
+        problems = []
+        for item in staged:
+            current = read_map_file(item["map"])
+            if current != item["staged_text"]:
+                # Someone wrote the file meanwhile (not through the lock): theirs wins.
+                problems.append("%s was changed by someone else during the reload; left as they wrote it "
+                                "(its text before the reload is in %s)" % (item["map"], item["backup"]))
+                continue
+            write_map_file_atomic(item["map"], item["original_text"])
+            os.unlink(item["backup"])
+        if staged and lock.records:
+            lock.set_phase("RELOAD: map files restored", {})
+        return problems
+
+    def unstage_or_keep_lock(self, staged, lock):
+        """unstage(); when that fails, the lock and the backups stay for the next run to recover."""
+        try:
+            return self.unstage(staged, lock)
+        except BaseException:
+            lock.keep = True
+            raise
+
     def put_map_value(self, target, path, key, value, key_exists):
         verb = "set map" if key_exists else "add map"
         self.master.run("%s %s" % (target, verb), path, key, value, expect_empty=True)
 
     def restore_maps(self, snapshot, worker_pid):
-        """Put back the runtime values the reload replaced with the files' values."""
+        """Set back the runtime values the new worker does not serve (should be none: it loaded them)."""
         target = "@!%d" % worker_pid
         restored = []
         for path, before in snapshot.items():
@@ -172,21 +499,35 @@ class HAProxyService(object):
                 restored.append(dict(map=path, key=key, value=value, file_value=after.get(key)))
         return restored
 
-    def add_missing_keys(self, check_mode=False):
-        """Add to the running worker the keys its map files have and its maps lack (new services)."""
+    def missing_keys(self):
+        """[{map, key, value}]: keys the map files have and the running worker's maps lack (new services)."""
         if self.show_proc() is None:
             return []
-        added = []
+        missing = []
         for path in self.preserve_maps:
             runtime = self.runtime_map("@1", path)
             if runtime is None:
                 continue
             for key, value in map_text_values(read_map_file(path)).items():
                 if key not in runtime:
-                    if not check_mode:
-                        self.put_map_value("@1", path, key, value, key_exists=False)
-                    added.append(dict(map=path, key=key, value=value))
-        return added
+                    missing.append(dict(map=path, key=key, value=value))
+        return missing
+
+    def add_missing_keys(self, check_mode=False):
+        """Add to the running worker the keys its map files have and its maps lack, under the lock."""
+        missing = self.missing_keys()
+        if not missing:
+            return [], []
+        if check_mode:
+            self.check_locks()
+            return missing, []
+        with self.reload_lock() as lock:
+            lock.set_phase("ADD KEYS: new keys of the map files to the running maps")
+            # Read again under the lock: a release may have added them meanwhile.
+            missing = self.missing_keys()
+            for item in missing:
+                self.put_map_value("@1", item["map"], item["key"], item["value"], key_exists=False)
+        return missing, lock.recovered
 
     # -- actions ----------------------------------------------------------
 
@@ -227,52 +568,87 @@ class HAProxyService(object):
             result = self.start(check_mode)
             result["msg"] = "HAProxy was not running; %s it" % ("would start" if check_mode else "started")
             return result
-        if check_mode:
-            return dict(changed=True, action="reloaded", msg="HAProxy would be reloaded",
-                        **describe_processes(state.get("proc")))
         before = state["proc"]
-        if self.use_systemd():
-            return self.reload_systemd(before)
-        if not state["master_cli"]:
+        if check_mode:
+            self.check_locks()
+            staged = self.drift(self.snapshot_maps()) if before else {}
+            return dict(changed=True, action="reloaded", msg="HAProxy would be reloaded",
+                        staged_map_files=[dict(map=path, backup=backup_path_of(path), entries=entries)
+                                          for path, (text, entries) in sorted(staged.items())],
+                        restored_runtime_map_entries=[], recovered_reload=[], **describe_processes(before))
+        if not self.use_systemd() and not state["master_cli"]:
             raise ServiceError(
                 "HAProxy runs but its master CLI %s does not answer, so a reload cannot be confirmed; run it "
                 "in master-worker mode with -S %s" % (self.master_socket, self.master_socket))
-        snapshot = self.snapshot_maps()
+        with self.reload_lock() as lock:
+            # Without a master CLI (systemd only) the runtime maps cannot be read: nothing to keep.
+            snapshot = self.snapshot_maps() if before else {}
+            staged = self.stage_runtime_values(snapshot, lock)
+            try:
+                after, confirmed_by, result = self.send_and_confirm(before)
+            except ReloadUnconfirmedError as exc:
+                if staged:
+                    # The master may still be reading the files: they keep the live values, and the
+                    # lock (with the backups' names) stays for the next run to recover.
+                    lock.keep = True
+                    exc.msg += ("; the map files %s keep the runtime values (their own text is in %s) and the lock "
+                                "%s stays held, so nothing moves traffic; run the role (or this module) again "
+                                "to put them back" % (", ".join(item["map"] for item in staged),
+                                                      ", ".join(item["backup"] for item in staged),
+                                                      ", ".join(lock.paths)))
+                raise
+            except BaseException:
+                # The reload failed: the master has finished with the files, put them back.
+                self.unstage_or_keep_lock(staged, lock)
+                raise
+            problems = self.unstage_or_keep_lock(staged, lock)
+            if result is None:
+                result = self.finish_reload(before, after, snapshot, confirmed_by)
+            result["staged_map_files"] = [dict(map=item["map"], backup=item["backup"], entries=item["entries"])
+                                          for item in staged]
+            result["recovered_reload"] = lock.recovered
+            if problems:
+                result["warnings"] = problems
+        return result
+
+    def send_and_confirm(self, before):
+        """(show proc after, how it was confirmed, None) or (None, None, a complete result without master CLI)."""
+        if self.use_systemd():
+            return self.reload_systemd(before)
         status, detail = parse_reload_reply(self.send_reload())
         if status is False:
             raise ServiceError("HAProxy refused the new configuration (master CLI reload: Success=0); the "
                                "previous workers keep serving. %s" % detail)
         if status is True:
-            return self.finish_reload(before, self.wait_show_proc(), snapshot, "master CLI reload: Success=1")
-        return self.finish_reload(before, self.confirm_by_show_proc(before), snapshot,
-                                  "master CLI reload; new worker in show proc")
+            return self.wait_show_proc(), "master CLI reload: Success=1", None
+        return self.confirm_by_show_proc(before), "master CLI reload; new worker in show proc", None
 
     def reload_systemd(self, before):
-        snapshot = self.snapshot_maps() if before else {}
         main_pid = self.systemd_main_pid()
         children_before = children_of(main_pid) if main_pid else set()
         result = self.systemctl("reload")
         if result.returncode != 0:
             raise ServiceError("systemctl reload %s failed: %s" % (self.service_name, result.stdout.strip()))
         if before:
-            return self.finish_reload(before, self.confirm_by_show_proc(before), snapshot,
-                                      "systemctl reload; new worker in show proc")
+            return self.confirm_by_show_proc(before), "systemctl reload; new worker in show proc", None
         # Without a master CLI a new worker shows as a new child of the unit's main process.
         if not main_pid:
-            raise ServiceError("systemctl reload %s returned but the unit has no main PID to confirm it with; "
-                               "give HAProxy a master CLI (-S %s)" % (self.service_name, self.master_socket))
+            raise ReloadUnconfirmedError(
+                "systemctl reload %s returned but the unit has no main PID to confirm it with; give HAProxy a "
+                "master CLI (-S %s)" % (self.service_name, self.master_socket))
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             new = children_of(main_pid) - children_before
             if new:
-                return dict(changed=True, action="reloaded", manager="systemd", master_pid=main_pid,
-                            confirmed_by="systemctl reload; new child of the master process",
-                            workers=sorted(new), previous_workers=sorted(children_before),
-                            restored_runtime_map_entries=[])
+                return None, None, dict(changed=True, action="reloaded", manager="systemd", master_pid=main_pid,
+                                        confirmed_by="systemctl reload; new child of the master process",
+                                        workers=sorted(new), previous_workers=sorted(children_before),
+                                        restored_runtime_map_entries=[])
             time.sleep(POLL_SECONDS)
-        raise ServiceError("could not confirm the reload within %ss: the master (pid %d) started no new worker; "
-                           "HAProxy probably rejected the new configuration (see journalctl -u %s)"
-                           % (self.timeout, main_pid, self.service_name))
+        raise ReloadUnconfirmedError(
+            "could not confirm the reload within %ss: the master (pid %d) started no new worker; HAProxy "
+            "probably rejected the new configuration (see journalctl -u %s)"
+            % (self.timeout, main_pid, self.service_name))
 
     def send_reload(self):
         """`reload`: 2.7+ answers once the reload finished, 2.6 closes at once."""
@@ -280,7 +656,7 @@ class HAProxyService(object):
         try:
             return reloader.raw("reload")
         except RuntimeAPITimeoutError:
-            raise ServiceError("the master CLI did not answer `reload` within %ss" % self.timeout)
+            raise ReloadUnconfirmedError("the master CLI did not answer `reload` within %ss" % self.timeout)
 
     def confirm_by_show_proc(self, before):
         verdicts = {}
@@ -296,8 +672,8 @@ class HAProxyService(object):
             raise ServiceError("HAProxy reports the reload failed ([failed: %d] in show proc); the previous "
                                "workers keep serving the previous configuration. %s"
                                % (proc["master"]["failed"], self.config_check()), show_proc=proc)
-        raise ServiceError("could not confirm the reload within %ss: no new worker appeared in show proc"
-                           % self.timeout, show_proc=proc, show_proc_before=before)
+        raise ReloadUnconfirmedError("could not confirm the reload within %ss: no new worker appeared in show proc"
+                                     % self.timeout, show_proc=proc, show_proc_before=before)
 
     def finish_reload(self, before, after, snapshot, confirmed_by):
         if not after or not after["workers"]:

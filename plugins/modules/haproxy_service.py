@@ -18,8 +18,34 @@ description:
     without one, by a new child of the unit's main process). Without systemd (containers) it drives
     the master CLI itself.
   - A reload re-reads map files, which would undo a runtime-only change such as a cutover in its
-    smoke window. The runtime values of the maps in O(preserve_maps) are read before the reload and
-    set back on the new worker right after, so a reload by this module never moves traffic.
+    smoke window, or one whose persist was left for later (C(release_persist=manual)). Setting the
+    values back on the new worker after the reload is too late - that worker serves requests with
+    the file's values from its first moment. So, for the maps in O(preserve_maps), the new worker is
+    made to load the live values - B(a reload by this module never moves traffic).
+  - "How: under the release lock of each map (see O(release_lock_path)), the runtime values of the
+    current worker are read; each map file that differs is saved to a backup beside it
+    (C(.<name>.before-reload)) and replaced, atomically, by the same file with the runtime values;
+    HAProxy is reloaded and the reload confirmed; then each file is put back, atomically, to exactly
+    the text it had, so a deliberate difference between runtime and disk stays as the release owner
+    left it. Finally the new worker's values are compared with those read before (any difference is
+    set back and reported in RV(restored_runtime_map_entries))."
+  - "The lock: while a release holds C(<map>.lock) (the release role's default lock path) this module
+    refuses to reload or to add keys, names the holder, its age and phase, and changes nothing. While
+    it reloads, it holds that lock itself (owner C(bluegreen.haproxy.haproxy_service reload), with its
+    process id), so a release starting meanwhile is refused until the reload is done."
+  - "Crash points: killed before the files were staged, it leaves only its lock. Killed while a file
+    holds the runtime values, the file says what was live, so a reload by anyone moves no traffic; the
+    file's own text is in the backup named in the lock record. Killed after the files were put back,
+    it leaves only its lock. A reload that cannot be confirmed within O(timeout) is handled like a
+    crash while the files are staged (HAProxy may still be reading them). In every case the next run
+    of this module (for example the next run of the haproxy role) sees from the lock record that the
+    process is gone, puts the files back from their backups, removes the backups and the lock, and
+    reports it in RV(recovered_reload). Do not force such a lock away with a release playbook: run
+    the role again instead."
+  - Every write of a map file goes to a temporary file in the same directory that is renamed over
+    it (owner and mode kept), so HAProxy and readers see the whole old file or the whole new one.
+  - Changes made to a map without taking its lock (for example M(bluegreen.haproxy.haproxy_map)
+    called outside the release playbooks) during a reload are not protected.
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
@@ -29,6 +55,9 @@ attributes:
     support: full
   diff_mode:
     support: none
+    details: >-
+      The map files end as they were; what would be staged for the reload is returned in
+      RV(staged_map_files), in check mode too.
   idempotent:
     support: partial
     details: V(started) is idempotent; V(reloaded) reloads every time, as a handler expects.
@@ -37,8 +66,11 @@ options:
     description:
       - V(started) starts HAProxy when it is not running, reloads it when the master reports that its
         last reload failed, and adds to the running maps the keys of O(preserve_maps) files that
-        the running maps lack (new services), never changing an existing key.
+        the running maps lack (new services), never changing an existing key. Adding keys takes the
+        release lock like a reload (refused while a release holds it).
       - V(reloaded) reloads (or starts) HAProxy and confirms the new configuration runs.
+      - Both first finish what an earlier run of this module that died left behind (see the
+        description and RV(recovered_reload)).
     type: str
     choices: [started, reloaded]
     default: started
@@ -71,10 +103,17 @@ options:
     default: auto
   preserve_maps:
     description:
-      - Map files (as HAProxy names them) whose runtime values must survive a reload.
+      - Map files (as HAProxy names them) whose runtime values must survive a reload, and whose release
+        locks this module respects and holds while it reloads.
     type: list
     elements: path
     default: []
+  release_lock_path:
+    description:
+      - The release lock to respect and hold, when the release playbooks use another lock path than the
+        default (C(release_lock_path) of the release role).
+      - By default each map of O(preserve_maps) has its own lock, the map's path plus C(.lock).
+    type: path
   timeout:
     description: Seconds to wait for HAProxy to start or to confirm a reload.
     type: float
@@ -89,6 +128,13 @@ EXAMPLES = r"""
     state: reloaded
     preserve_maps:
       - /etc/haproxy/maps/bluegreen.map
+
+- name: Reload while the release playbooks keep their lock elsewhere
+  bluegreen.haproxy.haproxy_service:
+    state: reloaded
+    preserve_maps:
+      - /etc/haproxy/maps/bluegreen.map
+    release_lock_path: /var/lock/bluegreen-release.lock
 
 - name: Make sure HAProxy runs (in a container, without systemd)
   bluegreen.haproxy.haproxy_service:
@@ -140,11 +186,32 @@ version:
   type: str
   sample: 3.0.11-1+deb13u5
 restored_runtime_map_entries:
-  description: Runtime map values the reload replaced with the file's and that were set back.
+  description:
+    - Runtime map values the new worker did not serve after the reload and that were set back on it.
+    - Empty when the staged map files did their job; anything here was changed without the lock during
+      the reload.
   returned: when reloaded
   type: list
   elements: dict
   sample: [{"map": "/etc/haproxy/maps/bluegreen.map", "key": "active", "value": "backend_green", "file_value": "backend_blue"}]
+staged_map_files:
+  description:
+    - The map files whose runtime values differed from the file, which the new worker loaded from a
+      staged copy of the file (then put back). In check mode, those that would be staged.
+    - C(entries) lists each differing key with its C(runtime_value) and C(disk_value) (V(null) when the
+      key is absent on that side).
+  returned: when reloaded
+  type: list
+  elements: dict
+  sample: [{"map": "/etc/haproxy/maps/bluegreen.map", "backup": "/etc/haproxy/maps/.bluegreen.map.before-reload",
+            "entries": [{"key": "active", "runtime_value": "backend_green", "disk_value": "backend_blue"}]}]
+recovered_reload:
+  description:
+    - Locks left by an earlier run of this module that died, with the map files put back from their
+      backups (C(lock_path), C(holder), C(restored_map_files)).
+  returned: when O(state=reloaded), and with O(state=started)
+  type: list
+  elements: dict
 added_map_entries:
   description: Keys of O(preserve_maps) files added to the running maps (new services).
   returned: when O(state=started)
@@ -172,6 +239,7 @@ def main():
             manager=dict(type="str", choices=["auto", "systemd", "direct"], default="auto"),
             preserve_maps=dict(type="list", elements="path", default=[]),
             timeout=dict(type="float", default=30),
+            release_lock_path=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -179,13 +247,16 @@ def main():
     service = HAProxyService(binary=params["binary"], config=params["config"], master_socket=params["master_socket"],
                              pidfile=params["pidfile"], service_name=params["service_name"],
                              manager=params["manager"], preserve_maps=params["preserve_maps"],
-                             timeout=params["timeout"])
+                             timeout=params["timeout"], release_lock_path=params["release_lock_path"])
     try:
         if params["state"] == "reloaded":
             result = service.reload(module.check_mode)
         else:
+            recovered = service.recover_abandoned(module.check_mode)
             result = service.ensure_started(module.check_mode)
-            result["added_map_entries"] = service.add_missing_keys(module.check_mode)
+            result["added_map_entries"], recovered_later = service.add_missing_keys(module.check_mode)
+            result["recovered_reload"] = recovered + result.get("recovered_reload", []) + recovered_later
+            result["changed"] = result["changed"] or bool(result["recovered_reload"])
             result["changed"] = result["changed"] or bool(result["added_map_entries"])
     except ServiceError as exc:
         module.fail_json(msg=exc.msg, **exc.details)

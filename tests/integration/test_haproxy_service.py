@@ -19,6 +19,7 @@ def service_args(env, **extra):
 
 def test_reload_is_confirmed_and_keeps_a_runtime_only_switch(haproxy_env, run_module):
     worker_before = haproxy_env.worker_pid()
+    disk_before = haproxy_env.disk_text()
     haproxy_env.runtime("set map %s active backend_green" % haproxy_env.map_path)
 
     result = run_module("haproxy_service", service_args(haproxy_env, state="reloaded"))
@@ -28,10 +29,16 @@ def test_reload_is_confirmed_and_keeps_a_runtime_only_switch(haproxy_env, run_mo
     assert result["confirmed_by"] == "master CLI reload; new worker in show proc"  # 2.6 answers nothing
     assert worker_before in result["previous_workers"]
     assert haproxy_env.worker_pid() != worker_before
-    assert result["restored_runtime_map_entries"] == [
-        dict(map=haproxy_env.map_path, key="active", value="backend_green", file_value="backend_blue")]
+    # The new worker loaded the live value from the staged file: nothing had to be set back.
+    assert result["restored_runtime_map_entries"] == []
+    assert result["staged_map_files"] == [dict(
+        map=haproxy_env.map_path, backup=os.path.join(os.path.dirname(haproxy_env.map_path), ".bluegreen.map.before-reload"),
+        entries=[dict(key="active", runtime_value="backend_green", disk_value="backend_blue")])]
     assert haproxy_env.map_value() == "backend_green"
     assert haproxy_env.get()[1] == "version=green\n"
+    # The file is back to exactly what it said, the backup and the lock are gone.
+    assert haproxy_env.disk_text() == disk_before
+    assert sorted(os.listdir(os.path.dirname(haproxy_env.map_path))) == ["bluegreen.map"]
 
 
 def test_reload_without_preserved_maps_rereads_the_file(haproxy_env, run_module):

@@ -1,0 +1,358 @@
+"""Provisioning never moves traffic: reloads under load while runtime and disk disagree, and the lock.
+
+A real HAProxy 2.6 on loopback, a load generator sending users' requests through the
+frontend and counting the answers per color. Runtime says green, the map file says blue (a
+cutover whose persist was left for later): every reload by the role, or by the
+haproxy_service module it uses, must keep every request on green, and leave runtime green
+and the file blue. While a release holds the map's lock, the role is refused and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from lab import HAPROXY, REPO, wait_for
+
+try:
+    from lab import LoadGenerator
+except ImportError:  # tests/lab.py without the shared load generator
+    LoadGenerator = None
+
+RELOADS = 5
+PROVISION = os.path.join(REPO, "playbooks", "provision.yml")
+
+
+class _SmallLoad(threading.Thread):
+    """Requests through the frontends, one connection each, counting the colors that answered."""
+
+    def __init__(self, nodes, max_seconds=240):
+        super().__init__(daemon=True)
+        self.nodes, self.max_seconds = list(nodes), max_seconds
+        self.stop_event = threading.Event()
+        self.colors, self.errors, self.answers, self.requests = {}, [], {}, 0
+
+    def run(self):
+        deadline = time.monotonic() + self.max_seconds
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            for node in self.nodes:
+                try:
+                    status, body = node.get(timeout=5)
+                except (OSError, ValueError) as exc:
+                    self.errors.append(repr(exc))
+                else:
+                    key = "%d %s" % (status, body.strip())
+                    self.answers[key] = self.answers.get(key, 0) + 1
+                    if status == 200 and body.startswith("version="):
+                        color = body.strip()[len("version="):]
+                        self.colors[color] = self.colors.get(color, 0) + 1
+                self.requests += 1
+            time.sleep(0.005)
+
+    @property
+    def failed(self):
+        return len(self.errors) + sum(n for key, n in self.answers.items() if not key.startswith("200 "))
+
+    def wrong(self, allowed):
+        return sum(n for color, n in self.colors.items() if color not in allowed)
+
+    def wait_requests(self, count, timeout=60.0):
+        target = self.requests + count
+        wait_for(lambda: self.requests >= target, timeout=timeout, what="%d more requests" % count)
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(timeout=30)
+
+
+def start_load(env):
+    load = (LoadGenerator or _SmallLoad)([env])
+    load.start()
+    load.wait_requests(20)
+    return load
+
+
+def service_args(env, **extra):
+    args = dict(master_socket=env.master_socket, config=env.config_path, binary=HAPROXY, manager="direct",
+                pidfile=os.path.join(env.workdir, "started.pid"), preserve_maps=[env.map_path], timeout=15)
+    args.update(extra)
+    return args
+
+
+def drift_to_green(env):
+    """A cutover to green whose persist was left for later: runtime green, the file still blue."""
+    env.runtime("set map %s active backend_green" % env.map_path)
+    assert env.map_value() == "backend_green" and "active backend_blue" in env.disk_text()
+    wait_for(lambda: env.get()[1] == "version=green\n", what="green to answer")
+
+
+def role_vars(env, run):
+    """The haproxy role configured like the lab's HAProxy (same ports, sockets and map)."""
+    def servers(color):
+        return [dict(name=app.name, address="127.0.0.1", port=app.port)
+                for app in env.apps.values() if app.color == color]
+    return dict(
+        provision_become=False,
+        haproxy_service_manager="direct",
+        haproxy_config_path=env.config_path,
+        haproxy_pidfile=os.path.join(env.workdir, "role.pid"),
+        haproxy_master_socket_path=env.master_socket,
+        haproxy_stats_socket_path=env.socket,
+        haproxy_stats_socket_options="",
+        haproxy_global_log=[],
+        haproxy_global_chroot="",
+        haproxy_switch_map_path=env.map_path,
+        haproxy_reload_timeout=15,
+        haproxy_defaults_timeouts={"connect": "2s", "client": "10s", "server": "10s"},
+        haproxy_defaults_default_server={"inter": env.inter, "fall": 2, "rise": 2},
+        # A changed line per run, so every run renders a new haproxy.cfg and reloads.
+        haproxy_global_extra=["# provisioning run %d" % run],
+        haproxy_frontends=[dict(name="fe_main", binds=[dict(address="127.0.0.1:%d" % env.frontend_port)])],
+        haproxy_backends=[dict(name="backend_blue", health_check_uri="/healthz", servers=servers("blue")),
+                          dict(name="backend_green", health_check_uri="/healthz", servers=servers("green"))],
+    )
+
+
+def write_inventory(env, tmp_path):
+    path = tmp_path / "provision-inventory.ini"
+    path.write_text("[haproxy]\nnode1 ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    return str(path)
+
+
+def task_name(task):
+    """A task's name without the role prefix ("bluegreen.haproxy.haproxy : ")."""
+    return task["task"]["name"].rsplit(" : ", 1)[-1]
+
+
+def reload_results(report):
+    """node1's results of the reload handler (the test callback files them under the flush task)."""
+    return [task["hosts"]["node1"] for play in report["plays"] for task in play["tasks"]
+            if task["hosts"].get("node1", {}).get("action") == "reloaded"]
+
+
+def failed_tasks(report):
+    return [(task_name(task), result.get("msg"))
+            for play in report["plays"] for task in play["tasks"]
+            for result in task["hosts"].values() if result.get("failed")]
+
+
+def dir_listing(env):
+    return sorted(os.listdir(os.path.dirname(env.map_path)))
+
+
+def test_module_reloads_under_load_never_serve_the_file_value(haproxy_env, run_module):
+    drift_to_green(haproxy_env)
+    disk_before = haproxy_env.disk_text()
+    load = start_load(haproxy_env)
+    results = []
+    try:
+        for _ in range(RELOADS):
+            results.append(run_module("haproxy_service", service_args(haproxy_env, state="reloaded")))
+            assert results[-1].get("failed") is not True, results[-1]
+            load.wait_requests(20)
+    finally:
+        load.stop()
+    print("module reloads: %d requests, colors %s, failed %d" % (load.requests, load.colors, load.failed))
+    assert load.wrong({"green"}) == 0, "requests reached blue during the reloads: %s" % load.colors
+    assert load.failed == 0, load.answers
+    assert len({pid for result in results for pid in result["workers"]}) == RELOADS, "each reload: a new worker"
+    for result in results:
+        assert result["staged_map_files"][0]["entries"] == [
+            dict(key="active", runtime_value="backend_green", disk_value="backend_blue")]
+        assert result["restored_runtime_map_entries"] == [], "the new worker loaded green by itself"
+    assert load.colors.get("green", 0) >= 20 * RELOADS
+    assert haproxy_env.map_value() == "backend_green", "runtime still says green"
+    assert haproxy_env.disk_text() == disk_before, "the file still says blue, byte for byte"
+    assert dir_listing(haproxy_env) == ["bluegreen.map"], "no backup or lock left behind"
+
+
+def test_provision_playbook_reloads_under_load_never_move_traffic(haproxy_env, run_playbook, tmp_path):
+    inventory = write_inventory(haproxy_env, tmp_path)
+    # The first run renders the role's configuration over the lab's (and reloads) before the drift.
+    code, report = run_playbook(PROVISION, role_vars(haproxy_env, 0), inventory=inventory)
+    assert code == 0, failed_tasks(report)
+    haproxy_env.wait_all_up()
+    drift_to_green(haproxy_env)
+    disk_before = haproxy_env.disk_text()
+
+    load = start_load(haproxy_env)
+    reloads = []
+    try:
+        for run in range(1, 4):
+            code, report = run_playbook(PROVISION, role_vars(haproxy_env, run), inventory=inventory)
+            assert code == 0, failed_tasks(report)
+            reloads.extend(reload_results(report))
+            load.wait_requests(20)
+    finally:
+        load.stop()
+    print("provision.yml reloads: %d requests, colors %s, failed %d" % (load.requests, load.colors, load.failed))
+    assert load.wrong({"green"}) == 0, "requests reached blue during provisioning: %s" % load.colors
+    assert load.failed == 0, load.answers
+    assert len(reloads) == 3, "every run reloaded HAProxy"
+    for result in reloads:
+        assert [item["map"] for item in result["staged_map_files"]] == [haproxy_env.map_path]
+        assert result["restored_runtime_map_entries"] == []
+    assert haproxy_env.map_value() == "backend_green"
+    assert haproxy_env.disk_text() == disk_before
+    assert dir_listing(haproxy_env) == ["bluegreen.map"]
+
+
+def release_record(**extra):
+    now = time.time()
+    record = dict(owner="awx-job-42", controller="ctl1.example.com", controller_pid=4242,
+                  acquired=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 95)), acquired_epoch=now - 95,
+                  phase="SMOKE", map="/etc/haproxy/maps/bluegreen.map", key="active",
+                  previous="backend_blue", target="backend_green")
+    record.update(extra)
+    return record
+
+
+def snapshot(env, lock_path):
+    with open(env.config_path) as handle:
+        config = handle.read()
+    with open(lock_path) as handle:
+        lock = handle.read()
+    return dict(config=config, disk=env.disk_text(), runtime=env.map_value(), worker=env.worker_pid(),
+                lock=lock, listing=dir_listing(env))
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_provision_is_refused_while_a_release_holds_the_lock(haproxy_env, run_playbook, tmp_path, check):
+    inventory = write_inventory(haproxy_env, tmp_path)
+    drift_to_green(haproxy_env)
+    lock_path = haproxy_env.map_path + ".lock"
+    with open(lock_path, "w") as handle:
+        json.dump(release_record(), handle)
+    before = snapshot(haproxy_env, lock_path)
+
+    # The role's configuration differs from the lab's: an accepted run would rewrite it and reload.
+    code, report = run_playbook(PROVISION, role_vars(haproxy_env, 1), inventory=inventory, check=check)
+
+    assert code != 0
+    failures = failed_tasks(report)
+    assert [name for name, _ in failures] == ["Refuse to provision while a release holds the lock"], failures
+    msg = failures[0][1]
+    for expected in (lock_path, '"awx-job-42"', "phase SMOKE", "s ago", "controller ctl1.example.com",
+                     "switching backend_blue -> backend_green",
+                     "nothing on this node was changed", "wait until the release finished",
+                     "release_lock_force=true", "haproxy_release_lock_path"):
+        assert expected in msg, (expected, msg)
+    age = int(msg.split(" (", 1)[1].split("s ago")[0])
+    assert 95 <= age < 200, msg
+    assert snapshot(haproxy_env, lock_path) == before, "nothing changed: config, map, runtime, worker, lock"
+
+
+def test_provision_respects_a_lock_at_another_path(haproxy_env, run_playbook, tmp_path):
+    inventory = write_inventory(haproxy_env, tmp_path)
+    lock_path = str(tmp_path / "release.lock")
+    with open(lock_path, "w") as handle:
+        json.dump(release_record(phase="PERSIST"), handle)
+    variables = dict(role_vars(haproxy_env, 1), haproxy_release_lock_path=lock_path)
+    code, report = run_playbook(PROVISION, variables, inventory=inventory)
+    assert code != 0
+    assert "phase PERSIST" in failed_tasks(report)[0][1]
+    os.unlink(lock_path)
+    code, report = run_playbook(PROVISION, variables, inventory=inventory)
+    assert code == 0, failed_tasks(report)
+
+
+def test_module_reload_is_refused_while_a_release_holds_the_lock(haproxy_env, run_module):
+    drift_to_green(haproxy_env)
+    lock_path = haproxy_env.map_path + ".lock"
+    with open(lock_path, "w") as handle:
+        json.dump(release_record(), handle)
+    before = snapshot(haproxy_env, lock_path)
+    for check in (True, False):
+        result = run_module("haproxy_service", service_args(haproxy_env, state="reloaded"), check=check)
+        assert result.get("failed") is True, result
+        assert "release lock %s is held by 'awx-job-42'" % lock_path in result["msg"]
+        assert "phase SMOKE" in result["msg"] and "release_lock_force=true" in result["msg"]
+        assert result["lock_holder"]["owner"] == "awx-job-42"
+        assert snapshot(haproxy_env, lock_path) == before
+
+
+def test_check_mode_reports_what_would_be_staged_and_changes_nothing(haproxy_env, run_module):
+    drift_to_green(haproxy_env)
+    worker = haproxy_env.worker_pid()
+    disk_before = haproxy_env.disk_text()
+    result = run_module("haproxy_service", service_args(haproxy_env, state="reloaded"), check=True)
+    assert result["changed"] is True and result["action"] == "reloaded"
+    assert result["staged_map_files"] == [dict(
+        map=haproxy_env.map_path, backup=os.path.join(os.path.dirname(haproxy_env.map_path), ".bluegreen.map.before-reload"),
+        entries=[dict(key="active", runtime_value="backend_green", disk_value="backend_blue")])]
+    assert haproxy_env.worker_pid() == worker
+    assert haproxy_env.disk_text() == disk_before and dir_listing(haproxy_env) == ["bluegreen.map"]
+
+
+def dead_pid():
+    """The PID of a process that has exited (and was reaped)."""
+    import subprocess
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("state", ["started", "reloaded"])
+def test_a_reload_that_died_with_the_file_staged_is_recovered(haproxy_env, run_module, state):
+    """Crash point: killed after the file got the runtime values, before it was put back."""
+    drift_to_green(haproxy_env)
+    original = haproxy_env.disk_text()
+    backup = os.path.join(os.path.dirname(haproxy_env.map_path), ".bluegreen.map.before-reload")
+    with open(backup, "w") as handle:
+        handle.write(original)
+    with open(haproxy_env.map_path, "w") as handle:
+        handle.write(original.replace("active backend_blue", "active backend_green"))
+    lock_path = haproxy_env.map_path + ".lock"
+    record = dict(owner="bluegreen.haproxy.haproxy_service reload", acquired="2026-01-01T00:00:00Z",
+                  acquired_epoch=time.time() - 30, phase="RELOAD: map files hold the runtime values",
+                  maps=[haproxy_env.map_path], module_pid=dead_pid(), module_pid_start="1",
+                  backups={haproxy_env.map_path: backup})
+    with open(lock_path, "w") as handle:
+        json.dump(record, handle)
+
+    # Meanwhile a reload by anyone serves what was live: the staged file says green.
+    load = start_load(haproxy_env)
+    try:
+        haproxy_env.reload()
+        load.wait_requests(20)
+        check = run_module("haproxy_service", service_args(haproxy_env, state=state), check=True)
+        assert os.path.exists(lock_path) and os.path.exists(backup), "check mode recovers nothing"
+        if state == "started":
+            assert check["recovered_reload"][0]["restored_map_files"] == [haproxy_env.map_path]
+        result = run_module("haproxy_service", service_args(haproxy_env, state=state))
+        load.wait_requests(20)
+    finally:
+        load.stop()
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert result["recovered_reload"] == [dict(lock_path=lock_path, holder=record,
+                                               restored_map_files=[haproxy_env.map_path])]
+    assert load.wrong({"green"}) == 0, load.colors
+    assert haproxy_env.disk_text() == original, "the file says blue again, as the release owner left it"
+    assert haproxy_env.map_value() == "backend_green"
+    assert dir_listing(haproxy_env) == ["bluegreen.map"]
+
+
+def test_a_live_reload_lock_is_not_taken_over(haproxy_env, run_module):
+    lock_path = haproxy_env.map_path + ".lock"
+    record = dict(owner="bluegreen.haproxy.haproxy_service reload", acquired="2026-01-01T00:00:00Z",
+                  acquired_epoch=time.time(), phase="RELOAD: reading the runtime maps",
+                  module_pid=os.getpid(), module_pid_start=_start_time(os.getpid()), backups={})
+    with open(lock_path, "w") as handle:
+        json.dump(record, handle)
+    result = run_module("haproxy_service", service_args(haproxy_env, state="reloaded"))
+    assert result.get("failed") is True
+    assert "another reload of this HAProxy by haproxy_service is in progress" in result["msg"]
+    with open(lock_path) as handle:
+        assert json.load(handle) == record
+
+
+def _start_time(pid):
+    with open("/proc/%d/stat" % pid) as handle:
+        return handle.read().rsplit(")", 1)[1].split()[19]
