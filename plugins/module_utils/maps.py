@@ -411,7 +411,7 @@ def diff_maps(runtime, disk):
 def disk_values(plan, keys):
     """{key: value in the map file after the plan}, None when absent or unreadable."""
     text = plan.new_disk_text if plan.new_disk_text is not None else plan.disk_text
-    values = map_text_values(text) if text is not None else {}
+    values = map_text_lookup(text, keys) if text is not None else {}
     return {key: values.get(key) for key in keys}
 
 
@@ -616,7 +616,7 @@ def plan_result(plan, key=None):
         persisted=plan.new_disk_text is not None,
     )
     if key is not None:
-        before_disk = map_text_values(plan.disk_text).get(key) if plan.disk_text is not None else None
+        before_disk = map_text_lookup(plan.disk_text, [key]).get(key) if plan.disk_text is not None else None
         result.update(key=key, previous_value=plan.previous[key], value=plan.desired[key],
                       previous_disk_value=before_disk, disk_value=disk_values(plan, [key])[key])
     return result
