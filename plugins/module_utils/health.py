@@ -334,6 +334,8 @@ def wait_for_health(look, backend, min_healthy, allow_no_check=False, wait_timeo
         sleep(min(poll_interval, remaining))
     waited = round(max(0.0, clock() - started), 3)
     if last_failed:
+        if attempts == 1:
+            raise failures[-1]  # one look, no waiting: its own error says it best
         raise TransientWaitError(backend, waited, attempts, len(failures), failures[-1])
     result["waited"] = waited
     result["attempts"] = attempts

@@ -139,7 +139,9 @@ def test_server_still_rising_fails(haproxy_factory, run_module):
     assert env.runtime("set server backend_green/green1 health down") == "\n"
     env.wait_status("backend_green", "green1", "DOWN")
     env.apps["green1"].start()
-    env.wait_status("backend_green", "green1", "DOWN 1/2", timeout=5)
+    # A poll with a deadline: under load the first passing check can take a few seconds; the step then
+    # lasts a whole fastinter (20 s).
+    env.wait_status("backend_green", "green1", "DOWN 1/2", timeout=15)
 
     result = health(run_module, env)
     assert_unhealthy(result, "green1", "DOWN 1/2")
