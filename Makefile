@@ -8,8 +8,13 @@ COLLECTIONS := $(CURDIR)/.collections
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# ansible-core versions proven besides requirements/test.txt's (meta/runtime.yml requires_ansible).
+MATRIX ?= 2.17.14 2.18.19
+VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+DIST := .tmp/dist
 
-.PHONY: venv collection demo test test-unit test-integration lint sanity molecule images clean
+.PHONY: venv collection demo test test-unit test-integration lint changelog-lint changelog \
+	build ee release-check importer-check matrix sanity molecule images system-demo system-test clean
 
 $(BIN)/.installed: requirements/test.txt requirements/molecule.txt requirements/lint.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +33,42 @@ test-unit: venv collection
 test-integration: venv collection
 	$(BIN)/pytest -q tests/integration
 
-# ansible-lint (production profile, .ansible-lint) and the documentation linter of the
-# Ansible docsite, on every module, plugin and role entry point.
-lint: venv collection
+# ansible-lint (production profile, .ansible-lint), the docsite's documentation linter on every
+# module, plugin and role entry point, and the changelog fragments.
+lint: venv collection changelog-lint
 	$(BIN)/ansible-lint
 	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs .
+
+changelog-lint: venv
+	$(BIN)/antsibull-changelog lint
+	$(BIN)/antsibull-changelog lint-changelog-yaml --no-semantic-versioning changelogs/changelog.yaml
+
+# Writes the release of galaxy.yml's version from changelogs/fragments/ into
+# changelogs/changelog.yaml and CHANGELOG.md (run when cutting a release).
+changelog: venv collection
+	$(BIN)/antsibull-changelog release --version $(VERSION) --update-existing
+
+# The collection tarball, as Galaxy and Automation Hub get it.
+build: venv
+	@mkdir -p $(DIST)
+	$(BIN)/ansible-galaxy collection build --force --output-path $(DIST) .
+
+# The example execution environment: `ansible-builder create` and its galaxy step (scripts/ee.sh).
+ee: venv
+	scripts/ee.sh
+
+# galaxy-importer with Automation Hub's settings on the built tarball (scripts/release-check.sh).
+# It fails while galaxy.yml has no repository (Galaxy and Hub require one); importer-check,
+# which `make test` runs, checks everything else.
+release-check: build
+	scripts/release-check.sh $(DIST)/bluegreen-haproxy-$(VERSION).tar.gz
+
+importer-check: build
+	scripts/release-check.sh --waive-repository $(DIST)/bluegreen-haproxy-$(VERSION).tar.gz
+
+# Unit tests and a cutover and rollback from a plain clone on every other claimed ansible-core.
+matrix: collection
+	scripts/version-matrix.sh $(MATRIX)
 
 sanity: venv
 	scripts/sanity.sh
@@ -43,10 +79,22 @@ molecule: venv collection images
 images:
 	scripts/build-images.sh
 
-test: test-unit test-integration sanity molecule
+test: system-test test-unit lint test-integration sanity ee importer-check matrix molecule
 
-demo: venv collection
+# What the demo and the tests need from the system: installed as root, named in one line otherwise.
+system-demo:
+	@scripts/system-packages.sh haproxy python3-venv
+
+system-test:
+	@scripts/system-packages.sh haproxy python3-venv git openssl shellcheck docker.io debootstrap
+
+demo: system-demo venv collection
 	$(BIN)/python scripts/demo.py
 
 clean:
-	rm -rf $(VENV) $(COLLECTIONS) .tmp
+	rm -rf $(VENV) .venv-matrix $(COLLECTIONS) .tmp
+
+# `make bench`: the collection beside the shell runbook, on loopback, <= 10 minutes; writes docs/benchmarks.md.
+.PHONY: bench
+bench: venv collection
+	$(BIN)/python scripts/bench.py
