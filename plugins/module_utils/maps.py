@@ -185,7 +185,7 @@ def parse_get_map_reply(reply):
     fields = dict(found=False, key=None, value=None, match_type=None, case=None)
     head = line.split(", key=\"", 1)[0]
     for part in head.split(", "):
-        name, _, text = part.partition("=")
+        name, _sep, text = part.partition("=")
         if name == "type" and fields["match_type"] is None:
             fields["match_type"] = text
         elif name == "case":
@@ -196,7 +196,7 @@ def parse_get_map_reply(reply):
         rest = line.split(", key=\"", 1)[1]
         key, separator, rest = rest.partition("\", value=\"")
         if separator:
-            value, separator, _ = rest.rpartition("\", type=\"")
+            value, separator, _type = rest.rpartition("\", type=\"")
             fields.update(key=key, value=value if separator else None)
     return fields
 
@@ -345,12 +345,13 @@ class MapPlan(object):
         return diffs
 
 
-def _single_action(key, previous_value, value):
-    if previous_value == value:
+def _single_action(key, previous, value):
+    """The command that takes `key` from `previous` to `value` (None: absent)."""
+    if previous == value:
         return None
     if value is None:
         return ("del", key)
-    return ("set" if previous_value is not None else "add", key, value)
+    return ("set" if previous is not None else "add", key, value)
 
 
 def plan_single(map_name, key, value, expected_value, previous_value, disk_text, persist):
@@ -364,7 +365,7 @@ def plan_single(map_name, key, value, expected_value, previous_value, disk_text,
         new_disk_text = (remove_map_text_key(disk_text, key) if value is None
                          else set_map_text_values(disk_text, {key: value}))
     return MapPlan(map_name, {key: previous_value}, {key: value},
-                   _single_action(key, previous_value, value), _single_action(key, value, previous_value),
+                   _single_action(key, previous_value, value), _single_action(key, previous=value, value=previous_value),
                    disk_text, new_disk_text)
 
 
@@ -380,9 +381,9 @@ def plan_bulk(map_name, entries, expected_entries, live_entries, disk_text, pers
     mismatches = [key for key, expected in (expected_entries or {}).items()
                   if live.get(key) not in (expected, entries.get(key, expected))]
     if mismatches:
-        details = ", ".join("%s is %s (expected %s)" % (shorten(key), quote(live.get(key)),
-                                                         shorten(expected_entries[key]))
-                            for key in mismatches[:5])
+        details = ", ".join(
+            "%s is %s (expected %s)" % (shorten(key), quote(live.get(key)), shorten(expected_entries[key]))
+            for key in mismatches[:5])
         raise CompareAndSetError(
             "refusing to switch %d keys of %s: %d live values are not the expected ones: %s%s; "
             "nothing was changed" % (len(entries), map_name, len(mismatches), details,

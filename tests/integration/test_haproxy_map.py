@@ -331,7 +331,7 @@ def test_bulk_switch_moves_traffic_and_persists_crlf_file_atomically(haproxy_fac
     env.reload()
     env.wait_all_up()
 
-    result, _ = run_switch(run_playbook, tmp_path, env, persist=True,
+    result, _seconds = run_switch(run_playbook, tmp_path, env, persist=True,
                            entries={"active": "backend_green", "added": "backend_green"})
 
     assert result.get("failed") is not True, result.get("msg")
@@ -344,7 +344,7 @@ def test_bulk_switch_moves_traffic_and_persists_crlf_file_atomically(haproxy_fac
     assert env.get()[1] == "version=green\n"
 
     inode = os.stat(env.map_path).st_ino
-    again, _ = run_switch(run_playbook, tmp_path, env, persist=True, entries={"active": "backend_green"})
+    again, _seconds = run_switch(run_playbook, tmp_path, env, persist=True, entries={"active": "backend_green"})
     assert again["changed"] is False and again["switched_at"] is None
     assert os.stat(env.map_path).st_ino == inode, "a value already live and on disk writes nothing"
 

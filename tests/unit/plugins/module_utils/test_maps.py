@@ -146,7 +146,7 @@ def test_lookup_falls_back_to_one_dump_when_get_map_is_not_exact(monkeypatch):
     monkeypatch.setattr(fake, "command", beg_map)
     assert lookup_runtime_values(client, MAP, ["www.example.com", "other"]) == {
         "www.example.com": "exact", "other": None}
-    assert [line for _, line in fake.log if line.startswith("show map ")] == ["show map " + MAP]
+    assert [line for _stamp, line in fake.log if line.startswith("show map ")] == ["show map " + MAP]
 
 
 def test_wait_until_sleeps_to_the_instant_and_not_when_past():

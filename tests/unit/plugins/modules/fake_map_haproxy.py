@@ -77,7 +77,7 @@ class FakeHAProxy(object):
         self.log.append((time.time(), text.split("\n", 1)[0]))
         if len(text) > BUFSIZE:
             return ""
-        head, _, rest = text.partition("\n")
+        head, _newline, rest = text.partition("\n")
         payload = None
         if head.endswith("<<"):
             payload = rest.split("\n\n", 1)[0].split("\n")
@@ -123,7 +123,7 @@ class FakeHAProxy(object):
             return "type=str, case=sensitive, found=no\n\n"
         if verb == "set map":
             key, value = arguments[1], arguments[2]
-            if not any(entry_key == key for entry_key, _ in fake.entries):
+            if not any(entry_key == key for entry_key, _value in fake.entries):
                 return "entry not found.\n\n"
             fake.entries = [(k, value if k == key else v) for k, v in fake.entries]
             return "\n"
@@ -133,14 +133,14 @@ class FakeHAProxy(object):
                 return "Version number in the future, please use 'prepare map' before.\n\n"
             if payload is not None:
                 for line in payload:
-                    key, _, value = line.partition(" ")
+                    key, _blank, value = line.partition(" ")
                     target.append((key, value.lstrip(" \t")))
             else:
                 target.append((arguments[1], arguments[2]))
             return "\n"
         if verb == "del map":
             key = arguments[1]
-            if not any(entry_key == key for entry_key, _ in fake.entries):
+            if not any(entry_key == key for entry_key, _value in fake.entries):
                 return "Key not found.\n\n"
             fake.entries = [(k, v) for k, v in fake.entries if k != key]
             return "\n"

@@ -108,7 +108,7 @@ def test_single_key_switch_reads_back_and_reports(haproxy):
 
 def test_single_key_read_uses_get_map_not_a_dump(haproxy):
     run(single())
-    assert not [line for _, line in haproxy.log if line.startswith('show map ')], haproxy.log
+    assert not [line for _stamp, line in haproxy.log if line.startswith('show map ')], haproxy.log
 
 
 def test_value_already_live_changes_nothing(haproxy, disk):
@@ -197,7 +197,7 @@ def test_bulk_compare_and_set_mismatch_changes_nothing(haproxy):
     assert outcome.failed
     assert "api.example.com is 'api_blue' (expected api_red)" in outcome.result['msg']
     assert 'nothing was changed' in outcome.result['msg']
-    assert haproxy.writes == [] and not any('prepare' in line for _, line in haproxy.log)
+    assert haproxy.writes == [] and not any('prepare' in line for _stamp, line in haproxy.log)
 
 
 def test_bulk_check_and_diff_mode_predict_with_the_same_shape(haproxy, disk):
@@ -230,7 +230,7 @@ def test_bulk_of_many_keys_is_chunked_below_the_buffer(haproxy):
     entries = {'svc%05d.example.com' % index: 'backend_green_%05d' % index for index in range(3000)}
     outcome = run(bulk(entries))
     assert not outcome.failed, outcome.result['msg']
-    payloads = [line for _, line in haproxy.log if line.endswith('<<')]
+    payloads = [line for _stamp, line in haproxy.log if line.endswith('<<')]
     assert len(payloads) > 5
     assert haproxy.values(MAP)['svc02999.example.com'] == 'backend_green_02999'
     assert haproxy.values(MAP)['legacy'] == 'backend_old'

@@ -85,7 +85,7 @@ def test_keys_return_only_those_keys(haproxy, disk, keys, entries, disk_entries,
 
 def test_keys_never_dump_the_map(haproxy, disk):
     run(dict(map=MAP, map_file=disk, keys=['active', 'shop.example.com']))
-    dumps = [line for _, line in haproxy.log if line.startswith('show map ')]
+    dumps = [line for _stamp, line in haproxy.log if line.startswith('show map ')]
     assert dumps == [], dumps
 
 
