@@ -28,7 +28,6 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
     SmokeOptionError,
-    body_key,
     format_address,
     mask_url,
     parse_url,

@@ -262,12 +262,18 @@ def main():
         module.fail_json(msg=str(exc), changed=False)
 
     try:
+        tls_context = build_tls_context(params["validate_certs"])
+    except Exception as exc:  # e.g. an unreadable system trust store
+        module.fail_json(msg="cannot set up TLS to check the servers (validate_certs=%s): %s"
+                         % (params["validate_certs"], exc), changed=False)
+
+    try:
         servers = query_servers(client, backend)
         result = preflight(
             servers, params["url"], skip_servers=skip_servers, headers=headers, status_codes=status_codes,
             body_regex=body_regex, request_timeout=params["request_timeout"],
             validate_certs=params["validate_certs"], max_body_bytes=params["max_body_bytes"], backend=backend,
-            tls_context=build_tls_context(params["validate_certs"]),
+            tls_context=tls_context,
         )
     except (SmokeOptionError, RuntimeAPIError) as exc:
         module.fail_json(msg=str(exc), changed=False, backend=backend)

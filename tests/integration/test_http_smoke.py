@@ -394,13 +394,13 @@ def test_timeout_bounds_the_whole_request(run_module, raw_server):
     # Issue 7: an answer trickling for 13 s passed with timeout 2 (the timeout bounded each read).
     server = raw_server(trickling_answer)
     url = "http://127.0.0.1:%d/release" % server.port
-    started = time.monotonic()
     result = run_module("http_smoke", {"url": url, "timeout": 2, "body_regex": "version=green"})
-    assert time.monotonic() - started < 12  # ansible's own start-up included; the answer needs 13 s
     assert_clean_failure(result)
     entry = result["results"][0]
     assert entry["error"] == "timed out"
-    assert 1.9 <= entry["elapsed"] < 3.5, entry["elapsed"]
+    # Measured by the module around the request (ansible's own start-up, slow on a busy
+    # machine, is not in it); the whole answer needs 13 s.
+    assert 1.9 <= entry["elapsed"] < 5, entry["elapsed"]
     assert result["msg"] == "1 of 1 request to %s failed: 1 x timed out" % url
 
 
