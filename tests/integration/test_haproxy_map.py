@@ -332,7 +332,7 @@ def test_bulk_switch_moves_traffic_and_persists_crlf_file_atomically(haproxy_fac
     env.wait_all_up()
 
     result, _seconds = run_switch(run_playbook, tmp_path, env, persist=True,
-                           entries={"active": "backend_green", "added": "backend_green"})
+                                  entries={"active": "backend_green", "added": "backend_green"})
 
     assert result.get("failed") is not True, result.get("msg")
     assert result["persisted"] is True and result["disk_changed"] is True
