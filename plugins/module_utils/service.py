@@ -155,8 +155,8 @@ def lock_holder_description(path, holder):
         facts.append("controller %s" % short(holder["controller"], 40))
     if holder.get("module_pid"):
         facts.append("pid %s on %s" % (holder["module_pid"], short(holder.get("host") or "this host", 40)))
-    return "%r since %s (%s)" % (short(holder.get("owner") or "an unknown owner", 60),
-                                  holder.get("acquired", "an unknown time"), ", ".join(facts))
+    owner = short(holder.get("owner") or "an unknown owner", 60)
+    return "%r since %s (%s)" % (owner, holder.get("acquired", "an unknown time"), ", ".join(facts))
 
 
 def release_lock_refusal(path, holder):
