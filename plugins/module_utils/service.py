@@ -138,6 +138,19 @@ def process_start_time(pid):
     return fields[19]
 
 
+def process_started_epoch(pid):
+    """When a live process started, in epoch seconds (to within a second: /proc/stat's btime), None if gone."""
+    start = process_start_time(pid)
+    if start is None:
+        return None
+    try:
+        with open("/proc/stat") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+        return boot + int(start) / float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
 def reload_holder_alive(holder):
     """Whether the process named by one of this module's lock records still runs."""
     start = process_start_time(holder.get("module_pid"))
@@ -687,12 +700,34 @@ class HAProxyService(object):
                     previous_workers=sorted(old_pids), restored_runtime_map_entries=restored,
                     **describe_processes(after))
 
+    def config_newer_than_workers(self, proc):
+        """A description when the config file was written after every current worker started, else None.
+
+        The role writes the file and then reloads (a handler). When that reload
+        did not happen (refused while a release held the lock, the play died),
+        the next run finds the file unchanged and would never notify the handler:
+        the file's age tells instead. A second of slack covers /proc's rounding.
+        """
+        if not proc or not proc.get("workers"):
+            return None
+        try:
+            written = os.stat(self.config).st_mtime
+        except OSError:
+            return None
+        started = [process_started_epoch(worker["pid"]) for worker in proc["workers"]]
+        if any(epoch is None for epoch in started):
+            return None  # not in this PID namespace: cannot tell
+        if written > max(started) + 1.0:
+            return "file written %.0fs after the newest worker started" % (written - max(started))
+        return None
+
     def ensure_started(self, check_mode=False):
-        """Start HAProxy when it is not running; reload it when its last reload failed.
+        """Start HAProxy when it is not running; reload it when its last reload failed or was missed.
 
         After a failed reload the old workers keep serving an older configuration
-        than the file (`[failed: N]` in `show proc`); a re-run must not pass until
-        the file on disk really runs.
+        than the file (`[failed: N]` in `show proc`); after a missed one the file
+        is newer than the workers. A re-run must not pass until the file on disk
+        really runs.
         """
         state = self.status()
         if not state["running"]:
@@ -703,6 +738,12 @@ class HAProxyService(object):
             result = self.reload(check_mode)
             result["msg"] = ("the last reload had failed ([failed: %d] in show proc); reloaded so that the "
                              "configuration on disk runs" % failed)
+            return result
+        newer = self.config_newer_than_workers(proc)
+        if newer:
+            result = self.reload(check_mode)
+            result["msg"] = ("%s was written after the running worker started (%s); a reload was missed or "
+                             "refused (for example by a release lock), so it was reloaded now" % (self.config, newer))
             return result
         return dict(changed=False, action="none", msg="HAProxy runs and its last reload succeeded",
                     **describe_processes(proc))

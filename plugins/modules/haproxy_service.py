@@ -65,7 +65,8 @@ options:
   state:
     description:
       - V(started) starts HAProxy when it is not running, reloads it when the master reports that its
-        last reload failed, and adds to the running maps the keys of O(preserve_maps) files that
+        last reload failed or when O(config) was written after the running workers started (a reload
+        that was missed, for example refused while a release held the lock), and adds to the running maps the keys of O(preserve_maps) files that
         the running maps lack (new services), never changing an existing key. Adding keys takes the
         release lock like a reload (refused while a release holds it).
       - V(reloaded) reloads (or starts) HAProxy and confirms the new configuration runs.

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 from lab import HAPROXY, wait_for
 
@@ -99,3 +100,20 @@ def test_started_starts_a_stopped_haproxy_in_master_worker_mode(haproxy_env, run
     finally:
         with open(pidfile) as handle:
             os.kill(int(handle.read().split()[0]), signal.SIGTERM)
+
+
+def test_started_reloads_when_the_config_was_written_after_the_worker_started(haproxy_env, run_module):
+    """A reload that was missed (refused while a release held the lock, a play that died) is made up for."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.service import process_started_epoch
+
+    worker = haproxy_env.worker_pid()
+    assert run_module("haproxy_service", service_args(haproxy_env, state="started"))["changed"] is False
+    wait_for(lambda: time.time() > process_started_epoch(worker) + 2, what="the worker to be 2 s old")
+    os.utime(haproxy_env.config_path, None)
+
+    check = run_module("haproxy_service", service_args(haproxy_env, state="started"), check=True)
+    assert check["changed"] is True and haproxy_env.worker_pid() == worker
+    result = run_module("haproxy_service", service_args(haproxy_env, state="started"))
+    assert result["action"] == "reloaded" and "was written after the running worker started" in result["msg"]
+    assert haproxy_env.worker_pid() != worker
+    assert run_module("haproxy_service", service_args(haproxy_env, state="started"))["changed"] is False

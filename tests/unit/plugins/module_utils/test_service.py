@@ -308,3 +308,18 @@ def test_release_lock_path_replaces_the_per_map_locks(map_path):
     assert service.lock_paths() == ["/var/lock/release.lock"]
     service.preserve_maps = []
     assert service.lock_paths() == []
+
+
+def test_a_config_written_after_the_workers_started_asks_for_a_reload(map_path, tmp_path):
+    config = tmp_path / "haproxy.cfg"
+    config.write_text("global\n")
+    service = StubService(map_path, outcome=None, runtime=RUNTIME_GREEN)
+    service.config = str(config)
+    me = dict(master=dict(pid=1, failed=0), workers=[dict(pid=os.getpid())], old_workers=[])
+    started = service_module.process_started_epoch(os.getpid())
+    assert started is not None and abs(started - time.time()) < 3600 * 24 * 365
+    os.utime(str(config), (started - 60, started - 60))
+    assert service.config_newer_than_workers(me) is None
+    os.utime(str(config), (started + 60, started + 60))
+    assert "written 60s after the newest worker started" in service.config_newer_than_workers(me)
+    assert service.config_newer_than_workers(dict(me, workers=[dict(pid=dead_pid())])) is None, "cannot tell"
