@@ -72,7 +72,8 @@ class _SmallLoad(threading.Thread):
 
 
 def start_load(env):
-    load = (LoadGenerator or _SmallLoad)([env])
+    # Role runs are slow on a busy machine: the load must outlast several of them.
+    load = (LoadGenerator or _SmallLoad)([env], max_seconds=900)
     load.start()
     load.wait_requests(20)
     return load
@@ -201,6 +202,26 @@ def test_provision_playbook_reloads_under_load_never_move_traffic(haproxy_env, r
     assert haproxy_env.map_value() == "backend_green"
     assert haproxy_env.disk_text() == disk_before
     assert dir_listing(haproxy_env) == ["bluegreen.map"]
+
+
+def test_provision_check_mode_reports_the_staging_and_changes_nothing(haproxy_env, run_playbook, tmp_path):
+    inventory = write_inventory(haproxy_env, tmp_path)
+    drift_to_green(haproxy_env)
+    with open(haproxy_env.config_path) as handle:
+        config = handle.read()
+    worker, disk = haproxy_env.worker_pid(), haproxy_env.disk_text()
+
+    code, report = run_playbook(PROVISION, role_vars(haproxy_env, 1), inventory=inventory, check=True, diff=True)
+
+    assert code == 0, failed_tasks(report)
+    reloads = reload_results(report)
+    assert len(reloads) == 1 and reloads[0]["changed"] is True
+    assert reloads[0]["staged_map_files"][0]["entries"] == [
+        dict(key="active", runtime_value="backend_green", disk_value="backend_blue")]
+    with open(haproxy_env.config_path) as handle:
+        assert handle.read() == config
+    assert haproxy_env.worker_pid() == worker and haproxy_env.disk_text() == disk
+    assert haproxy_env.map_value() == "backend_green" and dir_listing(haproxy_env) == ["bluegreen.map"]
 
 
 def release_record(**extra):
