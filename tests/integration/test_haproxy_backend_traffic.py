@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from lab import LoadGenerator, wait_for
 
 MODULE = "haproxy_backend_traffic"
@@ -124,3 +126,32 @@ def test_unknown_backend_and_tcp_socket(haproxy_env, run_module):
     result = run_module(MODULE, dict(socket=haproxy_env.tcp_socket, backend="backend_purple"))
     assert result.get("failed") is True
     assert result["msg"] == "backend 'backend_purple' does not exist in HAProxy; backends: backend_blue, backend_green"
+
+
+def test_reloads_while_watching_under_load(haproxy_env, run_module):
+    # Green on disk too, so every reload's new worker routes to green as well.
+    with open(haproxy_env.map_path, "w") as handle:
+        handle.write("active backend_green\n")
+    make_green_live(haproxy_env)
+    load = LoadGenerator([haproxy_env])
+    load.start()
+    outcome = {}
+    watcher = threading.Thread(target=lambda: outcome.setdefault(
+        "result", traffic(run_module, haproxy_env, duration=8, interval=0.3, min_requests=20)), daemon=True)
+    try:
+        load.wait_requests(20)
+        watcher.start()
+        reloads = 0
+        # Reload until the watch is over, so reloads fall inside it whatever the start-up time.
+        while watcher.is_alive() and reloads < 30:
+            haproxy_env.reload()
+            reloads += 1
+        watcher.join(timeout=120)
+    finally:
+        load.stop()
+    result = outcome["result"]
+    assert result.get("failed") is not True, result
+    assert (result["judged"], result["passed"], result["error_rate"]) == (True, True, 0.0)
+    assert result["counter_resets"] >= 1
+    assert result["requests"] >= 20
+    assert load.failed == 0, load.answers
