@@ -27,8 +27,8 @@ in hrsp_5xx: adding eresp or econ would count those requests twice (a reset
 even counts twice in eresp alone). The one failure hrsp_5xx misses is a
 response cut off after its status was sent, which srv_abrt counts. Hence:
 
-    failed   = min(requests, Δhrsp_5xx + Δsrv_abrt)
-    requests = Δ(hrsp_1xx + hrsp_2xx + hrsp_3xx + hrsp_4xx + hrsp_5xx + hrsp_other)
+    failed   = min(requests, delta(hrsp_5xx) + delta(srv_abrt))
+    requests = delta(hrsp_1xx + hrsp_2xx + hrsp_3xx + hrsp_4xx + hrsp_5xx + hrsp_other)
     rate     = 100 * failed / requests
 
 A 5xx whose body is also cut off counts twice (it errs towards failing), and
