@@ -377,3 +377,30 @@ def test_a_live_reload_lock_is_not_taken_over(haproxy_env, run_module):
 def _start_time(pid):
     with open("/proc/%d/stat" % pid) as handle:
         return handle.read().rsplit(")", 1)[1].split()[19]
+
+
+def test_provision_finishes_a_reload_that_died(haproxy_env, run_playbook, tmp_path):
+    """The role does not refuse its own module's lock: a dead reload is recovered, not reported as a release."""
+    inventory = write_inventory(haproxy_env, tmp_path)
+    drift_to_green(haproxy_env)
+    original = haproxy_env.disk_text()
+    backup = os.path.join(os.path.dirname(haproxy_env.map_path), ".bluegreen.map.before-reload")
+    with open(backup, "w") as handle:
+        handle.write(original)
+    with open(haproxy_env.map_path, "w") as handle:
+        handle.write(original.replace("active backend_blue", "active backend_green"))
+    lock_path = haproxy_env.map_path + ".lock"
+    with open(lock_path, "w") as handle:
+        json.dump(dict(owner="bluegreen.haproxy.haproxy_service reload", acquired="2026-01-01T00:00:00Z",
+                       acquired_epoch=time.time() - 30, phase="RELOAD: map files hold the runtime values",
+                       module_pid=dead_pid(), module_pid_start="1", backups={haproxy_env.map_path: backup}),
+                  handle)
+
+    code, report = run_playbook(PROVISION, role_vars(haproxy_env, 1), inventory=inventory)
+
+    assert code == 0, failed_tasks(report)
+    recovered = [item for play in report["plays"] for task in play["tasks"]
+                 for item in task["hosts"].get("node1", {}).get("recovered_reload") or []]
+    assert [item["restored_map_files"] for item in recovered] == [[haproxy_env.map_path]]
+    assert haproxy_env.disk_text() == original and dir_listing(haproxy_env) == ["bluegreen.map"]
+    assert haproxy_env.map_value() == "backend_green"
