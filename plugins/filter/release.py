@@ -1,0 +1,531 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Data shaping for the release role, on the controller.
+
+The release playbooks decide with these filters instead of long Jinja: which inputs
+are wrong, which internal names an extra var tries to set, every node's verdict
+after a phase, each node's outcome, the run's outcome and its message. They are
+pure functions of what the playbook hands them, so they are unit tested in
+tests/unit/plugins/filter/test_release.py.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import re
+import socket
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
+    SmokeOptionError,
+    compile_body_regex,
+    parse_resolve,
+    parse_url,
+    validate_headers,
+    validate_status_codes,
+)
+
+# Facts and registered results the engine used before its internal state moved to
+# `_release_*`. Passed as extra vars they would override the engine's own verdicts
+# (extra vars beat set_fact), so a run that sets one is refused.
+OLD_INTERNAL_NAMES = frozenset((
+    "release_failures", "release_fleet_failed", "release_fleet_reasons", "release_fleet_live",
+    "release_switched", "release_switch", "release_rolled_back", "release_rollback", "release_persisted",
+    "release_persist_result", "release_current", "release_live_before", "release_disk_before",
+    "release_map_before", "release_drift_check", "release_current_check", "release_health",
+    "release_smoke", "release_smoke_before", "release_watch", "release_smoke_counts", "release_verify",
+    "release_verify_check", "release_final", "release_node_summary", "release_summary", "release_timings",
+    "release_run_owner", "release_run_started", "release_disk_path", "release_lock_file",
+    "release_lock_taken", "release_lock_result", "release_status", "release_status_map",
+    "release_status_health", "release_persist_live", "release_rollback_live", "release_gate_phase",
+    "release_verify_phase", "release_verify_value", "release_smoke_phase", "release_smoke_backend",
+    "release_smoke_watch", "release_persist_phase", "release_persist_value", "release_step",
+))
+
+INTERNAL_PREFIX = "_release_"
+LEFT_THE_PLAY = "left the play (unreachable or an unexpected error)"
+SHORT = 80
+
+
+def short(value, limit=SHORT):
+    """At most `limit` characters of a value, for messages."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def refused_names(names):
+    """The names among `names` no input may set: `_release_*` and the engine's old internal names."""
+    return sorted(set(str(name) for name in names
+                      if str(name).startswith(INTERNAL_PREFIX) or str(name) in OLD_INTERNAL_NAMES))
+
+
+def default_body_regex(backend):
+    """What a backend answers when release_smoke_bodies does not name it: version=<name without backend_>."""
+    return "version=" + re.escape(re.sub(r"^backend_", "", str(backend)))
+
+
+def body_regex(backend, bodies=None):
+    """The regex `backend`'s smoke answer must match."""
+    bodies = bodies or {}
+    if not isinstance(bodies, dict):
+        raise AnsibleFilterError("release_smoke_bodies must be a dict of backend -> regex, got %s" % short(bodies))
+    if backend in bodies and bodies[backend] not in (None, ""):
+        return str(bodies[backend])
+    return default_body_regex(backend)
+
+
+def _number(errors, name, value, kind, minimum=None, above=None, maximum=None):
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value)
+        if kind is int and isinstance(value, float) and value != number:
+            raise ValueError
+        if isinstance(number, float) and math.isnan(number):
+            raise ValueError
+    except (TypeError, ValueError):
+        errors.append("%s must be a%s number, got %s" % (name, "n integer" if kind is int else "", short(value)))
+        return None
+    if minimum is not None and number < minimum:
+        errors.append("%s must be >= %s, got %s" % (name, minimum, short(value)))
+    elif above is not None and number <= above:
+        errors.append("%s must be > %s, got %s" % (name, above, short(value)))
+    elif maximum is not None and number > maximum:
+        errors.append("%s must be <= %s, got %s" % (name, maximum, short(value)))
+    return number
+
+
+def input_errors(inputs):
+    """Every problem with the run's inputs, as a list of messages (empty: all good).
+
+    `inputs` holds the release_* variables without their prefix. The smoke options are
+    parsed and every body regex compiled with the same functions http_smoke uses on the
+    node, so a typo is found before any node switches.
+    """
+    errors = []
+    action = inputs.get("action", "cutover")
+    if inputs.get("persist") not in ("on_success", "manual"):
+        errors.append("release_persist must be on_success or manual, got %s" % short(inputs.get("persist")))
+    _number(errors, "release_smoke_requests", inputs.get("smoke_requests"), int, minimum=1)
+    _number(errors, "release_smoke_timeout", inputs.get("smoke_timeout"), float, above=0)
+    _number(errors, "release_watch_seconds", inputs.get("watch_seconds"), int, minimum=0)
+    _number(errors, "release_watch_interval", inputs.get("watch_interval"), float, above=0)
+    _number(errors, "release_health_wait", inputs.get("health_wait"), int, minimum=0)
+    _number(errors, "release_max_error_rate", inputs.get("max_error_rate"), float, minimum=0, maximum=100)
+    _number(errors, "release_min_requests", inputs.get("min_requests"), int, minimum=1)
+    _number(errors, "release_clock_tolerance", inputs.get("clock_tolerance"), float, above=0)
+    _number(errors, "release_switch_lead", inputs.get("switch_lead"), float, minimum=0, maximum=600)
+
+    backends = inputs.get("backends")
+    if not isinstance(backends, list) or not backends or not all(isinstance(b, str) and b for b in backends):
+        errors.append("release_backends must be a non-empty list of backend names, got %s" % short(backends))
+        backends = []
+    target = inputs.get("target")
+    if not isinstance(target, str):
+        errors.append("release_target must be a backend name, got %s" % short(target))
+        target = ""
+    elif not target and action == "cutover":
+        errors.append("release_target is empty: name the backend to make live, e.g. -e release_target=backend_green")
+    if target and (target != target.strip() or any(c in target for c in " \t\r\n\0;#")):
+        errors.append("release_target %s is not a backend name (no blanks, ';' or '#')" % short(target))
+    skip = inputs.get("preflight_skip_servers", [])
+    if not isinstance(skip, list) or not all(isinstance(name, str) for name in skip):
+        errors.append("release_preflight_skip_servers must be a list of server names, got %s" % short(skip))
+
+    for name, check in (
+        ("release_smoke_url", lambda: parse_url(inputs.get("smoke_url"))),
+        ("release_smoke_resolve",
+         lambda: inputs.get("smoke_resolve") in (None, "") or parse_resolve(inputs.get("smoke_resolve"))),
+        ("release_smoke_status_codes", lambda: validate_status_codes(inputs.get("smoke_status_codes"))),
+        ("release_smoke_headers", lambda: validate_headers(inputs.get("smoke_headers"))),
+    ):
+        try:
+            if name == "release_smoke_status_codes" and not isinstance(inputs.get("smoke_status_codes"), list):
+                raise SmokeOptionError("status codes must be a list, got %s" % short(inputs.get("smoke_status_codes")))
+            if name == "release_smoke_headers" and not isinstance(inputs.get("smoke_headers") or {}, dict):
+                raise SmokeOptionError("headers must be a dict, got %s" % short(inputs.get("smoke_headers")))
+            check()
+        except SmokeOptionError as exc:
+            errors.append("%s: %s" % (name, short(str(exc), 200)))
+
+    bodies = inputs.get("smoke_bodies") or {}
+    if not isinstance(bodies, dict):
+        errors.append("release_smoke_bodies must be a dict of backend -> regex, got %s" % short(bodies))
+        bodies = {}
+    for backend in sorted(set(backends) | set(bodies) | ({target} if target else set())):
+        try:
+            compile_body_regex(body_regex(backend, bodies))
+        except SmokeOptionError as exc:
+            errors.append("release_smoke_bodies[%s]: %s" % (short(backend, 40), short(str(exc), 200)))
+    return errors
+
+
+def _hostvar(hostvars, host, name, default=None):
+    try:
+        node = hostvars[host]
+        return node[name] if name in node else default
+    except (KeyError, TypeError):
+        return default
+
+
+def fleet_reasons(hostvars, all_hosts, play_hosts):
+    """Every node's reasons to stop the fleet, as 'host: reason' (nodes that left the play included)."""
+    reasons = []
+    for host in all_hosts:
+        if host not in play_hosts:
+            reasons.append("%s: %s" % (host, LEFT_THE_PLAY))
+            continue
+        for reason in _hostvar(hostvars, host, "_release_failures", []) or []:
+            reasons.append("%s: %s" % (host, reason))
+    return reasons
+
+
+def already_live(hostvars, all_hosts, play_hosts):
+    """True when every node already runs its target at runtime and on disk and no lock is held.
+
+    Decided from READ, before any lock is taken: such a run changes nothing, not even a lock file.
+    """
+    if not all_hosts or set(all_hosts) != set(play_hosts):
+        return False
+    for host in all_hosts:
+        target = _hostvar(hostvars, host, "_release_target")
+        lock = _hostvar(hostvars, host, "_release_lock_seen", {}) or {}
+        if _hostvar(hostvars, host, "_release_failures", []) or not target:
+            return False
+        if _hostvar(hostvars, host, "_release_live") != target or _hostvar(hostvars, host, "_release_disk") != target:
+            return False
+        if isinstance(lock, dict) and lock.get("held"):
+            return False
+    return True
+
+
+def live_from(result, key):
+    """The runtime value of `key` a haproxy_map or haproxy_map_info result shows, or None."""
+    if not isinstance(result, dict) or result.get("failed") or result.get("skipped"):
+        return None
+    for field in ("runtime_entries", "entries"):
+        entries = result.get(field)
+        if isinstance(entries, dict) and key in entries:
+            return entries[key]
+    if "value" in result and result.get("key") in (None, key):
+        return result.get("value")
+    return None
+
+
+def disk_from(result, key):
+    """The map-file value of `key` a haproxy_map or haproxy_map_info result shows, or None."""
+    if not isinstance(result, dict) or result.get("failed") or result.get("skipped"):
+        return None
+    entries = result.get("disk_entries")
+    if isinstance(entries, dict):
+        return entries.get(key)
+    if "disk_value" in result:
+        return result.get("disk_value")
+    return None
+
+
+def node_outcome(node):
+    """One word for what happened on a node.
+
+    `node` keys: left (bool: not in the play any more), switched (the switch changed the
+    live value), rolled_back, failures (list), fleet_failed, unchanged (value already live),
+    checked (check mode).
+    """
+    switched = bool(node.get("switched"))
+    if node.get("left"):
+        return "not rolled back" if switched and not node.get("rolled_back") else \
+            ("rolled back" if node.get("rolled_back") else "left the play")
+    if node.get("rolled_back"):
+        return "rolled back"
+    if node.get("failures"):
+        return "failed"
+    if node.get("fleet_failed"):
+        return "not rolled back" if switched else "refused"
+    if node.get("checked"):
+        return "checked"
+    if switched:
+        return "switched"
+    return "unchanged"
+
+
+def _ran(result):
+    return isinstance(result, dict) and bool(result) and not result.get("skipped")
+
+
+def _ok(result):
+    return _ran(result) and not result.get("failed") and not result.get("unreachable")
+
+
+def node_summary(hostvars, host, key, persist="on_success", check_mode=False, finished=None):
+    """What happened on one node that is still in the play, from its own registered results.
+
+    The live and disk values come from the last step that wrote or read them: the rollback,
+    else PERSIST, else the switch (the disk then still has the old value), else READ.
+    """
+    def var(name, default=None):
+        return _hostvar(hostvars, host, name, default)
+
+    read, switch = var("_release_read", {}) or {}, var("_release_switch", {}) or {}
+    persisted, rollback = var("_release_persist", {}) or {}, var("_release_rollback", {}) or {}
+    failures = list(var("_release_failures", []) or [])
+    switched, rolled_back = bool(var("_release_switched", False)), bool(var("_release_rolled_back", False))
+    runtime, disk = live_from(read, key), disk_from(read, key)
+    if _ok(switch):
+        runtime = live_from(switch, key)
+    for result in (persisted, rollback):
+        if _ok(result):
+            runtime, disk = live_from(result, key), disk_from(result, key)
+    if (persist == "on_success" or rolled_back) and switched and not check_mode and runtime != disk:
+        failures.append("INVARIANT: runtime says %s but disk says %s; a reload would move traffic" % (runtime, disk))
+    health = var("_release_health", {}) or {}
+    smoke = {}
+    for phase, name in (("PRECHECK", "_release_smoke_current"), ("SMOKE", "_release_smoke"),
+                        ("WATCH", "_release_watch"), ("ROLLBACK SMOKE", "_release_rollback_smoke")):
+        result = var(name, {}) or {}
+        if _ran(result) and "passed_count" in result:
+            smoke[phase] = dict(passed=result.get("passed_count", 0), failed=result.get("failed_count", 0))
+    traffic = var("_release_traffic", {}) or {}
+    preflight = var("_release_preflight", {}) or {}
+    outcome = node_outcome(dict(switched=switched, rolled_back=rolled_back, failures=failures,
+                                fleet_failed=var("_release_fleet_failed", False), checked=check_mode))
+    timings = var("_release_timings", {}) or {}
+    run = var("_release_run", {}) or {}
+    return dict(
+        outcome=outcome,
+        switched=switched,
+        target=var("_release_target"),
+        previous=var("_release_live"),
+        live_runtime=runtime,
+        live_disk=disk,
+        drift=None if runtime is None or disk is None else runtime != disk,
+        target_health=dict(healthy=health.get("healthy_count"), total=health.get("total"))
+        if _ran(health) and "total" in health else None,
+        preflight=dict(passed=preflight.get("passed_count"), failed=preflight.get("failed_servers", []))
+        if _ran(preflight) and "passed_count" in preflight else None,
+        traffic=dict((name, traffic.get(name)) for name in ("requests", "errors", "error_rate", "judged"))
+        if _ran(traffic) and "judged" in traffic else None,
+        smoke=smoke,
+        switched_at=switch.get("switched_at") if _ran(switch) else None,
+        late_by=switch.get("late_by") if _ran(switch) else None,
+        failures=failures,
+        timings=seconds_since(timings, run.get("started", 0), finished),
+        lock_kept=False,
+    )
+
+
+def left_node_summary(hostvars, host, key):
+    """The report of a node that left the play: what it was last seen doing."""
+    switch = _hostvar(hostvars, host, "_release_switch", {}) or {}
+    armed = _ok(_hostvar(hostvars, host, "_release_switch_job", {}) or {})
+    switched = bool(_ok(switch) and (switch.get("changed") or switch.get("switched_at") is not None))
+    # Armed, and the result never came back: it may well have switched.
+    unknown = armed and not _ok(switch)
+    rolled_back = bool(_hostvar(hostvars, host, "_release_rolled_back", False))
+    live = live_from(_hostvar(hostvars, host, "_release_rollback", {}), key) if rolled_back else None
+    if live is None:
+        live = live_from(switch, key) if _ok(switch) else live_from(_hostvar(hostvars, host, "_release_read", {}), key)
+    locked = bool(_hostvar(hostvars, host, "_release_lock_taken", False))
+    lock = "its lock is kept" if locked else "it holds no lock of this run"
+    outcome = node_outcome(dict(left=True, switched=switched or unknown, rolled_back=rolled_back))
+    if outcome == "not rolled back" and unknown:
+        note = ("not rolled back: its switch to %s was armed and no result came back; last seen live value %s "
+                "(before the switch); %s" % (_hostvar(hostvars, host, "_release_target"), live, lock))
+    elif outcome == "not rolled back":
+        note = "not rolled back: last seen live value %s; %s" % (live, lock)
+    else:
+        note = "left the play; last seen live value %s; %s" % (live, lock)
+    return dict(outcome=outcome, switched=switched or unknown, live_runtime=None, live_disk=None,
+                last_seen_live=live, left=True, lock_kept=locked, failures=[note], note=note,
+                switched_at=switch.get("switched_at") if _ok(switch) else None)
+
+
+def fleet_summary(hostvars, all_hosts, play_hosts, key):
+    """{host: node summary}: the node's own `_release_node` when it reported, else what it was last seen doing."""
+    summary = {}
+    for host in all_hosts:
+        node = _hostvar(hostvars, host, "_release_node") if host in play_hosts else None
+        summary[host] = dict(node) if isinstance(node, dict) else left_node_summary(hostvars, host, key)
+    return summary
+
+
+def _lives(summary):
+    return set(node.get("live_runtime") for node in summary.values() if not node.get("left"))
+
+
+def run_outcome(summary):
+    """The run's outcome from the fleet summary: succeeded | unchanged | checked | failed | split.
+
+    `split` means the nodes may serve different versions now: a node that left the play after
+    its switch, or final live values that differ across the nodes still in the play.
+    """
+    outcomes = [node.get("outcome") for node in summary.values()]
+    if "not rolled back" in outcomes or len(_lives(summary)) > 1:
+        return "split"
+    if any(node.get("failures") for node in summary.values()):
+        return "failed"
+    if outcomes and all(o == "unchanged" for o in outcomes):
+        return "unchanged"
+    if outcomes and all(o == "checked" for o in outcomes):
+        return "checked"
+    return "succeeded"
+
+
+def run_message(summary, action, target, previous):
+    """The message a failed run ends with: what happened to the fleet, then every node's reasons.
+
+    It says every node was rolled back only when each one was; a node that left the play after
+    its switch makes the fleet split, and the message says where that node was last seen.
+    """
+    outcomes = dict((host, node.get("outcome")) for host, node in summary.items())
+    head = "%s to %s failed" % (action, target)
+    if run_outcome(summary) == "split":
+        parts = []
+        for host, node in sorted(summary.items()):
+            if node.get("left"):
+                parts.append("%s %s" % (host, node.get("outcome")))
+            else:
+                parts.append("%s %s (live %s)" % (host, node.get("outcome"), node.get("live_runtime")))
+        head += "; the fleet is split: %s" % ", ".join(parts)
+    elif outcomes and all(outcome == "rolled back" for outcome in outcomes.values()):
+        head += "; every node was rolled back to %s" % previous
+    elif "rolled back" in outcomes.values():
+        head += "; %s" % ", ".join("%s %s" % (host, outcome) for host, outcome in sorted(outcomes.items()))
+    elif not any(node.get("switched") for node in summary.values()):
+        head += ", nothing was switched"
+    reasons = ["%s: %s" % (host, failure) for host, node in summary.items() for failure in node.get("failures") or []]
+    return "%s: %s" % (head, "; ".join(reasons) if reasons else "see the report")
+
+
+def node_status(map_info, key, lock_info=None, health_results=None):
+    """status.yml's report of one node: values, drift, the lock, and whether the lock explains the drift."""
+    runtime, disk = live_from(map_info, key), disk_from(map_info, key)
+    drift = runtime is not None and disk is not None and runtime != disk or (runtime is None) != (disk is None)
+    lock_info = lock_info if isinstance(lock_info, dict) else {}
+    holder = lock_info.get("holder")
+    lock = dict(held=bool(lock_info.get("held")), holder=holder, age=lock_info.get("age"))
+    status = dict(runtime=runtime, disk=disk, drift=bool(drift), drift_keys=(map_info or {}).get("drift_keys", []),
+                  lock=lock, drift_reason=None, backends={})
+    if drift and lock["held"] and isinstance(holder, dict) and holder.get("key", key) == key \
+            and runtime == holder.get("target") and disk == holder.get("previous"):
+        status["drift_reason"] = (
+            "explained by the release lock: run %s (controller %s pid %s, phase %s) switched %s from %s to %s and "
+            "did not persist it; if that run is gone, rollback.yml -e release_lock_force=true returns to %s"
+            % (holder.get("owner"), holder.get("controller"), holder.get("controller_pid"), holder.get("phase"),
+               key, holder.get("previous"), holder.get("target"), holder.get("previous")))
+    elif drift and lock["held"]:
+        status["drift_reason"] = "a release holds the lock (%s, phase %s); its record does not match this drift" % (
+            (holder or {}).get("owner", "unknown owner"), (holder or {}).get("phase"))
+    elif drift:
+        status["drift_reason"] = "not explained by a release lock: persist.yml writes the live value, or fix the file"
+    for result in health_results or []:
+        backend = result.get("item")
+        status["backends"][backend] = dict(
+            healthy=bool(result.get("healthy", False)), healthy_count=result.get("healthy_count"),
+            total=result.get("total"), unhealthy_servers=result.get("unhealthy_servers", []),
+            error=result.get("msg") if result.get("failed") else None)
+    return status
+
+
+def fleet_status(statuses, all_hosts, play_hosts):
+    """Whether the nodes run one value: {consistent, runtime: {value: [hosts]}, disk: {...}, missing, message}."""
+    runtime, disk = {}, {}
+    for host, status in sorted((statuses or {}).items()):
+        runtime.setdefault(str(status.get("runtime")), []).append(host)
+        disk.setdefault(str(status.get("disk")), []).append(host)
+    missing = [host for host in all_hosts if host not in play_hosts]
+    consistent = len(runtime) <= 1 and not missing
+    if len(runtime) > 1:
+        message = "the fleet is split: nodes disagree on the live value (%s)" % "; ".join(
+            "%s on %s" % (value, ", ".join(hosts)) for value, hosts in sorted(runtime.items()))
+    elif missing:
+        message = "could not read %s: the fleet may be split" % ", ".join(missing)
+    else:
+        message = "every node runs %s" % (next(iter(runtime)) if runtime else "nothing")
+    return dict(consistent=consistent, runtime=runtime, disk=disk, missing=missing, message=message)
+
+
+def seconds_since(timings, started, finished=None):
+    """{phase: seconds from the start of the run} for a node's epoch timestamps."""
+    result = {}
+    items = dict(timings or {})
+    if finished is not None:
+        items["finished"] = finished
+    for phase, at in items.items():
+        try:
+            result[phase] = round(float(at) - float(started), 2)
+        except (TypeError, ValueError):
+            result[phase] = None
+    return result
+
+
+def switch_spread(summary):
+    """{first, last, spread_ms, late_ms}: when the nodes switched, from each node's `switched_at`."""
+    times = sorted(float(node["switched_at"]) for node in summary.values()
+                   if isinstance(node, dict) and node.get("switched_at") is not None)
+    if not times:
+        return dict(nodes=0, first=None, last=None, spread_ms=None)
+    return dict(nodes=len(times), first=times[0], last=times[-1], spread_ms=round((times[-1] - times[0]) * 1000, 1))
+
+
+def switch_lead(hosts, forks, configured=0, module_seconds=0):
+    """Seconds between choosing the switch instant and the instant itself.
+
+    Every node's switch must be armed before the instant. Arming runs in batches of `forks`
+    nodes, each about as long as one module run (`module_seconds`, measured when the lock was
+    taken; at least half a second), with half a second to spare.
+    """
+    if configured and float(configured) > 0:
+        return float(configured)
+    batches = max(1, int(math.ceil(max(1, int(hosts)) / float(max(1, int(forks or 5))))))
+    per_batch = max(0.5, 1.5 * float(module_seconds or 0))
+    return round(0.5 + batches * per_batch, 1)
+
+
+def controller(_value=None):
+    """{controller, controller_pid}: this controller's name and the ansible-playbook process.
+
+    Templating runs in a forked worker; its parent is the ansible-playbook process, which
+    lives as long as the run does (a module's pid does not).
+    """
+    parent = multiprocessing.parent_process()
+    return dict(controller=socket.getfqdn(), controller_pid=parent.pid if parent is not None else os.getpid())
+
+
+
+
+def clock_offset(node_epoch, before, after, tolerance):
+    """None when the node's clock reading lies in [before, after] give or take `tolerance`; else the offset."""
+    node_epoch, before, after = float(node_epoch), float(before), float(after)
+    if node_epoch < before - float(tolerance):
+        return round(node_epoch - before, 3)
+    if node_epoch > after + float(tolerance):
+        return round(node_epoch - after, 3)
+    return None
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "release_refused_names": refused_names,
+            "release_body_regex": body_regex,
+            "release_input_errors": input_errors,
+            "release_fleet_reasons": fleet_reasons,
+            "release_already_live": already_live,
+            "release_live_from": live_from,
+            "release_disk_from": disk_from,
+            "release_node_outcome": node_outcome,
+            "release_fleet_summary": fleet_summary,
+            "release_node_summary": node_summary,
+            "release_run_outcome": run_outcome,
+            "release_run_message": run_message,
+            "release_seconds_since": seconds_since,
+            "release_node_status": node_status,
+            "release_fleet_status": fleet_status,
+            "release_switch_spread": switch_spread,
+            "release_switch_lead": switch_lead,
+            "release_controller": controller,
+            "release_clock_offset": clock_offset,
+        }

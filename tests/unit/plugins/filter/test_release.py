@@ -1,0 +1,316 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests for the release role's filter plugin (plugins/filter/release.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+_COLLECTIONS = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections')
+if os.path.isdir(_COLLECTIONS):
+    sys.path.insert(0, os.path.abspath(_COLLECTIONS))
+
+from ansible_collections.bluegreen.haproxy.plugins.filter import release  # noqa: E402
+from ansible_collections.bluegreen.haproxy.plugins.filter.release import FilterModule  # noqa: E402
+
+KEY = "active"
+
+
+def good_inputs(**changes):
+    inputs = dict(action="cutover", target="backend_green", backends=["backend_blue", "backend_green"],
+                  persist="on_success", smoke_url="http://release.test/release", smoke_resolve="127.0.0.1:8080",
+                  smoke_status_codes=[200], smoke_headers={}, smoke_bodies={}, smoke_requests=10, smoke_timeout=5,
+                  watch_seconds=0, watch_interval=1, health_wait=30, max_error_rate=1.0, min_requests=20,
+                  clock_tolerance=0.5, switch_lead=0, preflight_skip_servers=[])
+    inputs.update(changes)
+    return inputs
+
+
+# ---------------------------------------------------------------- refused names
+
+def test_refused_names_are_internal_and_old_internal_names_only():
+    names = ["release_target", "release_failures", "_release_failures", "_release_anything", "release_smoke_url",
+             "release_fleet_failed", "release_switched"]
+    assert release.refused_names(names) == ["_release_anything", "_release_failures", "release_failures",
+                                            "release_fleet_failed", "release_switched"]
+
+
+def test_no_documented_input_is_refused():
+    spec = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, "roles", "release", "defaults", "main.yml")
+    with open(spec) as handle:
+        names = [line.split(":")[0] for line in handle if line.startswith("release_")]
+    assert names and release.refused_names(names) == []
+
+
+# ---------------------------------------------------------------- inputs
+
+def test_good_inputs_have_no_errors():
+    assert release.input_errors(good_inputs()) == []
+
+
+@pytest.mark.parametrize("changes, expected", [
+    (dict(smoke_url="htp://release.test/release"), "release_smoke_url"),
+    (dict(smoke_url="release.test/release"), "release_smoke_url"),
+    (dict(smoke_resolve="127.0.0.1:80800"), "release_smoke_resolve"),
+    (dict(smoke_status_codes=[200, 999]), "release_smoke_status_codes"),
+    (dict(smoke_status_codes="200"), "release_smoke_status_codes"),
+    (dict(smoke_bodies={"backend_blue": "version=(blue"}), "release_smoke_bodies[backend_blue]"),
+    (dict(smoke_bodies={"backend_other": "("}), "release_smoke_bodies[backend_other]"),
+    (dict(smoke_bodies="version=green"), "release_smoke_bodies must be a dict"),
+    (dict(smoke_headers={"bad name": "x"}), "release_smoke_headers"),
+    (dict(persist="always"), "release_persist"),
+    (dict(smoke_requests=0), "release_smoke_requests"),
+    (dict(smoke_requests="ten"), "release_smoke_requests"),
+    (dict(watch_seconds=-1), "release_watch_seconds"),
+    (dict(watch_interval=0), "release_watch_interval"),
+    (dict(max_error_rate=101), "release_max_error_rate"),
+    (dict(min_requests=0), "release_min_requests"),
+    (dict(clock_tolerance=0), "release_clock_tolerance"),
+    (dict(target=""), "release_target is empty"),
+    (dict(target="backend green"), "is not a backend name"),
+    (dict(backends=[]), "release_backends"),
+    (dict(preflight_skip_servers="green2"), "release_preflight_skip_servers"),
+])
+def test_each_bad_input_is_named(changes, expected):
+    errors = release.input_errors(good_inputs(**changes))
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+def test_rollback_may_leave_the_target_to_the_engine():
+    assert release.input_errors(good_inputs(action="rollback", target="")) == []
+
+
+def test_an_empty_resolve_is_allowed():
+    assert release.input_errors(good_inputs(smoke_resolve="")) == []
+
+
+def test_a_long_bad_value_is_quoted_short():
+    errors = release.input_errors(good_inputs(persist="x" * 1000))
+    assert len(errors[0]) < 200
+
+
+# ---------------------------------------------------------------- body regex
+
+@pytest.mark.parametrize("backend, bodies, expected", [
+    ("backend_green", {}, "version=green"),
+    ("backend_green", {"backend_green": "v=2\\.0"}, "v=2\\.0"),
+    ("backend_green", {"backend_green": ""}, "version=green"),
+    ("blue.v2", None, "version=blue\\.v2"),
+])
+def test_body_regex(backend, bodies, expected):
+    assert release.body_regex(backend, bodies) == expected
+
+
+# ---------------------------------------------------------------- fleet verdicts
+
+def test_fleet_reasons_name_every_failure_and_every_node_that_left():
+    hostvars = {"node1": {"_release_failures": []},
+                "node2": {"_release_failures": ["PRECHECK: green2 (MAINT)", "LOCK: held"]},
+                "node3": {"_release_failures": []}}
+    reasons = release.fleet_reasons(hostvars, ["node1", "node2", "node3"], ["node1", "node2"])
+    assert reasons == ["node2: PRECHECK: green2 (MAINT)", "node2: LOCK: held", "node3: " + release.LEFT_THE_PLAY]
+
+
+def test_fleet_reasons_are_empty_when_every_node_passed():
+    assert release.fleet_reasons({"a": {"_release_failures": []}, "b": {}}, ["a", "b"], ["a", "b"]) == []
+
+
+def node_vars(live="backend_blue", disk="backend_blue", target="backend_green", held=False, failures=()):
+    return {"_release_live": live, "_release_disk": disk, "_release_target": target,
+            "_release_lock_seen": {"held": held}, "_release_failures": list(failures)}
+
+
+def test_already_live_only_when_every_node_runs_the_target_at_runtime_and_on_disk():
+    live = node_vars(live="backend_green", disk="backend_green")
+    assert release.already_live({"a": live, "b": live}, ["a", "b"], ["a", "b"]) is True
+    assert release.already_live({"a": live, "b": node_vars()}, ["a", "b"], ["a", "b"]) is False
+    assert release.already_live({"a": live, "b": dict(live, _release_disk="backend_blue")}, ["a", "b"], ["a", "b"]) is False
+    assert release.already_live({"a": live, "b": dict(live, _release_lock_seen={"held": True})}, ["a", "b"], ["a", "b"]) is False
+    assert release.already_live({"a": live, "b": live}, ["a", "b"], ["a"]) is False
+    assert release.already_live({"a": dict(live, _release_failures=["READ: x"])}, ["a"], ["a"]) is False
+
+
+# ---------------------------------------------------------------- outcomes
+
+@pytest.mark.parametrize("node, outcome", [
+    (dict(switched=True), "switched"),
+    (dict(), "unchanged"),
+    (dict(fleet_failed=True), "refused"),
+    (dict(fleet_failed=True, switched=True), "not rolled back"),
+    (dict(fleet_failed=True, switched=True, rolled_back=True), "rolled back"),
+    (dict(failures=["SMOKE: x"], switched=True, rolled_back=True), "rolled back"),
+    (dict(failures=["PRECHECK: x"]), "failed"),
+    (dict(checked=True), "checked"),
+    (dict(left=True, switched=True), "not rolled back"),
+    (dict(left=True), "left the play"),
+])
+def test_node_outcome(node, outcome):
+    assert release.node_outcome(node) == outcome
+
+
+def switched_node(host_failures=(), rolled_back=False, persisted=True):
+    node = {
+        "_release_read": {"entries": {KEY: "backend_blue"}, "disk_entries": {KEY: "backend_blue"}},
+        "_release_switch": {"changed": True, "runtime_entries": {KEY: "backend_green"}, "switched_at": 100.05,
+                            "late_by": 0.0, "finished": 1},
+        "_release_switch_job": {"ansible_job_id": "1", "started": 1, "finished": 0},
+        "_release_switched": True, "_release_rolled_back": rolled_back, "_release_failures": list(host_failures),
+        "_release_target": "backend_green", "_release_live": "backend_blue", "_release_lock_taken": True,
+        "_release_fleet_failed": bool(host_failures) or rolled_back,
+        "_release_timings": {"precheck": 101.0, "switch": 102.5}, "_release_run": {"started": 100.0},
+    }
+    if persisted:
+        node["_release_persist"] = {"changed": True, "value": "backend_green", "disk_value": "backend_green"}
+    if rolled_back:
+        node["_release_rollback"] = {"changed": True, "value": "backend_blue", "disk_value": "backend_blue",
+                                     "runtime_entries": {KEY: "backend_blue"}}
+    return node
+
+
+def test_node_summary_comes_from_persist_and_the_switch():
+    summary = release.node_summary({"n1": switched_node()}, "n1", KEY, finished=103.0)
+    assert summary["outcome"] == "switched"
+    assert (summary["live_runtime"], summary["live_disk"], summary["drift"]) == ("backend_green", "backend_green", False)
+    assert summary["switched_at"] == 100.05
+    assert summary["timings"] == {"precheck": 1.0, "switch": 2.5, "finished": 3.0}
+    assert summary["failures"] == []
+
+
+def test_node_summary_with_manual_persistence_shows_the_drift_without_failing():
+    summary = release.node_summary({"n1": switched_node(persisted=False)}, "n1", KEY, persist="manual")
+    assert (summary["live_runtime"], summary["live_disk"], summary["drift"]) == ("backend_green", "backend_blue", True)
+    assert summary["failures"] == []
+
+
+def test_node_summary_flags_a_broken_invariant():
+    node = switched_node()
+    node["_release_persist"] = {"skipped": True}
+    summary = release.node_summary({"n1": node}, "n1", KEY, persist="on_success")
+    assert summary["failures"] and summary["failures"][0].startswith("INVARIANT")
+
+
+def test_a_node_lost_after_its_switch_is_reported_not_rolled_back_with_its_lock():
+    hostvars = {"node1": {"_release_node": {"outcome": "rolled back", "live_runtime": "backend_blue", "failures": []}},
+                "node2": switched_node(persisted=False)}
+    summary = release.fleet_summary(hostvars, ["node1", "node2"], ["node1"], KEY)
+    assert summary["node2"]["outcome"] == "not rolled back"
+    assert summary["node2"]["note"] == "not rolled back: last seen live value backend_green; its lock is kept"
+    assert release.run_outcome(summary) == "split"
+    message = release.run_message(summary, "cutover", "backend_green", "backend_blue")
+    assert "the fleet is split" in message
+    assert "node2: not rolled back: last seen live value backend_green; its lock is kept" in message
+    assert "every node was rolled back" not in message
+
+
+def test_a_node_lost_while_its_armed_switch_ran_is_not_claimed_either_way():
+    node = switched_node(persisted=False)
+    node["_release_switch"] = {"unreachable": True, "msg": "lost"}
+    summary = release.fleet_summary({"n2": node}, ["n2"], [], KEY)
+    assert summary["n2"]["outcome"] == "not rolled back"
+    assert "was armed and no result came back" in summary["n2"]["note"]
+
+
+def test_a_node_lost_before_the_switch_left_the_play():
+    node = {"_release_read": {"entries": {KEY: "backend_blue"}}, "_release_lock_taken": False}
+    summary = release.fleet_summary({"n2": node}, ["n2"], [], KEY)
+    assert summary["n2"]["outcome"] == "left the play"
+    assert "last seen live value backend_blue" in summary["n2"]["note"]
+
+
+@pytest.mark.parametrize("outcomes, lives, expected", [
+    (["switched", "switched"], ["g", "g"], "succeeded"),
+    (["switched", "unchanged"], ["g", "g"], "succeeded"),
+    (["unchanged", "unchanged"], ["b", "b"], "unchanged"),
+    (["checked"], ["b"], "checked"),
+    (["rolled back", "rolled back"], ["b", "b"], "failed"),
+    (["refused", "failed"], ["b", "b"], "failed"),
+    (["rolled back", "failed"], ["b", "g"], "split"),
+])
+def test_run_outcome(outcomes, lives, expected):
+    summary = dict(("n%d" % i, dict(outcome=o, live_runtime=live, failures=["x"] if o in ("failed", "rolled back") else []))
+                   for i, (o, live) in enumerate(zip(outcomes, lives)))
+    assert release.run_outcome(summary) == expected
+
+
+def test_run_message_claims_a_full_rollback_only_when_every_node_rolled_back():
+    summary = {"n1": dict(outcome="rolled back", live_runtime="b", failures=[], switched=True),
+               "n2": dict(outcome="rolled back", live_runtime="b", failures=["SMOKE: bad"], switched=True)}
+    message = release.run_message(summary, "cutover", "g", "b")
+    assert message == "cutover to g failed; every node was rolled back to b: n2: SMOKE: bad"
+    summary["n1"]["outcome"] = "failed"
+    summary["n1"]["failures"] = ["ROLLBACK: socket gone"]
+    message = release.run_message(summary, "cutover", "g", "b")
+    assert "every node was rolled back" not in message and "n1 failed" in message
+
+
+def test_run_message_says_nothing_was_switched_for_a_refusal():
+    summary = {"n1": dict(outcome="refused", live_runtime="b", failures=[]),
+               "n2": dict(outcome="failed", live_runtime="b", failures=["PRECHECK: green2 (MAINT)"])}
+    assert release.run_message(summary, "cutover", "g", "b") == \
+        "cutover to g failed, nothing was switched: n2: PRECHECK: green2 (MAINT)"
+
+
+# ---------------------------------------------------------------- timing
+
+def test_switch_spread():
+    summary = {"a": {"switched_at": 10.00}, "b": {"switched_at": 10.042}, "c": {"switched_at": None}}
+    assert release.switch_spread(summary) == dict(nodes=2, first=10.0, last=10.042, spread_ms=42.0)
+    assert release.switch_spread({})["spread_ms"] is None
+
+
+@pytest.mark.parametrize("hosts, forks, configured, module_seconds, expected", [
+    (1, 5, 0, 0, 1.0), (5, 5, 0, 0.2, 1.0), (10, 5, 0, 0.2, 1.5), (10, 10, 0, 0.2, 1.0),
+    (2, 5, 0, 3.0, 5.0), (10, 5, 0, 1.0, 3.5), (10, 5, 7.5, 3.0, 7.5),
+])
+def test_switch_lead(hosts, forks, configured, module_seconds, expected):
+    assert release.switch_lead(hosts, forks, configured, module_seconds) == expected
+
+
+@pytest.mark.parametrize("node, expected", [(100.2, None), (99.6, None), (98.0, -1.5), (103.0, 1.5)])
+def test_clock_offset(node, expected):
+    assert release.clock_offset(node, 99.5, 101.5, 0.5) == expected
+
+
+def test_controller_names_this_process_when_not_in_a_worker():
+    facts = release.controller()
+    assert facts["controller"] and facts["controller_pid"] == os.getpid()
+
+
+# ---------------------------------------------------------------- status
+
+def test_a_held_lock_explains_the_drift_it_left():
+    info = {"entries": {KEY: "backend_green"}, "disk_entries": {KEY: "backend_blue"}, "drift_keys": [KEY]}
+    lock = {"held": True, "age": 30.0, "holder": {"owner": "job-7", "controller": "ctl", "controller_pid": 42,
+                                                  "phase": "switching", "key": KEY, "previous": "backend_blue",
+                                                  "target": "backend_green"}}
+    status = release.node_status(info, KEY, lock, [{"item": "backend_blue", "healthy": True, "total": 2}])
+    assert status["drift"] is True and status["lock"]["held"] is True
+    assert "explained by the release lock" in status["drift_reason"]
+    assert "release_lock_force=true" in status["drift_reason"]
+    assert status["backends"]["backend_blue"]["healthy"] is True
+
+
+def test_drift_without_a_lock_is_not_explained():
+    info = {"entries": {KEY: "backend_green"}, "disk_entries": {KEY: "backend_blue"}}
+    status = release.node_status(info, KEY, {"held": False, "holder": None}, [])
+    assert status["drift"] is True and status["drift_reason"].startswith("not explained")
+    assert release.node_status({"entries": {KEY: "b"}, "disk_entries": {KEY: "b"}}, KEY, {}, [])["drift"] is False
+
+
+def test_fleet_status_flags_nodes_that_disagree():
+    statuses = {"a": {"runtime": "backend_green", "disk": "backend_blue"},
+                "b": {"runtime": "backend_blue", "disk": "backend_blue"}}
+    fleet = release.fleet_status(statuses, ["a", "b"], ["a", "b"])
+    assert fleet["consistent"] is False and "split" in fleet["message"]
+    assert fleet["runtime"] == {"backend_blue": ["b"], "backend_green": ["a"]}
+    same = release.fleet_status({"a": {"runtime": "x"}, "b": {"runtime": "x"}}, ["a", "b"], ["a", "b"])
+    assert same["consistent"] is True
+
+
+def test_every_filter_is_registered():
+    filters = FilterModule().filters()
+    assert all(name.startswith("release_") for name in filters)
+    assert filters["release_input_errors"] is release.input_errors
