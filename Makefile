@@ -100,3 +100,8 @@ clean:
 .PHONY: bench
 bench: venv collection
 	$(BIN)/python scripts/bench.py
+
+# `make bench`: the collection beside the shell runbook, on loopback, <= 10 minutes; writes docs/benchmarks.md.
+.PHONY: bench
+bench: venv collection
+	$(BIN)/python scripts/bench.py
