@@ -100,8 +100,3 @@ clean:
 .PHONY: bench
 bench: venv collection
 	$(BIN)/python scripts/bench.py
-
-# `make bench`: the collection beside the shell runbook, on loopback, <= 10 minutes; writes docs/benchmarks.md.
-.PHONY: bench
-bench: venv collection
-	$(BIN)/python scripts/bench.py
