@@ -221,24 +221,38 @@ def test_rollback_refuses_an_unhealthy_target_unless_forced(fleet_factory, run_p
 def test_reload_during_the_watch_window_is_detected_and_ends_consistent(fleet_factory, run_playbook):
     fleet = fleet_factory(nodes=2)
     reloaded = fleet.nodes[0]
+    reloads = []
 
-    def reload_when_switched():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and reloaded.map_value() != "backend_green":
-            time.sleep(0.1)
-        time.sleep(1.0)
+    def green_answered():
+        # Responses of node1's backend_green (health checks are not counted): only the run's
+        # SMOKE sends any, and it starts after the switch and its read-back are done.
+        lines = [line for line in reloaded.runtime("show stat backend_green 2 -1").splitlines() if line.strip()]
+        row = dict(zip(lines[0][2:].split(","), lines[1].split(",")))
+        return int(row["hrsp_2xx"] or 0) > 0
+
+    def reload_once_smoke_started():
+        deadline = time.monotonic() + 240
+        while not green_answered():
+            if time.monotonic() > deadline:
+                reloads.append("no request reached green on node1 within 240s")
+                return
+            time.sleep(0.05)
         reloaded.reload()
+        reloads.append("reloaded")
 
-    reloader = threading.Thread(target=reload_when_switched, daemon=True)
+    reloader = threading.Thread(target=reload_once_smoke_started, daemon=True)
     reloader.start()
-    rc, report = run_playbook(CUTOVER, dict(GREEN, release_watch_seconds=6, release_watch_interval=0.5),
+    # The window is much longer than a reload, so the reload (after the first SMOKE request)
+    # always lands before WATCH VERIFY reads the map at the window's end.
+    rc, report = run_playbook(CUTOVER, dict(GREEN, release_watch_seconds=10, release_watch_interval=0.5),
                               inventory=fleet.inventory)
     reloader.join(timeout=60)
 
+    assert reloads == ["reloaded"], reloads
     assert rc != 0
     message = failure_message(report)
-    assert "node1: SMOKE" in message
-    assert "node1: WATCH VERIFY: active is backend_blue at runtime, expected backend_green" in message
+    # Whether a smoke request also lands after the reload depends on timing: not asserted.
+    assert "node1: WATCH VERIFY: active is backend_blue at runtime, expected backend_green" in message, message
     assert "did HAProxy reload?" in message
     assert fleet.map_values() == ["backend_blue", "backend_blue"]
     assert fleet.disk_values() == ["backend_blue", "backend_blue"]
