@@ -117,8 +117,8 @@ def loopback_demo():
 # --- containers ---------------------------------------------------------------------------
 # The Molecule scenario molecule/release: platforms <name>-lb1-<tag>, <name>-lb2-<tag> (group
 # `haproxy`, HAProxy converged by the role) and the app containers; the release inputs are in
-# its inventory (molecule/release/group_vars/haproxy.yml). Each node carries the scenario's
-# helper, /usr/local/bin/bgrelease (files/bgrelease.py), used here through `docker exec`.
+# its inventory (molecule/release/group_vars/haproxy.yml). Each node carries the tests'
+# Runtime API client (tests/support/runtime_client.py), used here through `docker exec`.
 SCENARIO = "release"
 DEMO_NAME = "demo"
 
@@ -186,20 +186,48 @@ class Fleet:
             raise SystemExit("demo: molecule %s exited %d (log: %s)" % (action, result.returncode, log))
         print("   done in %ds" % (time.monotonic() - started), flush=True)
 
-    def helper(self, node, *args):
-        result = subprocess.run(["docker", "exec", node, "python3", "/usr/local/bin/bgrelease"] + list(args),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                                check=False)
+    # The tests' Runtime API client (tests/support/runtime_client.py), which the scenario's
+    # prepare.yml installs on every node, run there with `docker exec`.
+    CLIENT = "/usr/local/lib/bluegreen-tests/runtime_client.py"
+    ADMIN_SOCKET = "/run/haproxy/admin.sock"
+    MASTER_SOCKET = "/run/haproxy-master.sock"
+    MAP = "/etc/haproxy/maps/bluegreen.map"
+
+    def docker_exec(self, node, *argv):
+        result = subprocess.run(["docker", "exec", node] + list(argv), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True, check=False)
         if result.returncode != 0:
-            raise SystemExit("demo: bgrelease %s on %s failed: %s" % (" ".join(args), node, result.stderr.strip()))
-        return json.loads(result.stdout)
+            raise SystemExit("demo: %s on %s failed: %s" % (" ".join(argv), node, result.stderr.strip()))
+        return result.stdout
+
+    def runtime(self, node, command, socket=ADMIN_SOCKET, parse=None):
+        """One Runtime API (or master CLI) command on the node; retried while HAProxy reloads."""
+        argv = ["python3", self.CLIENT, "--socket", socket, "--retry-for", "10"]
+        reply = self.docker_exec(node, *(argv + (["--json", parse] if parse else []) + [command]))
+        return json.loads(reply) if parse else reply
 
     def traffic(self):
         for node in self.nodes:
-            check = self.helper(node, "check", "--count", "1")
-            print("   %s  frontend :80 answers %s   (map: runtime %s, disk %s)"
-                  % (node, check["traffic"]["bodies"][0], check["state"]["runtime"], check["state"]["disk"]),
+            body = self.docker_exec(node, "curl", "-sS", "--max-time", "5", "-H", "Host: release.example.test",
+                                    "http://127.0.0.1/release").strip()
+            runtime = self.runtime(node, "show map %s" % self.MAP, parse="map").get("active")
+            disk = self.docker_exec(node, "sed", "-n", "s/^active[ \t]*//p", self.MAP).strip()
+            print("   %s  frontend :80 answers %s   (map: runtime %s, disk %s)" % (node, body, runtime, disk),
                   flush=True)
+
+    def reload(self, node, timeout=30.0):
+        """A plain master CLI reload (what `systemctl reload` sends); waits for the new worker."""
+        before = self.runtime(node, "show proc", socket=self.MASTER_SOCKET, parse="proc")["workers"]
+        self.runtime(node, "reload", socket=self.MASTER_SOCKET)
+        deadline = time.monotonic() + timeout
+        while True:
+            workers = self.runtime(node, "show proc", socket=self.MASTER_SOCKET, parse="proc")["workers"]
+            pid = self.runtime(node, "show info", parse="info").get("Pid")
+            if pid and int(pid) in set(workers) - set(before):
+                return
+            if time.monotonic() >= deadline:
+                raise SystemExit("demo: no new HAProxy worker on %s %ds after the reload" % (node, timeout))
+            time.sleep(0.2)
 
     def playbook(self, name, extra_vars=None, expect_failure=False):
         report = os.path.join(self.workdir, "report.json")
@@ -229,8 +257,8 @@ class Fleet:
 
     def point(self, node, server, at):
         """Point one server of one node at another app container (Runtime API `set server addr`)."""
-        address = self.helper(node, "resolve", at)["address"]
-        self.helper(node, "cli-batch", "set server %s addr %s port 8080" % (server, address))
+        address = self.docker_exec(node, "getent", "ahostsv4", at).split()[0]
+        self.runtime(node, "set server %s addr %s port 8080" % (server, address))
 
 
 def containers_demo(tag, keep):
@@ -254,7 +282,7 @@ def containers_demo(tag, keep):
 
         say("reload every HAProxy (master CLI reload, the map is re-read from disk): the file says green too")
         for node in fleet.nodes:
-            fleet.helper(node, "reload")
+            fleet.reload(node)
         fleet.traffic()
 
         say("a bad release: %s's blue2 now answers green, then a cutover to blue must roll back by itself"

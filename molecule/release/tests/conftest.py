@@ -1,0 +1,144 @@
+"""Fixtures of the release scenario's testinfra tests (helpers: molecule/shared): the fleet
+(lb1, lb2), its app containers, a reset to what converge left, and a load generator."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import http.client
+
+import pytest
+
+SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(SCENARIO, "..", "shared"))
+
+from bluegreen_molecule import MAP, nodes, wait_for  # noqa: E402
+from testinfra.utils.ansible_runner import AnsibleRunner  # noqa: E402
+
+HOST_HEADER = "release.example.test"
+SERVERS = ["backend_blue/blue1", "backend_blue/blue2", "backend_green/green1", "backend_green/green2"]
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    """[lb1, lb2] as bluegreen_molecule.Node."""
+    found = nodes("haproxy")
+    return [next(node for name, node in found.items() if "-%s-" % lb in name) for lb in ("lb1", "lb2")]
+
+
+@pytest.fixture(scope="session")
+def apps():
+    """{alias: container name} of the app containers (group `apps`), e.g. {"green2": "release-green2-bookworm"}."""
+    from bluegreen_molecule import inventory
+    names = AnsibleRunner(inventory()).get_hosts("apps")
+    return {name.split("-")[-2]: name for name in names}
+
+
+def resolve(node, name):
+    """The address of a container, as the node's resolver (docker DNS) gives it."""
+    return node.host.check_output("getent ahostsv4 %s" % shlex.quote(name)).split()[0]
+
+
+def reset(fleet, apps):
+    """Back to what converge left: every app container running, green2 at its own address,
+    every server ready and UP, the switch on blue at runtime and on disk, no lock."""
+    subprocess.run(["docker", "start"] + sorted(apps.values()), check=True, stdout=subprocess.DEVNULL)
+    for node in fleet:
+        for command in ["set server backend_green/green2 addr %s port 8080" % resolve(node, "green2")] + [
+                "set server %s state ready" % server for server in SERVERS] + [
+                "set map %s active backend_blue" % MAP]:
+            node.cli(command)
+        node.host.run_test("sed -i 's/^active .*/active backend_blue/' %s && rm -f %s.lock" % (MAP, MAP))
+    for node in fleet:
+        node.wait_servers("UP", SERVERS)
+
+
+@pytest.fixture()
+def from_blue(fleet, apps):
+    """Every test starts from blue everywhere, and leaves it so (even when it failed)."""
+    reset(fleet, apps)
+    yield
+    reset(fleet, apps)
+
+
+def state(node):
+    """The switch at runtime and on disk, the map file, and whether a lock is left."""
+    return {"runtime": node.runtime_map().get("active"), "disk": node.disk_map().get("active"),
+            "map_file": node.host.file(MAP).content_string, "lock": node.host.file(MAP + ".lock").exists}
+
+
+def expect_fleet(fleet, backend):
+    """Every node: the switch says backend at runtime AND on disk, no lock, and its frontend
+    answers that color."""
+    color = backend.replace("backend_", "")
+    for node in fleet:
+        seen = state(node)
+        assert (seen["runtime"], seen["disk"], seen["lock"]) == (backend, backend, False), (node.name, seen)
+        assert node.answers(host_header=HOST_HEADER) == {(200, "version=%s" % color)}, node.name
+
+
+def backend_2xx(node, backend):
+    """The backend's hrsp_2xx counter on that node (the responses it served)."""
+    for row in node.cli("show stat %s 2 -1" % backend, parse="stat"):
+        if row["svname"] == "BACKEND":
+            return int(row.get("hrsp_2xx") or 0)
+    raise AssertionError("%s: no backend %s" % (node.name, backend))
+
+
+class Load:
+    """Requests through each node's frontend (container address, port 80, the public Host
+    header, a new connection each), from this machine, until stopped: counts per answer."""
+
+    def __init__(self, addresses):
+        self.addresses = addresses
+        self.stop_event = threading.Event()
+        self.started = time.monotonic()
+        self.counts = {address: {"total": 0, "answers": {}, "errors": [], "first": {}, "last": {}}
+                       for address in addresses}
+        self.threads = [threading.Thread(target=self._run, args=(address,), daemon=True) for address in addresses]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+        return self.counts
+
+    def _run(self, address):
+        counts = self.counts[address]
+        # A guard against a runaway thread only: stop() ends it.
+        while not self.stop_event.is_set() and time.monotonic() - self.started < 3600:
+            counts["total"] += 1
+            now = round(time.monotonic() - self.started, 2)
+            conn = http.client.HTTPConnection(address, 80, timeout=5)
+            try:
+                conn.request("GET", "/release", headers={"Host": HOST_HEADER})
+                response = conn.getresponse()
+                key = "%d %s" % (response.status, response.read().decode("utf-8", "replace").strip())
+                counts["answers"][key] = counts["answers"].get(key, 0) + 1
+                counts["first"].setdefault(key, now)
+                counts["last"][key] = now
+            except OSError as exc:
+                counts["errors"].append("%.2fs %r" % (now, exc))
+            finally:
+                conn.close()
+            time.sleep(0.04)
+
+
+def container_address(name):
+    inspect = subprocess.run(["docker", "inspect", name], stdout=subprocess.PIPE, check=True,
+                             universal_newlines=True)
+    networks = json.loads(inspect.stdout)[0]["NetworkSettings"]["Networks"]
+    return next(iter(networks.values()))["IPAddress"]
