@@ -55,7 +55,7 @@ def inventory():
     return os.path.join(ephemeral_dir(), "inventory")
 
 
-def test_logs():
+def logs_dir():
     """Where the playbook runs of the tests leave their output (Molecule's ephemeral directory
     goes away with `destroy`): .tmp/molecule/test-logs/<scenario>-<image tag>/."""
     path = os.path.join(REPO, ".tmp", "molecule", "test-logs", "%s-%s" % (
@@ -220,7 +220,7 @@ def playbook(path, extra_vars=None, limit=None, log_name=None, report=False):
     if not os.path.isabs(path):
         path = os.path.join(PLAYBOOKS, path) if os.path.exists(os.path.join(PLAYBOOKS, path)) else os.path.abspath(path)
     extra_vars = dict(extra_vars or {})
-    logs = test_logs()
+    logs = logs_dir()
     base = log_name or os.path.basename(path).rsplit(".", 1)[0]
     report_file = os.path.join(logs, "%s.report.json" % base)
     if report:
