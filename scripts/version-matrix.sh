@@ -12,8 +12,9 @@ cd "$repo"
 python=${PYTHON:-python3}
 
 prepare() {
-  local version=$1 venv=.venv-matrix/$1
-  local wanted="ansible-core==$version $(sha256sum requirements/matrix.txt | cut -c1-16)"
+  local version=$1 venv=.venv-matrix/$1 digest wanted
+  digest=$(sha256sum requirements/matrix.txt | cut -c1-16)
+  wanted="ansible-core==$version $digest"
   if [ -x "$venv/bin/pytest" ] && [ "$(cat "$venv/.installed" 2>/dev/null)" = "$wanted" ]; then
     return 0
   fi
@@ -35,7 +36,7 @@ failed=()
 for version in "$@"; do
   started=$SECONDS
   echo "matrix: ansible-core $version"
-  if .venv-matrix/$version/bin/pytest -q -p no:cacheprovider tests/unit \
+  if ".venv-matrix/$version/bin/pytest" -q -p no:cacheprovider tests/unit \
       tests/integration/test_packaging.py::test_awx_project_from_a_plain_clone_runs_the_playbooks; then
     echo "matrix: ansible-core $version passed in $((SECONDS - started))s"
   else

@@ -350,7 +350,7 @@ class LoadGenerator(threading.Thread):
         self.answers = {}
         self.colors = {}
         self.errors = []
-        self.node_answers = [{} for _ in self.nodes]
+        self.node_answers = [{} for _node in self.nodes]
         self.requests = 0
 
     def run(self):

@@ -68,8 +68,8 @@ def describe_run(holder):
     """' (controller ctl1 pid 4242, phase SWITCH)': what the record says about the run, if anything."""
     parts = []
     if holder.get("controller"):
-        parts.append("controller %s" % short(holder["controller"], 40)
-                     + (" pid %s" % holder["controller_pid"] if holder.get("controller_pid") is not None else ""))
+        pid = holder.get("controller_pid")
+        parts.append("controller %s%s" % (short(holder["controller"], 40), "" if pid is None else " pid %s" % pid))
     if holder.get("phase"):
         parts.append("phase %s" % short(holder["phase"], 40))
     return " (%s)" % ", ".join(parts) if parts else ""

@@ -125,8 +125,10 @@ def validate_request(params, now=None):
         expected = normalize_entries("expected_entries", params.get("expected_entries"))
         for option, values, check_values in (("entries", entries, True), ("expected_entries", expected, False)):
             for key, value in values.items():
-                _check(option, [(escape_argument, key), (validate_key, key), (escape_argument, value)]
-                       + ([(validate_value, value)] if check_values else []))
+                checks = [(escape_argument, key), (validate_key, key), (escape_argument, value)]
+                if check_values:
+                    checks.append((validate_value, value))
+                _check(option, checks)
     else:
         if params["key"] is None:
             raise InvalidMapKeyError("invalid key: give key (one key) or entries (several keys)")

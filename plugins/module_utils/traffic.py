@@ -165,7 +165,7 @@ def read_counters(client, backend, clock=time.time):
     if counters is None:
         # An empty reply is what a worker that is stopping gives (a reload): worth another try.
         raise IncompleteReplyError("HAProxy's answer to 'show stat %s 2 -1' had no backend row for it%s"
-                              % (backend, "" if reply.strip() else " (empty reply)"))
+                                   % (backend, "" if reply.strip() else " (empty reply)"))
     counters[READ_AT] = round(clock(), 3)
     return counters
 
@@ -180,8 +180,8 @@ class Window(object):
         self.resets = 0
 
     def add(self, counters):
-        reset = any(counters.get(name) is not None and self.last.get(name) is not None
-                    and counters[name] < self.last[name] for name in REQUIRED_FIELDS)
+        reset = any(counters.get(name) is not None and self.last.get(name) is not None and
+                    counters[name] < self.last[name] for name in REQUIRED_FIELDS)
         if reset:
             self.resets += 1
         for name in BACKEND_COUNTER_FIELDS:

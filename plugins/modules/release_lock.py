@@ -198,7 +198,7 @@ def main():
             started=dict(type="str"),
             phase=dict(type="str"),
             map=dict(type="str"),
-            key=dict(type="raw"),
+            key=dict(type="raw", no_log=False),
             previous=dict(type="raw"),
             target=dict(type="raw"),
             details=dict(type="dict", default={}),

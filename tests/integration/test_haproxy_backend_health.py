@@ -210,7 +210,7 @@ class ResettingSocket(threading.Thread):
     def run(self):
         while not self.stopping.is_set():
             try:
-                connection, _ = self.server.accept()
+                connection, _peer = self.server.accept()
             except OSError:
                 continue
             self.connections += 1

@@ -76,7 +76,7 @@ def test_too_few_requests_are_not_judged_then_a_baseline_judges_them(haproxy_env
     assert baseline.get("failed") is not True, baseline
     assert (baseline["requests"], baseline["judged"]) == (0, False)
 
-    statuses = [haproxy_env.get()[0] for _ in range(5)]
+    statuses = [haproxy_env.get()[0] for _request in range(5)]
     assert statuses == [500] * 5
     few = traffic(run_module, haproxy_env, baseline=baseline["counters"])
     assert few.get("failed") is not True, few
@@ -97,7 +97,7 @@ def test_refused_connections_count_once(haproxy_env, run_module):
     for name in ("green1", "green2"):
         haproxy_env.apps[name].stop()
     wait_for(lambda: haproxy_env.get()[0] == 503, what="503 from HAProxy")
-    for _ in range(20):
+    for _request in range(20):
         haproxy_env.get()
     result = traffic(run_module, haproxy_env, baseline=baseline, min_requests=10)
     assert result.get("failed") is True
@@ -108,13 +108,13 @@ def test_refused_connections_count_once(haproxy_env, run_module):
 
 def test_reload_during_the_window_does_not_go_negative(haproxy_env, run_module):
     make_green_live(haproxy_env)
-    for _ in range(30):
+    for _request in range(30):
         haproxy_env.get()
     baseline = traffic(run_module, haproxy_env)["counters"]
     assert baseline["hrsp_2xx"] >= 30
     haproxy_env.reload()
     make_green_live(haproxy_env)  # a reload restores the map file's value
-    for _ in range(25):
+    for _request in range(25):
         haproxy_env.get()
     result = traffic(run_module, haproxy_env, baseline=baseline)
     assert result.get("failed") is not True, result

@@ -153,7 +153,7 @@ def test_module_reloads_under_load_never_serve_the_file_value(haproxy_env, run_m
     load = start_load(haproxy_env)
     results = []
     try:
-        for _ in range(RELOADS):
+        for _reload in range(RELOADS):
             results.append(run_module("haproxy_service", service_args(haproxy_env, state="reloaded")))
             assert results[-1].get("failed") is not True, results[-1]
             load.wait_requests(20)
@@ -257,7 +257,7 @@ def test_provision_is_refused_while_a_release_holds_the_lock(haproxy_env, run_pl
 
     assert code != 0
     failures = failed_tasks(report)
-    assert [name for name, _ in failures] == ["Refuse to provision while a release holds the lock"], failures
+    assert [name for name, _result in failures] == ["Refuse to provision while a release holds the lock"], failures
     msg = failures[0][1]
     for expected in (lock_path, '"awx-job-42"', "phase SMOKE", "s ago", "controller ctl1.example.com",
                      "switching backend_blue -> backend_green",

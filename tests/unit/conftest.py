@@ -14,7 +14,7 @@ import types
 from unittest import mock
 
 try:
-    import ansible.module_utils.testing  # noqa: F401  (ansible-core 2.19 and newer)
+    import ansible.module_utils.testing  # noqa: F401  pylint: disable=unused-import  (ansible-core 2.19 and newer)
 except ImportError:
     from ansible.module_utils import basic
 

@@ -692,7 +692,7 @@ def test_real_socket_failures_during_a_reload_are_transient(tmp_path):
     server.listen(1)
 
     def reset_one():
-        connection, _ = server.accept()
+        connection, _peer = server.accept()
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
         connection.close()
     thread = threading.Thread(target=reset_one)

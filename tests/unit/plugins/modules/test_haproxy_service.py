@@ -69,7 +69,7 @@ def test_started_reports_recovery_and_added_keys(run):
         add_missing_keys=([], []),
     )
     result, calls = run(dict(state="started", preserve_maps=["/m.map"]), lambda name, *args: answers[name])
-    assert [name for name, _ in calls[1:]] == ["recover_abandoned", "ensure_started", "add_missing_keys"]
+    assert [name for name, _args in calls[1:]] == ["recover_abandoned", "ensure_started", "add_missing_keys"]
     assert result["changed"] is True, "a recovery changed the node"
     assert result["recovered_reload"][0]["restored_map_files"] == ["/m.map"]
     assert result["added_map_entries"] == []
@@ -82,7 +82,7 @@ def test_a_held_lock_fails_with_the_holder(run):
         raise ReleaseLockHeldError("release lock /m.map.lock is held by 'awx-job-42'", lock_path="/m.map.lock",
                                    lock_holder=holder)
 
-    result, _ = run(dict(state="reloaded", preserve_maps=["/m.map"]), refuse)
+    result, _calls = run(dict(state="reloaded", preserve_maps=["/m.map"]), refuse)
     assert result["failed"] is True
     assert result["msg"].startswith("release lock /m.map.lock is held by 'awx-job-42'")
     assert result["lock_holder"] == holder and result["lock_path"] == "/m.map.lock"
