@@ -494,8 +494,6 @@ def controller(_value=None):
     return dict(controller=socket.getfqdn(), controller_pid=parent.pid if parent is not None else os.getpid())
 
 
-
-
 def clock_offset(node_epoch, before, after, tolerance):
     """None when the node's clock reading lies in [before, after] give or take `tolerance`; else the offset."""
     node_epoch, before, after = float(node_epoch), float(before), float(after)
