@@ -30,8 +30,11 @@ collection:
 test-unit: venv collection
 	$(BIN)/pytest -q tests/unit
 
+# Three workers, one test file each at a time: the tests spend most of their time waiting for
+# HAProxy's health checks, watch windows and reloads, not on the CPU, and every test has its own
+# HAProxy, apps and ports.
 test-integration: venv collection
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q -n 3 --dist loadfile tests/integration
 
 # ansible-lint (production profile, .ansible-lint), the docsite's documentation linter on every
 # module, plugin and role entry point, and the changelog fragments.

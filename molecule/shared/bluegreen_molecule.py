@@ -153,7 +153,7 @@ class Node:
         answers = []
         for dummy in range(count):
             result = self.host.run(" ".join(shlex.quote(word) for word in argv + [url]))
-            body, _, status = result.stdout.rpartition("\n")
+            body, _newline, status = result.stdout.rpartition("\n")
             answers.append((int(status) if status.isdigit() and result.rc == 0 else None,
                             body.strip() if result.rc == 0 else result.stderr.strip()))
         return answers

@@ -16,8 +16,9 @@ from bluegreen_molecule import CONFIG, MAP, nodes, playbook  # noqa: E402
 @pytest.fixture(scope="module")
 def node():
     """The scenario's one HAProxy node (inventory group `haproxy_nodes`)."""
-    (found,) = nodes("haproxy_nodes").values()
-    return found
+    found = list(nodes("haproxy_nodes").values())
+    assert len(found) == 1, "the scenario has one HAProxy node, not %d" % len(found)
+    return found[0]
 
 
 @pytest.fixture(scope="module")

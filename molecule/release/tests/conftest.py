@@ -17,7 +17,7 @@ import pytest
 SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SCENARIO, "..", "shared"))
 
-from bluegreen_molecule import MAP, nodes, wait_for  # noqa: E402
+from bluegreen_molecule import MAP, nodes  # noqa: E402
 from testinfra.utils.ansible_runner import AnsibleRunner  # noqa: E402
 
 HOST_HEADER = "release.example.test"

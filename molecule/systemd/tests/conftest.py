@@ -15,5 +15,6 @@ from bluegreen_molecule import nodes  # noqa: E402
 @pytest.fixture(scope="module")
 def node():
     """The scenario's one HAProxy node (inventory group `haproxy`)."""
-    (found,) = nodes("haproxy").values()
-    return found
+    found = list(nodes("haproxy").values())
+    assert len(found) == 1, "the scenario has one HAProxy node, not %d" % len(found)
+    return found[0]
