@@ -201,12 +201,13 @@ def replace_lock(path, record):
         raise
 
 
-def read_written_record(path, patience=1.0, interval=0.02):
+def read_written_record(path, patience=5.0, interval=0.02):
     """The record of a lock another run has just created.
 
     Its creator writes the record right after the O_EXCL create, so for a
     moment the file is empty; wait a little for it rather than report a lock
-    held by an unknown owner.
+    held by an unknown owner. The fsync behind that write can take seconds on a
+    busy machine, hence the patience: only a losing run ever waits here.
     """
     deadline = time.monotonic() + patience
     while True:
