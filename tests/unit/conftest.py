@@ -14,7 +14,8 @@ import types
 from unittest import mock
 
 try:
-    import ansible.module_utils.testing  # noqa: F401  pylint: disable=unused-import  (ansible-core 2.19 and newer)
+    # ansible-core 2.19 and newer have it.
+    import ansible.module_utils.testing  # noqa: F401 pylint: disable=unused-import
 except ImportError:
     from ansible.module_utils import basic
 
