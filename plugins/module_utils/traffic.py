@@ -180,8 +180,8 @@ class Window(object):
         self.resets = 0
 
     def add(self, counters):
-        reset = any(counters.get(name) is not None and self.last.get(name) is not None and
-                    counters[name] < self.last[name] for name in REQUIRED_FIELDS)
+        reset = any(None not in (counters.get(name), self.last.get(name)) and counters[name] < self.last[name]
+                    for name in REQUIRED_FIELDS)
         if reset:
             self.resets += 1
         for name in BACKEND_COUNTER_FIELDS:
