@@ -82,7 +82,17 @@ def test_a_wrong_green_behind_one_node_rolls_every_node_back(fleet):
     lb2.wait_servers("UP", ["backend_green/green2"])
     served_by_green = backend_2xx(lb1, "backend_green")
 
-    run = playbook("cutover.yml", GREEN, report=True, log_name="cutover-wrong-green")
+    # The preflight sends the smoke request straight to every green server: lb2's green2 is named
+    # and no node switches.
+    run = playbook("cutover.yml", GREEN, report=True, log_name="cutover-wrong-green-preflight")
+    assert run.rc != 0, run
+    expect_outcome(run, "failed", {lb1.name: "refused", lb2.name: "failed"})
+    expect_fleet(fleet, "backend_blue")
+
+    # Without the preflight (servers the nodes cannot reach directly), the smoke test after the
+    # switch catches it and every node rolls back.
+    run = playbook("cutover.yml", dict(GREEN, release_preflight=False), report=True,
+                   log_name="cutover-wrong-green")
     assert run.rc != 0, run
     expect_outcome(run, "failed", {lb1.name: "rolled back", lb2.name: "rolled back"})
     # lb1's green was fine, yet lb1 switched (its green served the smoke requests) and came back.
