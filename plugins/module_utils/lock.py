@@ -2,8 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A lock file on each HAProxy node, so two releases of one map cannot interleave.
 
-Creation uses O_EXCL, which the kernel makes atomic: of two runs racing for
-the same node exactly one creates the file. The file holds the run's record
+Creation is link(2) of a fully written temporary file to the lock's name,
+which the kernel makes atomic and exclusive: of two runs racing for the same
+node exactly one creates the lock, and the lock never exists without its
+whole record (an O_EXCL create would show an empty file until the creator has
+written and synced, which a busy machine can stretch to seconds). The file holds the run's record
 (who, from which controller, since when, how far it got, what it switches),
 so a refusal can tell the operator whom to ask, and after a crash the record
 says what the dead run was doing. Every rewrite of an existing record goes to
@@ -163,27 +166,8 @@ def _ordered(record):
     return ordered
 
 
-def create_lock(path, record):
-    """Create the lock; False when it already exists.
-
-    O_EXCL makes the existence check and the creation one step in the kernel:
-    without it two racing runs would both 'create' the lock. The record is
-    written to the new file afterwards, so a reader can see it empty for a
-    moment (read_lock then returns {}: held, owner unknown).
-    """
-    try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(record, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return True
-
-
-def replace_lock(path, record):
-    """Write a record beside the lock and rename it over the lock (atomic for readers)."""
+def _write_temp(path, record):
+    """A synced temporary file holding `record`, beside `path` (same filesystem)."""
     directory = os.path.dirname(os.path.abspath(path))
     descriptor, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
     try:
@@ -192,29 +176,45 @@ def replace_lock(path, record):
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_path, 0o644)
+    except BaseException:
+        _unlink_quietly(temp_path)
+        raise
+    return temp_path
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def create_lock(path, record):
+    """Create the lock holding `record`; False when it already exists.
+
+    link(2) fails with EEXIST when the name exists, and checks and creates in
+    one step in the kernel: without that two racing runs would both 'create'
+    the lock. Linking a finished file means a reader never sees the lock
+    without its record.
+    """
+    temp_path = _write_temp(path, record)
+    try:
+        os.link(temp_path, path)
+    except FileExistsError:
+        return False
+    finally:
+        _unlink_quietly(temp_path)
+    return True
+
+
+def replace_lock(path, record):
+    """Write a record beside the lock and rename it over the lock (atomic for readers)."""
+    temp_path = _write_temp(path, record)
+    try:
         os.rename(temp_path, path)
     except BaseException:
-        try:
-            os.unlink(temp_path)
-        except OSError:
-            pass
+        _unlink_quietly(temp_path)
         raise
-
-
-def read_written_record(path, patience=5.0, interval=0.02):
-    """The record of a lock another run has just created.
-
-    Its creator writes the record right after the O_EXCL create, so for a
-    moment the file is empty; wait a little for it rather than report a lock
-    held by an unknown owner. The fsync behind that write can take seconds on a
-    busy machine, hence the patience: only a losing run ever waits here.
-    """
-    deadline = time.monotonic() + patience
-    while True:
-        holder = read_lock(path)
-        if holder or time.monotonic() >= deadline:
-            return holder or {}
-        time.sleep(interval)
 
 
 def _same_holder(a, b):
@@ -250,8 +250,9 @@ def acquire(path, owner, facts=None, force=False, stale_after=0, check_mode=Fals
     if not check_mode:
         if previous is None:
             if not create_lock(path, record):
-                # Another run created it between our read and our create.
-                raise LockHeldError(path, read_written_record(path))
+                # Another run created it between our read and our create;
+                # its record is already whole (see create_lock).
+                raise LockHeldError(path, read_lock(path) or {})
         else:
             replace_lock(path, record)
     return dict(changed=True, holder=record, previous_holder=previous, taken_over=previous is not None)

@@ -13,7 +13,7 @@ worker serves requests from the moment it is forked, with the file's values
 (measured on 2.6: 1-72 requests went to the other version). So the new worker
 is made to *load* the live values instead:
 
-  1. take the release lock of every preserved map (`<map>.lock`, O_EXCL): a
+  1. take the release lock of every preserved map (`<map>.lock`, created exclusively): a
      release that holds it refuses the reload; a release that starts during
      it is refused until the reload is done;
   2. read the runtime values of the current worker;
@@ -258,9 +258,6 @@ class ReloadLock(object):
             holder = read_lock(path)
             if holder is None:
                 continue  # released between our create and our read
-            if holder == {} and attempt < 2:
-                time.sleep(POLL_SECONDS)  # its creator is still writing the record
-                continue
             if holder.get("owner") == RELOAD_LOCK_OWNER and not reload_holder_alive(holder):
                 self.recover(path, holder)
                 continue

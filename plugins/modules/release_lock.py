@@ -9,7 +9,7 @@ module: release_lock
 short_description: Take, update or release the lock that keeps two releases of one map from interleaving
 version_added: 0.1.0
 description:
-  - Creates a lock file atomically (C(O_EXCL)) on the HAProxy node. The file is the run's record
+  - Creates a lock file atomically and exclusively (a finished record linked to the lock's name) on the HAProxy node. The file is the run's record
     (JSON) - who holds it (O(owner)), from which controller (O(controller), O(controller_pid)), when
     the run started and took the lock, the phase it reached, the map and key it switches, the
     previous and the target value, and any O(details). After a crash it tells the operator what the

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for the release lock (module_utils/lock.py), including real processes racing for it.
 
-Each guard has a test that fails when the guard is removed: O_EXCL on creation
+Each guard has a test that fails when the guard is removed: exclusive link() on creation
 (test_create_lock_never_overwrites, the races), the owner check on release
 (test_release_by_another_owner_is_refused), the stale_after comparison
 (test_stale_after_takes_over_only_older_locks), ownership kept on update
@@ -72,7 +72,7 @@ def test_started_defaults_to_the_time_the_lock_was_taken(path):
 
 
 def test_create_lock_never_overwrites(path):
-    """The O_EXCL guard: creating an existing lock fails and leaves the holder's record."""
+    """The exclusive-create guard: creating an existing lock fails and leaves the holder's record."""
     write(path, dict(owner='job-1'))
     assert lock.create_lock(path, dict(owner='job-2')) is False
     assert on_disk(path) == dict(owner='job-1')
@@ -311,8 +311,9 @@ def _racer(path, owner, barrier, results, use_create_only):
         else:
             lock.acquire(path, owner)
             won = True
-    except LockHeldError:
-        won = False
+    except LockHeldError as refused:
+        # A loser must see the winner's whole record, never an empty lock.
+        won = refused.holder.get('owner') or 'unknown'
     results.put((owner, won))
 
 
@@ -330,9 +331,14 @@ def race(tmp_path, use_create_only):
         for racer in racers:
             racer.join(timeout=30)
             assert racer.exitcode == 0
-        winners = sorted(owner for owner, won in outcome.items() if won)
+        winners = sorted(owner for owner, won in outcome.items() if won is True)
         assert len(winners) == 1, "round %d: %s all took the lock" % (round_number, winners)
         assert on_disk(path)['owner'] == winners[0], "round %d: the file names another owner" % round_number
+        if not use_create_only:
+            seen = dict((owner, won) for owner, won in outcome.items() if won is not True)
+            assert set(seen.values()) == {winners[0]}, "round %d: losers saw %s" % (round_number, seen)
+    assert sorted(os.listdir(str(tmp_path))) == sorted('round%d.lock' % n for n in range(ROUNDS)), \
+        "temporary record files were left behind"
 
 
 def test_racing_processes_exactly_one_creates(tmp_path):
