@@ -36,7 +36,7 @@ defaults
     timeout connect 2s
     timeout client 10s
     timeout server 10s
-    default-server inter {inter} fall 2 rise 2
+    default-server fall 2 rise 2 inter {inter}
 
 frontend fe_main
     bind 127.0.0.1:{frontend_port}
