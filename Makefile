@@ -14,7 +14,8 @@ VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 DIST := .tmp/dist
 
 .PHONY: venv collection demo test test-unit test-integration lint changelog-lint changelog \
-	build ee release-check importer-check matrix sanity molecule images system-demo system-test clean
+	build ee release-check importer-check matrix sanity molecule images system-demo system-test clean \
+	test-venvs
 
 $(BIN)/.installed: requirements/test.txt requirements/molecule.txt requirements/lint.txt
 	$(PYTHON) -m venv $(VENV)
@@ -84,7 +85,20 @@ molecule: venv collection images
 images:
 	scripts/build-images.sh
 
-test: system-test test-unit lint test-integration sanity ee importer-check matrix molecule
+# Every test: system-test, venv, test-unit, lint, test-integration, sanity, ee, importer-check and
+# matrix one after the other; images then molecule in the background from the start, and the
+# venvs of sanity, importer-check and matrix (test-venvs) too: they wait on the network, disk and
+# containers while the foreground uses the CPU (scripts/test.sh; logs in .tmp/ci/, a summary of
+# every stage's time at the end; CI_SERIAL=1 for no overlap). Fails when any stage fails.
+test:
+	MAKE="$(MAKE)" scripts/test.sh
+
+# The venvs sanity, importer-check and matrix use (pip installs only; each script makes its own
+# when missing or stale, so this only moves the wait earlier).
+test-venvs:
+	scripts/sanity.sh --prepare
+	scripts/release-check.sh --prepare
+	scripts/version-matrix.sh --prepare $(MATRIX)
 
 # What the demo and the tests need from the system: installed as root, named in one line otherwise.
 system-demo:

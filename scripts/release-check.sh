@@ -11,11 +11,13 @@
 # publishable and this check fails, naming that. --waive-repository (what `make test` runs)
 # checks everything else: it gives a temporary copy of the tarball a marked stand-in value.
 # Usage: scripts/release-check.sh [--waive-repository] TARBALL
+#        scripts/release-check.sh --prepare    # only the importer's venv (`make test`, early)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 waive=false
+prepare_only=false
+if [ "${1:-}" = --prepare ]; then prepare_only=true; shift; fi
 if [ "${1:-}" = --waive-repository ]; then waive=true; shift; fi
-tarball=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 venv="$repo/.tmp/importer-venv"
 if [ ! -x "$venv/bin/python" ] || ! cmp -s "$repo/requirements/release.txt" "$venv/requirements.txt"; then
   rm -rf "$venv"
@@ -23,6 +25,8 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s "$repo/requirements/release.txt" "$ve
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$repo/requirements/release.txt"
   cp "$repo/requirements/release.txt" "$venv/requirements.txt"
 fi
+if $prepare_only; then exit 0; fi
+tarball=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cat >"$work/galaxy-importer.cfg" <<'CFG'

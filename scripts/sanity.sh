@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # ansible-test sanity from a temporary ansible_collections/bluegreen/haproxy tree.
 # ansible-test insists on that layout and on its cwd being the collection root.
+# Usage: scripts/sanity.sh [ansible-test sanity options]; scripts/sanity.sh --prepare only makes
+# its venv (.tmp/sanity-venv; `make test` does that early, in the background).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv="$repo/.tmp/sanity-venv"
@@ -10,6 +12,7 @@ if [ ! -x "$bin/ansible-test" ] || ! cmp -s "$repo/requirements/sanity.txt" "$ve
   "$bin/pip" install -q --disable-pip-version-check -r "$repo/requirements/sanity.txt"
   cp "$repo/requirements/sanity.txt" "$venv/requirements.txt"
 fi
+if [ "${1:-}" = --prepare ]; then exit 0; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 dest="$work/ansible_collections/bluegreen/haproxy"

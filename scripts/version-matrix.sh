@@ -4,10 +4,13 @@
 # and reused while requirements/matrix.txt and the version are unchanged. In each: the unit
 # tests, then an AWX project from a plain clone runs status, cutover, rollback and persist
 # against a real HAProxy on loopback (tests/integration/test_packaging.py).
-# Usage: scripts/version-matrix.sh 2.17.14 2.18.19
+# Usage: scripts/version-matrix.sh [--prepare] 2.17.14 2.18.19
+#   --prepare: only the venvs (`make test` makes them early, in the background)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
+prepare_only=false
+if [ "${1:-}" = --prepare ]; then prepare_only=true; shift; fi
 [ "$#" -gt 0 ] || { echo "usage: $0 ANSIBLE_CORE_VERSION..." >&2; exit 2; }
 python=${PYTHON:-python3}
 
@@ -31,6 +34,7 @@ pids=()
 for version in "$@"; do prepare "$version" & pids+=($!); done
 for pid in "${pids[@]}"; do wait "$pid"; done
 echo "matrix: venvs ready in $((SECONDS - started))s"
+if $prepare_only; then exit 0; fi
 
 failed=()
 for version in "$@"; do

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# `make test`: every stage of the Makefile's test list, with the waiting overlapped.
+#
+#   system-test, venv + collection, test-unit, lint, test-integration, sanity, ee,
+#   importer-check, matrix                                   in the foreground, in this order;
+#   images, then molecule                                    in the background, from the start;
+#   the venvs of sanity, importer-check and matrix           created in the background, from the start.
+#
+# What overlaps is what waits: image builds (debootstrap and apt in containers, network bound)
+# and pip installs run while the CPU runs the unit tests and lint; the Molecule scenarios
+# (containers, mostly waiting on health checks, watch windows and docker exec) run beside the
+# integration tests and the checks after them. A background stage's output goes to
+# .tmp/ci/<stage>.log and is printed when it fails; every stage's time and result is listed at
+# the end. The exit status is non-zero when any stage failed (a failed system-test or venv
+# stops at once: nothing else can run).
+#
+#   scripts/test.sh                  # what `make test` runs
+#   CI_SERIAL=1 scripts/test.sh      # no overlap: the stages one after the other
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 2
+MAKE=${MAKE:-make}
+LOGS=$ROOT/.tmp/ci
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+SERIAL=${CI_SERIAL:-0}
+
+declare -a SUMMARY=()
+declare -A BG_PID=() BG_START=() BG_TICKS=() DEFERRED=()
+failed=0
+total_start=$(date +%s)
+
+log() { printf '\n==== test.sh: %s (%s, load %s)\n' "$*" "$(date -u +%H:%M:%S)" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+
+# cpu_ticks: "busy total" jiffies of the whole machine (/proc/stat), to tell in the summary how
+# busy the CPUs were during a stage (this run's other stages and anything else on the machine).
+cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
+busy_since() {  # busy_since "BUSY TOTAL": the CPUs' busy share since then, in percent
+    local now
+    now=$(cpu_ticks)
+    awk -v a="$1" -v b="$now" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        t = y[2] - x[2]; printf "%d", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
+}
+
+total_ticks=$(cpu_ticks)
+
+record() {  # record NAME RC SECONDS CPU_SINCE [NOTE]
+    local result=PASS
+    if [ "$2" -ne 0 ]; then result=FAIL; failed=1; fi
+    SUMMARY+=("$(printf '%-5s %-16s %5ss  cpu %3s%% busy  %s' "$result" "$1" "$3" "$(busy_since "$4")" "${5:-}")")
+}
+
+# stage NAME COMMAND...: in the foreground, output streamed.
+stage() {
+    local name=$1 start rc ticks
+    shift
+    log "$name"
+    start=$(date +%s)
+    ticks=$(cpu_ticks)
+    "$@"
+    rc=$?
+    record "$name" "$rc" $(($(date +%s) - start)) "$ticks"
+    return "$rc"
+}
+
+# background NAME COMMAND...: started now, output to .tmp/ci/NAME.log; collect with finish.
+background() {
+    local name=$1
+    shift
+    if [ "$SERIAL" = 1 ]; then
+        DEFERRED[$name]="$*"  # run by finish, in the foreground (simple words only)
+        return 0
+    fi
+    log "$name: started in the background (log: .tmp/ci/$name.log)"
+    BG_START[$name]=$(date +%s)
+    BG_TICKS[$name]=$(cpu_ticks)
+    ( "$@" >"$LOGS/$name.log" 2>&1; echo $? >"$LOGS/$name.rc" ) &
+    BG_PID[$name]=$!
+}
+
+# finish NAME: waits for a background stage, records it, prints its log when it failed.
+finish() {
+    local name=$1 rc
+    if [ -n "${DEFERRED[$name]:-}" ]; then
+        # shellcheck disable=SC2086  # a command line of simple words, split on purpose
+        stage "$name" ${DEFERRED[$name]}
+        return
+    fi
+    log "$name: waiting for it"
+    wait "${BG_PID[$name]}"
+    unset "BG_PID[$name]"
+    rc=$(cat "$LOGS/$name.rc" 2>/dev/null || echo 1)
+    record "$name" "$rc" $(($(date +%s) - BG_START[$name])) "${BG_TICKS[$name]}" "(background; .tmp/ci/$name.log)"
+    if [ "$rc" -ne 0 ]; then
+        log "$name FAILED (exit $rc); its log:"
+        cat "$LOGS/$name.log"
+    else
+        log "$name passed; the end of its log:"
+        tail -n 12 "$LOGS/$name.log"
+    fi
+    return "$rc"
+}
+
+kill_tree() {  # kill_tree PID: a background stage and every process it started
+    local child
+    for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+    kill "$1" 2>/dev/null
+}
+stop_background() {
+    local pid
+    for pid in "${BG_PID[@]}"; do kill_tree "$pid"; done
+}
+trap 'stop_background; exit 130' INT TERM
+
+summary() {
+    log "summary ($(($(date +%s) - total_start))s in all, cpu $(busy_since "$total_ticks")% busy)"
+    printf '  %s\n' "${SUMMARY[@]}"
+    [ "$failed" -eq 0 ] && echo "make test: every stage passed" || echo "make test: FAILED (see above)"
+}
+
+stage system-test "$MAKE" -s system-test || { summary; exit 1; }
+
+# Network and disk first, in the background: the venvs of the later checks, and the images
+# Molecule needs (then Molecule itself, once .venv exists).
+background test-venvs "$MAKE" -s test-venvs
+# shellcheck disable=SC2317  # run through background
+molecule_chain() {
+    "$MAKE" -s images || return 1
+    until [ -e "$LOGS/venv.ready" ] || [ "$SERIAL" = 1 ]; do
+        [ -e "$LOGS/venv.failed" ] && { echo "no .venv: molecule not run"; return 1; }
+        sleep 2
+    done
+    "$MAKE" molecule
+}
+background molecule molecule_chain
+
+if ! stage venv "$MAKE" venv collection; then
+    touch "$LOGS/venv.failed"
+    stop_background
+    summary
+    exit 1
+fi
+touch "$LOGS/venv.ready"
+
+stage test-unit "$MAKE" test-unit
+stage lint "$MAKE" lint
+stage test-integration "$MAKE" test-integration
+finish test-venvs
+stage sanity "$MAKE" sanity
+stage ee "$MAKE" ee
+stage importer-check "$MAKE" importer-check
+stage matrix "$MAKE" matrix
+finish molecule
+
+summary
+exit "$failed"
