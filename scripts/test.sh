@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# `make test`: every stage of the Makefile's test list, with the waiting overlapped.
+# `make test`: every stage of the Makefile's test list, with what waits on the network and the
+# disk moved beside what uses the CPU.
 #
 #   system-test, venv + collection, test-unit, lint, test-integration, sanity, ee,
-#   importer-check, matrix                                   in the foreground, in this order;
-#   images, then molecule                                    in the background, from the start;
-#   the venvs of sanity, importer-check and matrix           created in the background, from the start.
+#   importer-check, matrix, molecule                         in the foreground, in this order;
+#   images (debootstrap, apt in containers: network bound)  in the background, from the start;
+#   the venvs of sanity, importer-check and matrix (pip)     in the background, from the start.
 #
-# What overlaps is what waits: image builds (debootstrap and apt in containers, network bound)
-# and pip installs run while the CPU runs the unit tests and lint; the Molecule scenarios
-# (containers, mostly waiting on health checks, watch windows and docker exec) run beside the
-# integration tests and the checks after them. A background stage's output goes to
-# .tmp/ci/<stage>.log and is printed when it fails; every stage's time and result is listed at
-# the end. The exit status is non-zero when any stage failed (a failed system-test or venv
-# stops at once: nothing else can run).
+# The test stages themselves are CPU bound on a 2-core machine (every check is an ansible,
+# ansible-playbook or docker exec process): Molecule beside the integration tests measured a
+# load average of 20-36 and load-induced failures in both, and no shorter run. So they run one
+# after the other unless CI_MOLECULE_BESIDE=1 (machines with spare cores): then Molecule starts
+# in the background once .venv exists, beside everything after it.
+# A background stage's output goes to .tmp/ci/<stage>.log and is printed when it fails; every
+# stage's time, result and the CPUs' busy share are listed at the end. The exit status is
+# non-zero when any stage failed (a failed system-test or venv stops at once).
 #
-#   scripts/test.sh                  # what `make test` runs
-#   CI_SERIAL=1 scripts/test.sh      # no overlap: the stages one after the other
+#   scripts/test.sh                          # what `make test` runs
+#   CI_SERIAL=1 scripts/test.sh              # no overlap at all: one stage after the other
+#   CI_MOLECULE_BESIDE=1 scripts/test.sh     # Molecule in the background too
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +28,7 @@ LOGS=$ROOT/.tmp/ci
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 SERIAL=${CI_SERIAL:-0}
+BESIDE=${CI_MOLECULE_BESIDE:-0}
 
 declare -a SUMMARY=()
 declare -A BG_PID=() BG_START=() BG_TICKS=() DEFERRED=()
@@ -122,7 +126,7 @@ summary() {
 stage system-test "$MAKE" -s system-test || { summary; exit 1; }
 
 # Network and disk first, in the background: the venvs of the later checks, and the images
-# Molecule needs (then Molecule itself, once .venv exists).
+# Molecule needs (with CI_MOLECULE_BESIDE=1, then Molecule itself, once .venv exists).
 background test-venvs "$MAKE" -s test-venvs
 # shellcheck disable=SC2317  # run through background
 molecule_chain() {
@@ -133,7 +137,11 @@ molecule_chain() {
     done
     "$MAKE" molecule
 }
-background molecule molecule_chain
+if [ "$BESIDE" = 1 ]; then
+    background molecule molecule_chain
+else
+    background images "$MAKE" -s images
+fi
 
 if ! stage venv "$MAKE" venv collection; then
     touch "$LOGS/venv.failed"
@@ -151,7 +159,11 @@ stage sanity "$MAKE" sanity
 stage ee "$MAKE" ee
 stage importer-check "$MAKE" importer-check
 stage matrix "$MAKE" matrix
-finish molecule
+if [ "$BESIDE" = 1 ]; then
+    finish molecule
+elif finish images; then
+    stage molecule "$MAKE" molecule
+fi
 
 summary
 exit "$failed"
