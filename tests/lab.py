@@ -251,10 +251,10 @@ class HAProxyEnv:
         with open(self.map_path) as handle:
             return handle.read()
 
-    def get(self, path="/release", timeout=5.0):
+    def get(self, path="/release", timeout=5.0, host="release.test"):
         """One request through the frontend on a fresh connection: (status, body)."""
         with socket.create_connection(("127.0.0.1", self.frontend_port), timeout=timeout) as sock:
-            sock.sendall(("GET %s HTTP/1.1\r\nHost: release.test\r\nConnection: close\r\n\r\n" % path).encode())
+            sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host)).encode())
             data = b""
             while True:
                 chunk = sock.recv(65536)

@@ -98,12 +98,116 @@ def _number(errors, name, value, kind, minimum=None, above=None, maximum=None):
     return number
 
 
+# What one service of a release may set (release_services items); unset fields come from the
+# single-key inputs (release_target, release_smoke_url, ...).
+SERVICE_FIELDS = ("key", "target", "expected_current", "backends", "smoke_url", "smoke_resolve", "smoke_headers",
+                  "smoke_status_codes", "smoke_bodies", "min_healthy")
+
+
+def services(given, defaults):
+    """The run's services: each item of release_services with its unset fields from `defaults`.
+
+    `defaults` holds the single-key inputs without their prefix, `map_key` for the key. No
+    release_services: one service made of `defaults` alone, which is the single-key release.
+    Items that are not dicts are kept as they are, for input_errors to name.
+    """
+    base = dict((name, defaults.get(name)) for name in SERVICE_FIELDS if name != "key")
+    base["key"] = defaults.get("map_key")
+    if given in (None, "", []):
+        return [base]
+    if not isinstance(given, list):
+        return given
+    result = []
+    for item in given:
+        if not isinstance(item, dict):
+            result.append(item)
+            continue
+        service = dict(base)
+        service.update((name, value) for name, value in item.items() if value is not None)
+        # The single-key target and expected value belong to release_map_key, not to every service.
+        for name in ("target", "expected_current"):
+            service[name] = item.get(name) if item.get(name) is not None else ""
+        result.append(service)
+    return result
+
+
+def _service_errors(errors, service, label, action):
+    """The problems of one service; `label(field)` names a field in the messages."""
+    backends = service.get("backends")
+    if not isinstance(backends, list) or not backends or not all(isinstance(b, str) and b for b in backends):
+        errors.append("%s must be a non-empty list of backend names, got %s" % (label("backends"), short(backends)))
+        backends = []
+    target = service.get("target")
+    if not isinstance(target, str):
+        errors.append("%s must be a backend name, got %s" % (label("target"), short(target)))
+        target = ""
+    elif not target and action == "cutover":
+        errors.append("%s is empty: name the backend to make live, e.g. -e %s=backend_green"
+                      % (label("target"), label("target")) if label("target") == "release_target" else
+                      "%s is empty: name the backend to make live" % label("target"))
+    if target and (target != target.strip() or any(c in target for c in " \t\r\n\0;#")):
+        errors.append("%s %s is not a backend name (no blanks, ';' or '#')" % (label("target"), short(target)))
+
+    for field, check in (
+        ("smoke_url", lambda: parse_url(service.get("smoke_url"))),
+        ("smoke_resolve",
+         lambda: service.get("smoke_resolve") in (None, "") or parse_resolve(service.get("smoke_resolve"))),
+        ("smoke_status_codes", lambda: validate_status_codes(service.get("smoke_status_codes"))),
+        ("smoke_headers", lambda: validate_headers(service.get("smoke_headers"))),
+    ):
+        try:
+            if field == "smoke_status_codes" and not isinstance(service.get("smoke_status_codes"), list):
+                raise SmokeOptionError("status codes must be a list, got %s" % short(service.get("smoke_status_codes")))
+            if field == "smoke_headers" and not isinstance(service.get("smoke_headers") or {}, dict):
+                raise SmokeOptionError("headers must be a dict, got %s" % short(service.get("smoke_headers")))
+            check()
+        except SmokeOptionError as exc:
+            errors.append("%s: %s" % (label(field), short(str(exc), 200)))
+
+    bodies = service.get("smoke_bodies") or {}
+    if not isinstance(bodies, dict):
+        errors.append("%s must be a dict of backend -> regex, got %s" % (label("smoke_bodies"), short(bodies)))
+        bodies = {}
+    for backend in sorted(set(backends) | set(bodies) | ({target} if target else set())):
+        try:
+            compile_body_regex(body_regex(backend, bodies))
+        except SmokeOptionError as exc:
+            errors.append("%s[%s]: %s" % (label("smoke_bodies"), short(backend, 40), short(str(exc), 200)))
+
+
+def _services_errors(errors, items, given):
+    """Structure of release_services: a list of dicts, known fields, a key each, no key twice."""
+    if given in (None, "", []):
+        return True
+    if not isinstance(given, list) or not isinstance(items, list):
+        errors.append("release_services must be a list of services (dicts with key and target), got %s" % short(given))
+        return False
+    seen = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors.append("release_services[%d] must be a dict with key and target, got %s" % (index, short(item)))
+            continue
+        unknown = sorted(set(given[index]) - set(SERVICE_FIELDS)) if isinstance(given[index], dict) else []
+        if unknown:
+            errors.append("release_services[%d] has unknown fields %s (known: %s)"
+                          % (index, ", ".join(unknown), ", ".join(SERVICE_FIELDS)))
+        key = item.get("key")
+        if not isinstance(key, str) or not key or key != key.strip() or any(c in key for c in " \t\r\n\0#"):
+            errors.append("release_services[%d].key must be a map key without blanks or '#', got %s"
+                          % (index, short(key)))
+        elif key in seen:
+            errors.append("release_services: the key %s is listed twice" % short(key))
+        seen.add(key)
+    return not errors
+
+
 def input_errors(inputs):
     """Every problem with the run's inputs, as a list of messages (empty: all good).
 
-    `inputs` holds the release_* variables without their prefix. The smoke options are
-    parsed and every body regex compiled with the same functions http_smoke uses on the
-    node, so a typo is found before any node switches.
+    `inputs` holds the release_* variables without their prefix; `services` the normalized
+    release_services (see services()) and `given_services` release_services as given. The
+    smoke options are parsed and every body regex compiled with the same functions
+    http_smoke uses on the node, so a typo is found before any node switches.
     """
     errors = []
     action = inputs.get("action", "cutover")
@@ -118,49 +222,162 @@ def input_errors(inputs):
     _number(errors, "release_min_requests", inputs.get("min_requests"), int, minimum=1)
     _number(errors, "release_clock_tolerance", inputs.get("clock_tolerance"), float, above=0)
     _number(errors, "release_switch_lead", inputs.get("switch_lead"), float, minimum=0, maximum=600)
-
-    backends = inputs.get("backends")
-    if not isinstance(backends, list) or not backends or not all(isinstance(b, str) and b for b in backends):
-        errors.append("release_backends must be a non-empty list of backend names, got %s" % short(backends))
-        backends = []
-    target = inputs.get("target")
-    if not isinstance(target, str):
-        errors.append("release_target must be a backend name, got %s" % short(target))
-        target = ""
-    elif not target and action == "cutover":
-        errors.append("release_target is empty: name the backend to make live, e.g. -e release_target=backend_green")
-    if target and (target != target.strip() or any(c in target for c in " \t\r\n\0;#")):
-        errors.append("release_target %s is not a backend name (no blanks, ';' or '#')" % short(target))
     skip = inputs.get("preflight_skip_servers", [])
     if not isinstance(skip, list) or not all(isinstance(name, str) for name in skip):
         errors.append("release_preflight_skip_servers must be a list of server names, got %s" % short(skip))
 
-    for name, check in (
-        ("release_smoke_url", lambda: parse_url(inputs.get("smoke_url"))),
-        ("release_smoke_resolve",
-         lambda: inputs.get("smoke_resolve") in (None, "") or parse_resolve(inputs.get("smoke_resolve"))),
-        ("release_smoke_status_codes", lambda: validate_status_codes(inputs.get("smoke_status_codes"))),
-        ("release_smoke_headers", lambda: validate_headers(inputs.get("smoke_headers"))),
-    ):
-        try:
-            if name == "release_smoke_status_codes" and not isinstance(inputs.get("smoke_status_codes"), list):
-                raise SmokeOptionError("status codes must be a list, got %s" % short(inputs.get("smoke_status_codes")))
-            if name == "release_smoke_headers" and not isinstance(inputs.get("smoke_headers") or {}, dict):
-                raise SmokeOptionError("headers must be a dict, got %s" % short(inputs.get("smoke_headers")))
-            check()
-        except SmokeOptionError as exc:
-            errors.append("%s: %s" % (name, short(str(exc), 200)))
-
-    bodies = inputs.get("smoke_bodies") or {}
-    if not isinstance(bodies, dict):
-        errors.append("release_smoke_bodies must be a dict of backend -> regex, got %s" % short(bodies))
-        bodies = {}
-    for backend in sorted(set(backends) | set(bodies) | ({target} if target else set())):
-        try:
-            compile_body_regex(body_regex(backend, bodies))
-        except SmokeOptionError as exc:
-            errors.append("release_smoke_bodies[%s]: %s" % (short(backend, 40), short(str(exc), 200)))
+    given = inputs.get("given_services")
+    items = inputs.get("services")
+    if items is None:
+        items = services(given, dict(inputs, map_key=inputs.get("map_key", "active")))
+    if not _services_errors(errors, items, given):
+        return errors
+    if given in (None, "", []):
+        _service_errors(errors, items[0], lambda field: "release_" + field, action)
+    else:
+        for item in items:
+            _service_errors(errors, item, lambda field, key=item["key"]: "release_services[%s].%s" % (key, field),
+                            action)
     return errors
+
+
+def report_keys(services_list, multi, map_key):
+    """What the report is keyed by: `map_key` for a single-key release, else the services' keys."""
+    if not multi:
+        return map_key
+    return [item["key"] for item in services_list or [] if isinstance(item, dict) and isinstance(item.get("key"), str)]
+
+
+def describe(values):
+    """A dict of key -> value for messages: the value alone for one key, 'key=value, ...' for more."""
+    if not isinstance(values, dict):
+        return "" if values is None else str(values)
+    if len(values) == 1:
+        return str(next(iter(values.values())))
+    return ", ".join("%s=%s" % (key, value) for key, value in sorted(values.items()))
+
+
+def read_plan(read, lock_seen, services_list, run, lock_force=False):
+    """From READ's results: every key's live and disk value, its target and compare-and-set source.
+
+    `read` is haproxy_map_info's result for every service key, `lock_seen` release_lock_info's,
+    `run` the run's record (owner, action). A rollback with `lock_force` after a run died
+    returns each key to the `previous` value that run's lock records (for several keys, its
+    details.entries).
+    """
+    read = read if isinstance(read, dict) else {}
+    runtime = read.get("entries") or {}
+    disk = read.get("disk_entries") or {}
+    keys = [service["key"] for service in services_list]
+    holder = (lock_seen or {}).get("holder") if isinstance(lock_seen, dict) else None
+    recovery, previous = {}, {}
+    if run.get("action") == "rollback" and lock_force and isinstance(holder, dict) \
+            and holder.get("owner", "") != run.get("owner"):
+        recorded = ((holder.get("details") or {}).get("entries") or {}) if isinstance(holder.get("details"), dict) \
+            else {}
+        if isinstance(recorded, dict) and recorded:
+            previous = dict((key, entry.get("previous")) for key, entry in recorded.items()
+                            if key in keys and isinstance(entry, dict) and isinstance(entry.get("previous"), str)
+                            and entry.get("previous"))
+        elif isinstance(holder.get("previous"), str) and holder.get("previous") \
+                and holder.get("key", keys[0]) == keys[0] and len(keys) == 1:
+            previous = {keys[0]: holder["previous"]}
+        if previous:
+            recovery = holder
+    lives = dict((key, runtime.get(key, "")) for key in keys)
+    disks = dict((key, disk.get(key, "")) for key in keys)
+    targets, currents, recovery_targets = {}, {}, {}
+    for service in services_list:
+        key, live = service["key"], lives[service["key"]]
+        other = [backend for backend in service.get("backends") or [] if backend != live]
+        targets[key] = service.get("target") or previous.get(key) or \
+            (other[0] if other and run.get("action") == "rollback" else "")
+        currents[key] = service.get("expected_current") or live
+        if recovery:
+            entry = ((recovery.get("details") or {}).get("entries") or {}).get(key) \
+                if isinstance(recovery.get("details"), dict) else None
+            recovery_targets[key] = (entry or {}).get("target", "") if isinstance(entry, dict) \
+                else recovery.get("target", "")
+    expected = dict((service["key"], bool(service.get("expected_current"))) for service in services_list)
+    return dict(lives=lives, disks=disks, targets=targets, currents=currents, recovery=recovery,
+                recovery_previous=previous, recovery_targets=recovery_targets, expected_current_set=expected)
+
+
+def lock_entries(previous, targets):
+    """{key: {previous, target}} of a multi-service run, for its lock record (read back by read_plan)."""
+    return dict((key, dict(previous=(previous or {}).get(key, ""), target=target))
+                for key, target in sorted((targets or {}).items()))
+
+
+def precheck_errors(plan, fleet_lives, map_name, allow_drift=False):
+    """Why this node may not switch, per key (empty: it may). `fleet_lives` is every node's live values."""
+    errors = []
+    recovered = plan.get("recovery_previous") or {}
+    for key in plan.get("targets") or {}:
+        target, live = plan["targets"][key], plan["lives"].get(key, "")
+        disk, current = plan["disks"].get(key, ""), plan["currents"].get(key, "")
+        explained = key in recovered and disk == recovered[key] and \
+            live in ((plan.get("recovery_targets") or {}).get(key, ""), recovered[key])
+        values = sorted(set(str((lives or {}).get(key, "")) for lives in fleet_lives or []))
+        if not target:
+            errors.append("no target: name the backend to make live (release_target)")
+        elif not live:
+            errors.append("key %s is not in the live map %s" % (key, map_name))
+        elif not (allow_drift or disk == live or explained):
+            errors.append("drift: %s is %s at runtime but %s on disk, so a reload would move traffic; persist or "
+                          "fix it first (status.yml shows it, persist.yml writes the live value) or set "
+                          "release_allow_drift" % (key, live, disk or "absent"))
+        elif live != current and key not in recovered:
+            errors.append("%s is %s here, expected %s" % (key, live, current))
+        elif len(values) > 1 and not plan.get("expected_current_set", {}).get(key) and key not in recovered:
+            errors.append("nodes disagree on the live backend of %s (%s); set release_expected_current"
+                          % (key, ", ".join(values)) if len(plan["targets"]) > 1 else
+                          "nodes disagree on the live backend (%s); set release_expected_current" % ", ".join(values))
+    return errors
+
+
+def readback_errors(expected, result, phase="VERIFY", what="after the switch"):
+    """Keys whose value a haproxy_map result read back differs from `expected` (key -> value)."""
+    entries = (result or {}).get("runtime_entries") or {} if isinstance(result, dict) else {}
+    errors = []
+    for key, value in sorted((expected or {}).items()):
+        seen = entries.get(key)
+        if seen is None and isinstance(result, dict) and result.get("key") == key:
+            seen = result.get("value")
+        if seen != value:
+            errors.append("%s: %s is %s at runtime %s, expected %s" % (phase, key, seen or "absent", what, value))
+    return errors
+
+
+def watch_errors(targets, info):
+    """Keys that left their target during the watch window (haproxy_map_info's result), and whether a reload did it."""
+    info = info if isinstance(info, dict) else {}
+    runtime, disk = info.get("entries") or {}, info.get("disk_entries") or {}
+    errors = []
+    for key, target in sorted((targets or {}).items()):
+        live = runtime.get(key, "absent")
+        if live == target:
+            continue
+        reload_hint = " (the disk says %s too: did HAProxy reload?)" % live if live == disk.get(key, "absent") else ""
+        errors.append("%s is %s at runtime, expected %s%s" % (key, live, target, reload_hint))
+    return errors
+
+
+def failure_message(result):
+    """The reason a failed task gives; for a loop over several services, each failed one's key and reason."""
+    if not isinstance(result, dict):
+        return short(result, 400)
+    items = result.get("results")
+    if isinstance(items, list):
+        reasons = []
+        for item in items:
+            if isinstance(item, dict) and (item.get("failed") or item.get("unreachable")):
+                label = _item_key(item)
+                reasons.append("%s: %s" % (label, item.get("msg", "failed")) if label is not None and len(items) > 1
+                               else str(item.get("msg", "failed")))
+        if reasons:
+            return "; ".join(reasons)
+    return str(result.get("msg", "failed"))
 
 
 def _hostvar(hostvars, host, name, default=None):
@@ -184,18 +401,23 @@ def fleet_reasons(hostvars, all_hosts, play_hosts):
 
 
 def already_live(hostvars, all_hosts, play_hosts):
-    """True when every node already runs its target at runtime and on disk and no lock is held.
+    """True when every node already runs its targets at runtime and on disk and no lock is held.
 
     Decided from READ, before any lock is taken: such a run changes nothing, not even a lock file.
     """
     if not all_hosts or set(all_hosts) != set(play_hosts):
         return False
     for host in all_hosts:
-        target = _hostvar(hostvars, host, "_release_target")
+        plan = _hostvar(hostvars, host, "_release_plan") or {}
+        if plan:
+            targets, lives, disks = plan.get("targets") or {}, plan.get("lives") or {}, plan.get("disks") or {}
+        else:
+            targets = {"": _hostvar(hostvars, host, "_release_target")}
+            lives, disks = {"": _hostvar(hostvars, host, "_release_live")}, {"": _hostvar(hostvars, host, "_release_disk")}
         lock = _hostvar(hostvars, host, "_release_lock_seen", {}) or {}
-        if _hostvar(hostvars, host, "_release_failures", []) or not target:
+        if _hostvar(hostvars, host, "_release_failures", []) or not targets or not all(targets.values()):
             return False
-        if _hostvar(hostvars, host, "_release_live") != target or _hostvar(hostvars, host, "_release_disk") != target:
+        if any(lives.get(key) != target or disks.get(key) != target for key, target in targets.items()):
             return False
         if isinstance(lock, dict) and lock.get("held"):
             return False
@@ -259,54 +481,123 @@ def _ok(result):
     return _ran(result) and not result.get("failed") and not result.get("unreachable")
 
 
+def _keys(key):
+    return list(key) if isinstance(key, (list, tuple)) else [key]
+
+
+def _collapse(values, keys):
+    """One key: its value alone (the single-key report); several: key -> value."""
+    return values.get(keys[0]) if len(keys) == 1 else dict((key, values.get(key)) for key in keys)
+
+
+def _item_key(result):
+    """The service key of one loop item's result (the item is a service, or a list starting with one)."""
+    label = result.get("item") if isinstance(result, dict) else None
+    if isinstance(label, (list, tuple)) and label:
+        label = label[0]
+    if isinstance(label, dict):
+        return label.get("key")
+    return label if isinstance(label, str) else None
+
+
+def _by_service(result):
+    """{service key: result} of a task looped over the services; {None: result} for a plain task."""
+    if not isinstance(result, dict):
+        return {}
+    if isinstance(result.get("results"), list):
+        by_key = {}
+        for item in result["results"]:
+            by_key[_item_key(item)] = item
+        return by_key
+    return {None: result}
+
+
+def _per_service(result, keys, shape):
+    """`shape(result)` of each service's result (None when it did not run), collapsed like _collapse."""
+    by_key = _by_service(result)
+    values = {}
+    for key in keys:
+        item = by_key.get(key, by_key.get(None) if len(keys) == 1 else None)
+        values[key] = shape(item) if _ran(item) else None
+    if len(keys) == 1:
+        return values[keys[0]]
+    return values if any(value is not None for value in values.values()) else None
+
+
+def _health(result):
+    return dict(healthy=result.get("healthy_count"), total=result.get("total")) if "total" in result else None
+
+
+def _preflight(result):
+    return dict(passed=result.get("passed_count"), failed=result.get("failed_servers", [])) \
+        if "passed_count" in result else None
+
+
+def _traffic(result):
+    return dict((name, result.get(name)) for name in ("requests", "errors", "error_rate", "judged")) \
+        if "judged" in result else None
+
+
+def _smoke_counts(result):
+    return dict(passed=result.get("passed_count", 0), failed=result.get("failed_count", 0)) \
+        if "passed_count" in result else None
+
+
 def node_summary(hostvars, host, key, persist="on_success", check_mode=False, finished=None):
     """What happened on one node that is still in the play, from its own registered results.
 
-    The live and disk values come from the last step that wrote or read them: the rollback,
-    else PERSIST, else the switch (the disk then still has the old value), else READ.
+    `key` is the map key, or the list of keys of a multi-service release (then every value
+    in the summary is a dict of key -> value). The live and disk values come from the last
+    step that wrote or read them: the rollback, else PERSIST, else the switch (the disk then
+    still has the old value), else READ.
     """
     def var(name, default=None):
         return _hostvar(hostvars, host, name, default)
 
+    keys = _keys(key)
     read, switch = var("_release_read", {}) or {}, var("_release_switch", {}) or {}
     persisted, rollback = var("_release_persist", {}) or {}, var("_release_rollback", {}) or {}
     failures = list(var("_release_failures", []) or [])
     switched, rolled_back = bool(var("_release_switched", False)), bool(var("_release_rolled_back", False))
-    runtime, disk = live_from(read, key), disk_from(read, key)
+    runtime = dict((k, live_from(read, k)) for k in keys)
+    disk = dict((k, disk_from(read, k)) for k in keys)
     if _ok(switch):
-        runtime = live_from(switch, key)
+        runtime = dict((k, live_from(switch, k)) for k in keys)
     for result in (persisted, rollback):
         if _ok(result):
-            runtime, disk = live_from(result, key), disk_from(result, key)
-    if (persist == "on_success" or rolled_back) and switched and not check_mode and runtime != disk:
-        failures.append("INVARIANT: runtime says %s but disk says %s; a reload would move traffic" % (runtime, disk))
-    health = var("_release_health", {}) or {}
+            runtime = dict((k, live_from(result, k)) for k in keys)
+            disk = dict((k, disk_from(result, k)) for k in keys)
+    if (persist == "on_success" or rolled_back) and switched and not check_mode:
+        for k in keys:
+            if runtime[k] != disk[k]:
+                failures.append("INVARIANT: %s%s but disk says %s; a reload would move traffic"
+                                % ("" if len(keys) == 1 else k + ": ", "runtime says %s" % runtime[k], disk[k]))
     smoke = {}
     for phase, name in (("PRECHECK", "_release_smoke_current"), ("SMOKE", "_release_smoke"),
                         ("WATCH", "_release_watch"), ("ROLLBACK SMOKE", "_release_rollback_smoke")):
-        result = var(name, {}) or {}
-        if _ran(result) and "passed_count" in result:
-            smoke[phase] = dict(passed=result.get("passed_count", 0), failed=result.get("failed_count", 0))
-    traffic = var("_release_traffic", {}) or {}
-    preflight = var("_release_preflight", {}) or {}
+        counts = _per_service(var(name, {}) or {}, keys, _smoke_counts)
+        if counts is not None and (len(keys) == 1 or any(counts.values())):
+            smoke[phase] = counts
     outcome = node_outcome(dict(switched=switched, rolled_back=rolled_back, failures=failures,
                                 fleet_failed=var("_release_fleet_failed", False), checked=check_mode))
     timings = var("_release_timings", {}) or {}
     run = var("_release_run", {}) or {}
+    plan = var("_release_plan") or {}
+    targets = plan.get("targets") or {keys[0]: var("_release_target")}
+    previous = plan.get("lives") or {keys[0]: var("_release_live")}
+    drift = dict((k, None if runtime[k] is None or disk[k] is None else runtime[k] != disk[k]) for k in keys)
     return dict(
         outcome=outcome,
         switched=switched,
-        target=var("_release_target"),
-        previous=var("_release_live"),
-        live_runtime=runtime,
-        live_disk=disk,
-        drift=None if runtime is None or disk is None else runtime != disk,
-        target_health=dict(healthy=health.get("healthy_count"), total=health.get("total"))
-        if _ran(health) and "total" in health else None,
-        preflight=dict(passed=preflight.get("passed_count"), failed=preflight.get("failed_servers", []))
-        if _ran(preflight) and "passed_count" in preflight else None,
-        traffic=dict((name, traffic.get(name)) for name in ("requests", "errors", "error_rate", "judged"))
-        if _ran(traffic) and "judged" in traffic else None,
+        target=_collapse(targets, keys),
+        previous=_collapse(previous, keys),
+        live_runtime=_collapse(runtime, keys),
+        live_disk=_collapse(disk, keys),
+        drift=_collapse(drift, keys) if len(keys) == 1 else (
+            None if all(value is None for value in drift.values()) else any(drift.values())),
+        target_health=_per_service(var("_release_health", {}) or {}, keys, _health),
+        preflight=_per_service(var("_release_preflight", {}) or {}, keys, _preflight),
+        traffic=_per_service(var("_release_traffic", {}) or {}, keys, _traffic),
         smoke=smoke,
         switched_at=switch.get("switched_at") if _ran(switch) else None,
         late_by=switch.get("late_by") if _ran(switch) else None,
@@ -318,21 +609,28 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
 
 def left_node_summary(hostvars, host, key):
     """The report of a node that left the play: what it was last seen doing."""
+    keys = _keys(key)
     switch = _hostvar(hostvars, host, "_release_switch", {}) or {}
     armed = _ok(_hostvar(hostvars, host, "_release_switch_job", {}) or {})
     switched = bool(_ok(switch) and (switch.get("changed") or switch.get("switched_at") is not None))
     # Armed, and the result never came back: it may well have switched.
     unknown = armed and not _ok(switch)
     rolled_back = bool(_hostvar(hostvars, host, "_release_rolled_back", False))
-    live = live_from(_hostvar(hostvars, host, "_release_rollback", {}), key) if rolled_back else None
-    if live is None:
-        live = live_from(switch, key) if _ok(switch) else live_from(_hostvar(hostvars, host, "_release_read", {}), key)
+
+    def last_live(k):
+        live = live_from(_hostvar(hostvars, host, "_release_rollback", {}), k) if rolled_back else None
+        if live is None:
+            live = live_from(switch, k) if _ok(switch) else live_from(_hostvar(hostvars, host, "_release_read", {}), k)
+        return live
+
+    live = describe(_collapse(dict((k, last_live(k)) for k in keys), keys)) if len(keys) > 1 else last_live(keys[0])
+    target = _hostvar(hostvars, host, "_release_target")
     locked = bool(_hostvar(hostvars, host, "_release_lock_taken", False))
     lock = "its lock is kept" if locked else "it holds no lock of this run"
     outcome = node_outcome(dict(left=True, switched=switched or unknown, rolled_back=rolled_back))
     if outcome == "not rolled back" and unknown:
         note = ("not rolled back: its switch to %s was armed and no result came back; last seen live value %s "
-                "(before the switch); %s" % (_hostvar(hostvars, host, "_release_target"), live, lock))
+                "(before the switch); %s" % (target, live, lock))
     elif outcome == "not rolled back":
         note = "not rolled back: last seen live value %s; %s" % (live, lock)
     else:
@@ -352,7 +650,8 @@ def fleet_summary(hostvars, all_hosts, play_hosts, key):
 
 
 def _lives(summary):
-    return set(node.get("live_runtime") for node in summary.values() if not node.get("left"))
+    return set(describe(node.get("live_runtime")) if isinstance(node.get("live_runtime"), dict)
+               else node.get("live_runtime") for node in summary.values() if not node.get("left"))
 
 
 def run_outcome(summary):
@@ -387,7 +686,7 @@ def run_message(summary, action, target, previous):
             if node.get("left"):
                 parts.append("%s %s" % (host, node.get("outcome")))
             else:
-                parts.append("%s %s (live %s)" % (host, node.get("outcome"), node.get("live_runtime")))
+                parts.append("%s %s (live %s)" % (host, node.get("outcome"), describe(node.get("live_runtime"))))
         head += "; the fleet is split: %s" % ", ".join(parts)
     elif outcomes and all(outcome == "rolled back" for outcome in outcomes.values()):
         head += "; every node was rolled back to %s" % previous
@@ -510,6 +809,15 @@ class FilterModule(object):
             "release_refused_names": refused_names,
             "release_body_regex": body_regex,
             "release_input_errors": input_errors,
+            "release_services": services,
+            "release_describe": describe,
+            "release_report_keys": report_keys,
+            "release_read_plan": read_plan,
+            "release_lock_entries": lock_entries,
+            "release_precheck_errors": precheck_errors,
+            "release_readback_errors": readback_errors,
+            "release_failure_message": failure_message,
+            "release_watch_errors": watch_errors,
             "release_fleet_reasons": fleet_reasons,
             "release_already_live": already_live,
             "release_live_from": live_from,

@@ -622,6 +622,11 @@ def plan_result(plan, key=None):
         before_disk = map_text_lookup(plan.disk_text, [key]).get(key) if plan.disk_text is not None else None
         result.update(key=key, previous_value=plan.previous[key], value=plan.desired[key],
                       previous_disk_value=before_disk, disk_value=disk_values(plan, [key])[key])
+    elif plan.disk_text is not None:
+        keys = sorted(plan.desired)
+        before_disk = map_text_lookup(plan.disk_text, keys)
+        result.update(previous_disk_entries=dict((name, before_disk.get(name)) for name in keys),
+                      disk_entries=disk_values(plan, keys))
     return result
 
 
@@ -632,6 +637,8 @@ def applied_result(result, facts, key=None):
         result["disk_changed"] = False
         if key is not None:
             result["disk_value"] = result["previous_disk_value"]
+        elif "previous_disk_entries" in result:
+            result["disk_entries"] = result["previous_disk_entries"]
     if key is not None:
         result["value"] = result["runtime_entries"].get(key)
     return result

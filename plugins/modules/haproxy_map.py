@@ -269,6 +269,18 @@ disk_value:
   returned: with O(key)
   type: str
   sample: backend_green
+previous_disk_entries:
+  description: Every key of O(entries) with its value in the map file before the task, V(null) when absent.
+  returned: with O(entries), when the map file is readable on this host
+  type: dict
+  sample: {shop.example.com: shop_blue, api.example.com: api_blue}
+disk_entries:
+  description:
+    - Every key of O(entries) with its value in the map file after the task (predicted in check mode),
+      V(null) when absent. Differs from RV(runtime_entries) when O(persist=false) changed the runtime only.
+  returned: with O(entries), when the map file is readable on this host
+  type: dict
+  sample: {shop.example.com: shop_green, api.example.com: api_green}
 backup_file:
   description: The backup of the map file made before it was replaced.
   returned: when O(backup=true) and the map file changed

@@ -13,14 +13,19 @@ COLLECTION = "bluegreen.haproxy."
 
 
 def results(report, action):
-    """[(task name, host, result)] of every task that ran `action` (short or FQCN), in order."""
+    """[(task name, host, result)] of every task that ran `action` (short or FQCN), in order.
+
+    A task looped over the release's services gives one result per service (its `item` is the
+    service), so a test reads a single-key run and a multi-service run the same way.
+    """
     found = []
     for play in report["plays"]:
         for task in play["tasks"]:
             name = task["task"]["action"]
             if name == action or name == COLLECTION + action or name == "ansible.builtin." + action:
                 for host, result in task["hosts"].items():
-                    found.append((task["task"]["name"], host, result))
+                    items = result.get("results") if isinstance(result.get("results"), list) else [result]
+                    found.extend((task["task"]["name"], host, item) for item in items)
     return found
 
 

@@ -31,7 +31,9 @@ def task_results(report, name_part):
     for play in report["plays"]:
         for task in play["tasks"]:
             if name_part in task["task"]["name"]:
-                found.update(task["hosts"])
+                # A task looped over the services (one here): the service's own result.
+                found.update((host, result["results"][-1] if result.get("results") else result)
+                             for host, result in task["hosts"].items())
     return found
 
 

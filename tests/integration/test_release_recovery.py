@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -69,7 +70,11 @@ def test_a_node_lost_after_the_switch_is_reported_split_with_its_lock_kept(fleet
     message = final_message(report)
     assert rc != 0
     assert "node2" in message, message
-    assert "not rolled back: last seen live value backend_green; its lock is kept" in message, message
+    # Whether its switch's result came back before it dropped is a race; either way the report is
+    # honest: never "rolled back", the lock kept, the value it was last seen with or "no result".
+    assert re.search(r"node2: not rolled back: (last seen live value backend_green|its switch to backend_green was "
+                     r"armed and no result came back)", message), message
+    assert "its lock is kept" in message, message
     assert "every node was rolled back" not in message, message
     assert artifacts(report)["release_outcome"] == "split"
     # node1 went back and says so everywhere; node2 is still live on green, locked.

@@ -314,3 +314,145 @@ def test_every_filter_is_registered():
     filters = FilterModule().filters()
     assert all(name.startswith("release_") for name in filters)
     assert filters["release_input_errors"] is release.input_errors
+
+
+# -- several services in one release ----------------------------------------------------------
+
+DEFAULTS = dict(map_key="active", target="backend_green", expected_current="", backends=["backend_blue", "backend_green"],
+                smoke_url="http://release.test/release", smoke_resolve="127.0.0.1:80", smoke_headers={},
+                smoke_status_codes=[200], smoke_bodies={}, min_healthy="")
+SHOP = dict(key="shop.test", target="shop_green", backends=["shop_blue", "shop_green"], smoke_url="http://shop.test/")
+API = dict(key="api.test", target="api_green", backends=["api_blue", "api_green"], smoke_url="http://api.test/")
+
+
+def test_services_without_release_services_is_the_single_key():
+    (only,) = release.services([], DEFAULTS)
+    assert only["key"] == "active" and only["target"] == "backend_green" and only["smoke_resolve"] == "127.0.0.1:80"
+
+
+def test_services_inherit_smoke_options_but_not_the_single_key_target():
+    shop, api = release.services([SHOP, dict(key="api.test", smoke_url="http://api.test/")], DEFAULTS)
+    assert shop["target"] == "shop_green" and shop["smoke_resolve"] == "127.0.0.1:80"
+    assert shop["smoke_status_codes"] == [200] and shop["backends"] == ["shop_blue", "shop_green"]
+    assert api["target"] == "" and api["expected_current"] == ""
+    assert api["backends"] == ["backend_blue", "backend_green"]
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("shop.test", "release_services must be a list"),
+    (["shop.test"], "release_services[0] must be a dict"),
+    ([dict(SHOP, colour="x")], "release_services[0] has unknown fields colour"),
+    ([dict(SHOP, key="shop test")], "release_services[0].key must be a map key"),
+    ([SHOP, dict(SHOP)], "release_services: the key shop.test is listed twice"),
+    ([dict(SHOP, target="")], "release_services[shop.test].target is empty"),
+    ([dict(SHOP, smoke_url="ftp://shop.test/")], "release_services[shop.test].smoke_url"),
+    ([dict(SHOP, smoke_bodies={"shop_green": "("})], "release_services[shop.test].smoke_bodies[shop_green]"),
+])
+def test_input_errors_name_the_service_and_field(given, expected):
+    inputs = dict(good_inputs(), given_services=given, services=release.services(given, DEFAULTS))
+    errors = release.input_errors(inputs)
+    assert any(expected in error for error in errors), errors
+
+
+def test_input_errors_accept_good_services():
+    given = [SHOP, API]
+    assert release.input_errors(dict(good_inputs(), given_services=given,
+                                     services=release.services(given, DEFAULTS))) == []
+
+
+def read_result(runtime, disk=None):
+    return {"entries": runtime, "disk_entries": runtime if disk is None else disk}
+
+
+def test_read_plan_for_a_cutover_and_a_rollback():
+    services = release.services([SHOP, dict(API, target="")], DEFAULTS)
+    lives = {"shop.test": "shop_blue", "api.test": "api_green"}
+    plan = release.read_plan(read_result(lives), {}, services, {"action": "rollback", "owner": "me"})
+    assert plan["lives"] == lives and plan["disks"] == lives
+    # An explicit target wins; rollback picks the other backend of a service without one.
+    assert plan["targets"] == {"shop.test": "shop_green", "api.test": "api_blue"}
+    assert plan["currents"] == lives and plan["recovery"] == {}
+
+
+def test_read_plan_recovers_every_key_from_a_dead_multi_service_run():
+    services = release.services([dict(SHOP, target=""), dict(API, target="")], DEFAULTS)
+    holder = {"owner": "dead-run", "details": {"entries": release.lock_entries(
+        {"shop.test": "shop_blue", "api.test": "api_blue"}, {"shop.test": "shop_green", "api.test": "api_green"})}}
+    lives = {"shop.test": "shop_green", "api.test": "api_green"}
+    disks = {"shop.test": "shop_blue", "api.test": "api_blue"}
+    run = {"action": "rollback", "owner": "me"}
+    plan = release.read_plan(read_result(lives, disks), {"held": True, "holder": holder}, services, run, lock_force=True)
+    assert plan["targets"] == disks and plan["recovery_previous"] == disks
+    # The dead run explains the drift: PRECHECK lets the recovery through.
+    assert release.precheck_errors(plan, [lives], "/m") == []
+    # Without force the record is not used, and the drift stops the run.
+    plan = release.read_plan(read_result(lives, disks), {"held": True, "holder": holder}, services, run)
+    assert any(error.startswith("drift: shop.test") for error in release.precheck_errors(plan, [lives], "/m"))
+
+
+def test_precheck_errors_per_key():
+    services = release.services([SHOP, API], DEFAULTS)
+    plan = release.read_plan(read_result({"shop.test": "shop_blue", "api.test": "api_blue"},
+                                         {"shop.test": "shop_blue", "api.test": "api_green"}), {}, services,
+                             {"action": "cutover", "owner": "me"})
+    errors = release.precheck_errors(plan, [plan["lives"], dict(plan["lives"], **{"shop.test": "shop_green"})], "/m")
+    assert errors == [
+        "nodes disagree on the live backend of shop.test (shop_blue, shop_green); set release_expected_current",
+        "drift: api.test is api_blue at runtime but api_green on disk, so a reload would move traffic; persist or "
+        "fix it first (status.yml shows it, persist.yml writes the live value) or set release_allow_drift",
+    ]
+
+
+def test_readback_and_watch_errors():
+    targets = {"shop.test": "shop_green", "api.test": "api_green"}
+    assert release.readback_errors(targets, {"runtime_entries": dict(targets)}) == []
+    assert release.readback_errors(targets, {"runtime_entries": {"shop.test": "shop_green"}}) == [
+        "VERIFY: api.test is absent at runtime after the switch, expected api_green"]
+    assert release.readback_errors({"active": "backend_blue"}, {"key": "active", "value": "backend_blue"}) == []
+    info = {"entries": {"shop.test": "shop_blue", "api.test": "api_green"}, "disk_entries": {"shop.test": "shop_blue"}}
+    assert release.watch_errors(targets, info) == [
+        "shop.test is shop_blue at runtime, expected shop_green (the disk says shop_blue too: did HAProxy reload?)"]
+
+
+def test_failure_message_names_the_failed_services_of_a_loop():
+    loop = {"failed": True, "msg": "One or more items failed", "results": [
+        {"item": SHOP, "failed": False}, {"item": API, "failed": True, "msg": "3 of 4 requests failed"}]}
+    assert release.failure_message(loop) == "api.test: 3 of 4 requests failed"
+    single = {"failed": True, "msg": "One or more items failed", "results": [{"item": SHOP, "failed": True, "msg": "x"}]}
+    assert release.failure_message(single) == "x"
+    pair = {"results": [{"item": [API, {}], "failed": True, "msg": "error rate"}, {"item": [SHOP, {}]}]}
+    assert release.failure_message(pair) == "api.test: error rate"
+    assert release.failure_message({"failed": True, "msg": "plain"}) == "plain"
+
+
+def test_node_summary_of_several_services_is_keyed_by_service():
+    keys = ["shop.test", "api.test"]
+    green = {"shop.test": "shop_green", "api.test": "api_green"}
+    blue = {"shop.test": "shop_blue", "api.test": "api_blue"}
+    node = {
+        "_release_read": read_result(blue), "_release_switched": True, "_release_failures": [],
+        "_release_switch": {"changed": True, "runtime_entries": green, "switched_at": 5.0},
+        "_release_persist": {"changed": True, "runtime_entries": green, "disk_entries": green},
+        "_release_plan": {"targets": green, "lives": blue},
+        "_release_health": {"results": [{"item": SHOP, "healthy_count": 2, "total": 2},
+                                        {"item": API, "healthy_count": 1, "total": 1}]},
+        "_release_run": {"started": 0},
+    }
+    summary = release.node_summary({"n1": node}, "n1", keys)
+    assert summary["outcome"] == "switched" and summary["failures"] == []
+    assert summary["target"] == green and summary["previous"] == blue
+    assert summary["live_runtime"] == green and summary["live_disk"] == green and summary["drift"] is False
+    assert summary["target_health"] == {"shop.test": {"healthy": 2, "total": 2}, "api.test": {"healthy": 1, "total": 1}}
+    assert release.run_outcome({"n1": summary, "n2": dict(summary)}) == "succeeded"
+    assert release.run_outcome({"n1": summary, "n2": dict(summary, live_runtime=blue)}) == "split"
+    # A key the persist did not write breaks the invariant, named by key.
+    node["_release_persist"] = {"changed": True, "runtime_entries": green, "disk_entries": dict(green, **{"api.test": None})}
+    failures = release.node_summary({"n1": node}, "n1", keys)["failures"]
+    assert failures == ["INVARIANT: api.test: runtime says api_green but disk says None; a reload would move traffic"]
+
+
+def test_report_keys_and_describe():
+    assert release.report_keys([SHOP], False, "active") == "active"
+    assert release.report_keys([SHOP, API, "x"], True, "active") == ["shop.test", "api.test"]
+    assert release.describe({"active": "backend_green"}) == "backend_green"
+    assert release.describe({"shop.test": "shop_green", "api.test": "api_green"}) == "api.test=api_green, shop.test=shop_green"
