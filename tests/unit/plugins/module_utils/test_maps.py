@@ -14,7 +14,9 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import (
     lookup_runtime_values,
     parse_get_map_reply,
     payload_chunks,
+    applied_result,
     plan_bulk,
+    plan_result,
     plan_single,
     validate_request,
     wait_until,
@@ -72,6 +74,17 @@ def test_plan_bulk_nothing_to_do_and_rerun_of_cas_is_accepted():
     plan = plan_bulk(MAP, {"a": "X"}, {"a": "1"}, live(("a", "X")), "a 1\n", True)
     assert plan.action is None and plan.disk_changed
     assert plan.new_disk_text == "a X\n"
+
+
+def test_bulk_result_shows_every_key_on_disk_before_and_after():
+    plan = plan_bulk(MAP, {"a": "X", "b": "Y"}, None, live(("a", "1"), ("b", "2")), "a 1\nb 2\n", True)
+    planned = plan_result(plan)
+    assert planned["previous_disk_entries"] == {"a": "1", "b": "2"}
+    assert planned["disk_entries"] == {"a": "X", "b": "Y"}
+    # The write did not happen (it failed, or persist was off): the disk still has the old values.
+    assert applied_result(dict(planned), {"disk_changed": False})["disk_entries"] == {"a": "1", "b": "2"}
+    unreadable = plan_result(plan_bulk(MAP, {"a": "X"}, None, live(("a", "1")), None, False))
+    assert "disk_entries" not in unreadable
 
 
 def test_plan_bulk_names_every_mismatch_up_to_five():
