@@ -79,7 +79,7 @@ background() {
     log "$name: started in the background (log: .tmp/ci/$name.log)"
     BG_START[$name]=$(date +%s)
     BG_TICKS[$name]=$(cpu_ticks)
-    ( "$@" >"$LOGS/$name.log" 2>&1; echo $? >"$LOGS/$name.rc" ) &
+    ( "$@" >"$LOGS/$name.log" 2>&1; echo $? >"$LOGS/$name.rc"; date +%s >"$LOGS/$name.end" ) &
     BG_PID[$name]=$!
 }
 
@@ -95,7 +95,9 @@ finish() {
     wait "${BG_PID[$name]}"
     unset "BG_PID[$name]"
     rc=$(cat "$LOGS/$name.rc" 2>/dev/null || echo 1)
-    record "$name" "$rc" $(($(date +%s) - BG_START[$name])) "${BG_TICKS[$name]}" "(background; .tmp/ci/$name.log)"
+    # Its own time (until it ended, not until it was waited for).
+    record "$name" "$rc" $(($(cat "$LOGS/$name.end" 2>/dev/null || date +%s) - BG_START[$name])) \
+        "${BG_TICKS[$name]}" "(background; .tmp/ci/$name.log)"
     if [ "$rc" -ne 0 ]; then
         log "$name FAILED (exit $rc); its log:"
         cat "$LOGS/$name.log"
