@@ -257,6 +257,11 @@ def describe(values):
     return ", ".join("%s=%s" % (key, value) for key, value in sorted(values.items()))
 
 
+def _recorded_value(record):
+    """Whether a lock record (or one key's entry in it) names a previous value to return to."""
+    return isinstance(record, dict) and isinstance(record.get("previous"), str) and bool(record["previous"])
+
+
 def read_plan(read, lock_seen, services_list, run, lock_force=False):
     """From READ's results: every key's live and disk value, its target and compare-and-set source.
 
@@ -276,11 +281,9 @@ def read_plan(read, lock_seen, services_list, run, lock_force=False):
         recorded = ((holder.get("details") or {}).get("entries") or {}) if isinstance(holder.get("details"), dict) \
             else {}
         if isinstance(recorded, dict) and recorded:
-            previous = dict((key, entry.get("previous")) for key, entry in recorded.items()
-                            if key in keys and isinstance(entry, dict) and isinstance(entry.get("previous"), str)
-                            and entry.get("previous"))
-        elif isinstance(holder.get("previous"), str) and holder.get("previous") \
-                and holder.get("key", keys[0]) == keys[0] and len(keys) == 1:
+            previous = dict((key, entry["previous"]) for key, entry in recorded.items()
+                            if key in keys and _recorded_value(entry))
+        elif _recorded_value(holder) and len(keys) == 1 and holder.get("key", keys[0]) == keys[0]:
             previous = {keys[0]: holder["previous"]}
         if previous:
             recovery = holder
