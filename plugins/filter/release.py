@@ -275,32 +275,29 @@ def read_plan(read, lock_seen, services_list, run, lock_force=False):
     disk = read.get("disk_entries") or {}
     keys = [service["key"] for service in services_list]
     holder = (lock_seen or {}).get("holder") if isinstance(lock_seen, dict) else None
-    recovery, previous = {}, {}
+    recovery, previous, recovery_targets = {}, {}, {}
     if run.get("action") == "rollback" and lock_force and isinstance(holder, dict) \
             and holder.get("owner", "") != run.get("owner"):
-        recorded = ((holder.get("details") or {}).get("entries") or {}) if isinstance(holder.get("details"), dict) \
-            else {}
-        if isinstance(recorded, dict) and recorded:
+        details = holder.get("details") if isinstance(holder.get("details"), dict) else {}
+        recorded = details.get("entries") if isinstance(details.get("entries"), dict) else {}
+        if recorded:
             previous = dict((key, entry["previous"]) for key, entry in recorded.items()
                             if key in keys and _recorded_value(entry))
+            recovery_targets = dict((key, entry.get("target", "")) for key, entry in recorded.items() if key in previous)
         elif _recorded_value(holder) and len(keys) == 1 and holder.get("key", keys[0]) == keys[0]:
             previous = {keys[0]: holder["previous"]}
+            recovery_targets = {keys[0]: holder.get("target", "")}
         if previous:
             recovery = holder
     lives = dict((key, runtime.get(key, "")) for key in keys)
     disks = dict((key, disk.get(key, "")) for key in keys)
-    targets, currents, recovery_targets = {}, {}, {}
+    targets, currents = {}, {}
     for service in services_list:
         key, live = service["key"], lives[service["key"]]
         other = [backend for backend in service.get("backends") or [] if backend != live]
         targets[key] = service.get("target") or previous.get(key) or \
             (other[0] if other and run.get("action") == "rollback" else "")
         currents[key] = service.get("expected_current") or live
-        if recovery:
-            entry = ((recovery.get("details") or {}).get("entries") or {}).get(key) \
-                if isinstance(recovery.get("details"), dict) else None
-            recovery_targets[key] = (entry or {}).get("target", "") if isinstance(entry, dict) \
-                else recovery.get("target", "")
     expected = dict((service["key"], bool(service.get("expected_current"))) for service in services_list)
     return dict(lives=lives, disks=disks, targets=targets, currents=currents, recovery=recovery,
                 recovery_previous=previous, recovery_targets=recovery_targets, expected_current_set=expected)
