@@ -188,6 +188,18 @@ def parse_socket_address(address):
     return family or socket.AF_UNSPEC, (host, int(port_text))
 
 
+def _too_long_hint(text):
+    """Why HAProxy reset or ignored a command, when it was longer than its buffer.
+
+    HAProxy either resets the connection or, on a busy machine, leaves it unanswered until
+    our timeout: both mean the same thing, and the message should say so.
+    """
+    if len(text) <= MAX_COMMAND_BYTES:
+        return ""
+    return ("; the command was %d bytes, longer than HAProxy's tune.bufsize (%d bytes by default)"
+            % (len(text), MAX_COMMAND_BYTES))
+
+
 class RuntimeAPIClient(object):
     """Sends commands to one HAProxy Runtime API socket, one connection per command."""
 
@@ -289,15 +301,11 @@ class RuntimeAPIClient(object):
                 chunks.append(chunk)
         except socket.timeout:
             raise RuntimeAPITimeoutError(
-                "HAProxy Runtime API socket %s did not answer '%s' within %ss"
-                % (self.address, shorten(description), self.timeout)
+                "HAProxy Runtime API socket %s did not answer '%s' within %ss%s"
+                % (self.address, shorten(description), self.timeout, _too_long_hint(text))
             )
         except OSError as exc:
-            hint = ""
-            if len(text) > MAX_COMMAND_BYTES:
-                hint = ("; the command was %d bytes and HAProxy refuses a command longer than its "
-                        "tune.bufsize (%d bytes by default)" % (len(text), MAX_COMMAND_BYTES))
-            raise RuntimeAPIError("error talking to %s: %s%s" % (self.address, exc, hint))
+            raise RuntimeAPIError("error talking to %s: %s%s" % (self.address, exc, _too_long_hint(text)))
         finally:
             sock.close()
         return b"".join(chunks).decode("utf-8", "replace")

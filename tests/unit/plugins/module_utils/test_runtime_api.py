@@ -133,6 +133,17 @@ def test_silent_peer_times_out():
             client.raw("show info")
 
 
+def test_silence_after_a_too_long_command_names_the_buffer_limit():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = RuntimeAPIClient("127.0.0.1:%d" % listener.getsockname()[1], timeout=0.3)
+        with pytest.raises(RuntimeAPITimeoutError) as caught:
+            client.raw("set map m k " + "v" * 100000)
+    message = str(caught.value)
+    assert "tune.bufsize" in message and "100013 bytes" in message and len(message) < 300
+
+
 def test_command_error_carries_command_and_first_line():
     error = CommandError("set map m k v", "entry not found.\n\n")
     assert "entry not found." in str(error)
