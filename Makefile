@@ -85,12 +85,12 @@ molecule: venv collection images
 images:
 	scripts/build-images.sh
 
-# Every test: system-test, venv, test-unit, lint, test-integration, sanity, ee, importer-check,
-# matrix and molecule one after the other; images and the venvs of sanity, importer-check and
-# matrix (test-venvs) in the background from the start: they wait on the network and the disk
-# while the foreground uses the CPU (scripts/test.sh; logs in .tmp/ci/, a summary of every
-# stage's time at the end; CI_SERIAL=1 for no overlap, CI_MOLECULE_BESIDE=1 to run Molecule in the
-# background too, on machines with spare cores). Fails when any stage fails.
+# Every test: system-test, venv, test-unit beside lint, test-integration, then sanity, ee,
+# importer-check and matrix side by side, then molecule. Images and the venvs of sanity,
+# importer-check and matrix (test-venvs) build in the background from the start: they wait on
+# the network and the disk while the foreground uses the CPU (scripts/test.sh; logs in .tmp/ci/,
+# a summary of every stage's time at the end; CI_SERIAL=1 for no overlap, CI_MOLECULE_BESIDE=1
+# to run Molecule in the background too, on machines with spare cores). Fails when any stage fails.
 test:
 	MAKE="$(MAKE)" scripts/test.sh
 

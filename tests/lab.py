@@ -251,6 +251,18 @@ class HAProxyEnv:
         with open(self.map_path) as handle:
             return handle.read()
 
+    def make_live(self, value, key="active"):
+        """Leave the node as a finished, persisted release would: `key` is `value` on disk and at
+        runtime, no lock. For tests whose subject starts there (a rollback), without paying for
+        a cutover playbook run to get there."""
+        lines = [line for line in self.disk_text().splitlines() if line.split(None, 1)[:1] != [key]]
+        temporary = self.map_path + ".tmp"
+        with open(temporary, "w") as handle:
+            handle.write("\n".join(lines + ["%s %s" % (key, value)]) + "\n")
+        os.replace(temporary, self.map_path)
+        self.runtime("set map %s %s %s" % (self.map_path, key, value))
+        wait_for(lambda: self.map_value(key) == value, what="%s to be %s at runtime" % (key, value))
+
     def get(self, path="/release", timeout=5.0, host="release.test"):
         """One request through the frontend on a fresh connection: (status, body)."""
         with socket.create_connection(("127.0.0.1", self.frontend_port), timeout=timeout) as sock:
@@ -315,6 +327,10 @@ class Fleet:
 
     def answers(self):
         return [node.get()[1].strip() for node in self.nodes]
+
+    def make_live(self, value):
+        for node in self.nodes:
+            node.make_live(value)
 
 
 def write_inventory(path, nodes, group_vars=None):
