@@ -21,6 +21,7 @@ from bluegreen_molecule import MAP, nodes  # noqa: E402
 from testinfra.utils.ansible_runner import AnsibleRunner  # noqa: E402
 
 HOST_HEADER = "release.example.test"
+SERVERS = ["backend_blue/blue1", "backend_blue/blue2", "backend_green/green1", "backend_green/green2"]
 
 # Tests marked `loopback_twin` prove what tests/integration proves against the same HAProxy 2.6
 # (Debian 12's package, the bookworm image's) on loopback: the wrong green, the health gates,
@@ -40,7 +41,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "loopback_twin" in item.keywords:
             item.add_marker(skip)
-SERVERS = ["backend_blue/blue1", "backend_blue/blue2", "backend_green/green1", "backend_green/green2"]
 
 
 @pytest.fixture(scope="session")
