@@ -26,6 +26,22 @@ from lab import (
 )
 
 
+# `make test-integration` hands whole files to three workers (pytest-xdist --dist loadfile), in
+# collection order. These files run many playbooks against fleets (minutes each, measured with
+# --durations): handed out first, the longest file does not start last and run on alone while
+# the other workers are idle.
+LONGEST_FIRST = ("test_playbooks.py", "test_release_prevention.py", "test_provision_safety.py",
+                 "test_release_services.py", "test_packaging.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: a file's own tests keep their order
+
+
 @pytest.fixture
 def app_factory(tmp_path):
     apps = []
