@@ -14,8 +14,6 @@ try:  # ansible-test puts the tree on the path
 except ImportError:  # plain pytest from the repo root: use the `make collection` tree
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
 
-from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import runtime_api  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (  # noqa: E402
@@ -23,6 +21,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     SocketPermissionError,
 )
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_backend_health  # noqa: E402
+from module_runner import run_main  # noqa: E402
 
 HEALTH = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures', 'haproxy-2.6', 'health')
 
@@ -30,26 +29,6 @@ HEALTH = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures
 def fixture(name):
     with open(os.path.join(HEALTH, name)) as handle:
         return handle.read()
-
-
-class ModuleExit(Exception):
-    def __init__(self, result, failed):
-        super(ModuleExit, self).__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-@pytest.fixture(autouse=True)
-def module_exits(monkeypatch):
-    def exit_json(self, **result):
-        raise ModuleExit(result, failed=False)
-
-    def fail_json(self, msg=None, **result):
-        result['msg'] = msg
-        raise ModuleExit(result, failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
 
 
 @pytest.fixture
@@ -70,10 +49,7 @@ def haproxy(monkeypatch):
 
 
 def run(args):
-    with patch_module_args(dict(dict(socket='/nonexistent/admin.sock'), **args)):
-        with pytest.raises(ModuleExit) as raised:
-            haproxy_backend_health.main()
-    return raised.value
+    return run_main(haproxy_backend_health.main, dict(dict(socket='/nonexistent/admin.sock'), **args))
 
 
 def test_a_reload_while_waiting_is_retried(haproxy):

@@ -9,13 +9,11 @@ fake `send_request` that answers per server address and records what was asked.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 import pytest
 
-from ansible.module_utils import basic
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import preflight as preflight_utils
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke
@@ -27,20 +25,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.parsers import (
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIClient
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_backend_preflight
 
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19
-    from contextlib import contextmanager
-    from ansible.module_utils.common.text.converters import to_bytes
-
-    @contextmanager
-    def patch_module_args(args):
-        saved = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = saved
+from module_runner import run_main
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures")
 VERSIONS = ["2.6", "3.0"]
@@ -248,25 +233,10 @@ def test_validate_skip_servers(value, fragment):
 
 # ---------------------------------------------------------------- the module
 
-class ModuleExit(Exception):
-    def __init__(self, failed, result):
-        super(ModuleExit, self).__init__(result.get("msg"))
-        self.failed = failed
-        self.result = result
-
 
 @pytest.fixture
 def run(monkeypatch):
     """Run the module's main() with args; (failed, result, client, sender)."""
-
-    def exit_json(self, **result):
-        raise ModuleExit(False, result)
-
-    def fail_json(self, **result):
-        raise ModuleExit(True, result)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
 
     def runner(args, version="2.6", state_file="show_servers_state_backend.txt", sender=None, check=False):
         clients = []
@@ -283,10 +253,8 @@ def run(monkeypatch):
         full = dict(args)
         if check:
             full["_ansible_check_mode"] = True
-        with patch_module_args(full):
-            with pytest.raises(ModuleExit) as caught:
-                haproxy_backend_preflight.main()
-        return caught.value.failed, caught.value.result, clients, sender
+        caught = run_main(haproxy_backend_preflight.main, full)
+        return caught.failed, caught.result, clients, sender
 
     return runner
 

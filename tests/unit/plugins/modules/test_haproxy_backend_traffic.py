@@ -14,11 +14,10 @@ try:  # ansible-test puts the tree on the path
 except ImportError:  # plain pytest from the repo root: use the `make collection` tree
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
 
-from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import runtime_api  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_backend_traffic  # noqa: E402
+from module_runner import run_main  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures')
 SHOW_BACKEND = '# name\nbackend_blue\nbackend_green\n\n'
@@ -27,26 +26,6 @@ SHOW_BACKEND = '# name\nbackend_blue\nbackend_green\n\n'
 def fixture(version, name):
     with open(os.path.join(FIXTURES, 'haproxy-' + version, 'traffic', name)) as handle:
         return handle.read()
-
-
-class ModuleExit(Exception):
-    def __init__(self, result, failed):
-        super(ModuleExit, self).__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-@pytest.fixture(autouse=True)
-def module_exits(monkeypatch):
-    def exit_json(self, **result):
-        raise ModuleExit(result, failed=False)
-
-    def fail_json(self, msg=None, **result):
-        result['msg'] = msg if msg is not None else result.get('msg')
-        raise ModuleExit(result, failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
 
 
 @pytest.fixture
@@ -67,13 +46,7 @@ def haproxy(monkeypatch):
 
 
 def run(args, check=False):
-    args = dict(dict(socket='/nonexistent/admin.sock'), **args)
-    if check:
-        args['_ansible_check_mode'] = True
-    with patch_module_args(args):
-        with pytest.raises(ModuleExit) as raised:
-            haproxy_backend_traffic.main()
-    return raised.value
+    return run_main(haproxy_backend_traffic.main, dict(dict(socket='/nonexistent/admin.sock'), **args), check=check)
 
 
 @pytest.mark.parametrize('version', ['2.6', '3.0'])

@@ -14,36 +14,15 @@ try:  # ansible-test puts the tree on the path
 except ImportError:  # plain pytest from the repo root: use the `make collection` tree
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
 
-from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_map_info  # noqa: E402
 
 from fake_map_haproxy import FakeHAProxy  # noqa: E402
+from module_runner import run_main  # noqa: E402
 
 MAP = '/etc/haproxy/maps/hosts.map'
 LIVE = [('active', 'backend_green'), ('shop.example.com', 'shop_blue'), ('api.example.com', 'api_blue')]
 DISK = '# hosts\nactive backend_blue\nshop.example.com   shop_blue\nold.example.com old_blue\n'
-
-
-class ModuleExit(Exception):
-    def __init__(self, result, failed):
-        super(ModuleExit, self).__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-@pytest.fixture(autouse=True)
-def module_exits(monkeypatch):
-    def exit_json(self, **result):
-        raise ModuleExit(result, failed=False)
-
-    def fail_json(self, msg, **result):
-        result['msg'] = msg
-        raise ModuleExit(result, failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
 
 
 @pytest.fixture
@@ -61,10 +40,7 @@ def disk(tmp_path):
 
 
 def run(args):
-    with patch_module_args(args):
-        with pytest.raises(ModuleExit) as raised:
-            haproxy_map_info.main()
-    return raised.value
+    return run_main(haproxy_map_info.main, args)
 
 
 @pytest.mark.parametrize('keys,entries,disk_entries,drift_keys,missing', [

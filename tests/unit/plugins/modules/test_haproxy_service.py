@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.service import ReleaseLockHeldError
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_service
-
-
-class Exit(Exception):
-    def __init__(self, result):
-        super(Exit, self).__init__(result)
-        self.result = result
+from module_runner import run_main
 
 
 @pytest.fixture
-def run(monkeypatch, capsys):
+def run(monkeypatch):
     """Run main() with module args against a stub service; (result, calls)."""
 
     def execute(args, stub):
@@ -36,10 +28,8 @@ def run(monkeypatch, capsys):
                 return method
 
         monkeypatch.setattr(haproxy_service, "HAProxyService", Service)
-        with patch_module_args(args):
-            with pytest.raises(SystemExit):
-                haproxy_service.main()
-        return json.loads(capsys.readouterr().out), calls
+        exited = run_main(haproxy_service.main, args)
+        return dict(exited.result, failed=True) if exited.failed else exited.result, calls
 
     return execute
 

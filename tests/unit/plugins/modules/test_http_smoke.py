@@ -9,38 +9,16 @@ tests/integration/test_http_smoke.py; here send_request is a fake that records i
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from ansible.module_utils import basic
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke
 from ansible_collections.bluegreen.haproxy.plugins.modules import http_smoke
 
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19
-    from contextlib import contextmanager
-    from ansible.module_utils.common.text.converters import to_bytes
-
-    @contextmanager
-    def patch_module_args(args):
-        saved = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = saved
+from module_runner import run_main
 
 URL = "http://release.example.test/release"
-
-
-class ModuleExit(Exception):
-    def __init__(self, failed, result):
-        super(ModuleExit, self).__init__(result.get("msg"))
-        self.failed = failed
-        self.result = result
 
 
 class FakeSend(object):
@@ -64,24 +42,14 @@ class FakeSend(object):
 def run(monkeypatch):
     """main() with args and a fake send_request: (failed, result, calls)."""
 
-    def exit_json(self, **result):
-        raise ModuleExit(False, result)
-
-    def fail_json(self, **result):
-        raise ModuleExit(True, result)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
     monkeypatch.setattr(http_smoke.time, "sleep", lambda seconds: None)
 
     def runner(args, bodies=("version=green\n",), status=200, check=False):
         send = FakeSend(bodies, status)
         monkeypatch.setattr(http_smoke, "send_request", send)
         full = dict(args, _ansible_check_mode=check)
-        with patch_module_args(full):
-            with pytest.raises(ModuleExit) as caught:
-                http_smoke.main()
-        return caught.value.failed, caught.value.result, send.calls
+        caught = run_main(http_smoke.main, full)
+        return caught.failed, caught.result, send.calls
 
     return runner
 

@@ -16,39 +16,13 @@ try:  # ansible-test puts the tree on the path
 except ImportError:  # plain pytest from the repo root: use the `make collection` tree
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
 
-from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 from ansible_collections.bluegreen.haproxy.plugins.modules import release_lock_info  # noqa: E402
-
-
-class ModuleExit(Exception):
-    def __init__(self, result, failed):
-        super(ModuleExit, self).__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-@pytest.fixture(autouse=True)
-def module_exits(monkeypatch):
-    def exit_json(self, **result):
-        raise ModuleExit(result, failed=False)
-
-    def fail_json(self, msg, **result):
-        result['msg'] = msg
-        raise ModuleExit(result, failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+from module_runner import run_main  # noqa: E402
 
 
 def run(args, check=False):
-    if check:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(ModuleExit) as raised:
-            release_lock_info.main()
-    return raised.value
+    return run_main(release_lock_info.main, args, check=check)
 
 
 @pytest.fixture

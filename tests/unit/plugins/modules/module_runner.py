@@ -1,0 +1,41 @@
+"""A module's main() run in-process, the way every module test here runs it.
+
+AnsibleModule.exit_json and fail_json print JSON and exit the interpreter; conftest.py's
+autouse fixture makes them raise ModuleExit instead, carrying the result and whether the
+module failed, so a test asserts on both.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+
+
+class ModuleExit(Exception):
+    def __init__(self, result, failed):
+        super(ModuleExit, self).__init__(result.get('msg'))
+        self.result = result
+        self.failed = failed
+
+
+def exit_json(self, **result):
+    raise ModuleExit(result, failed=False)
+
+
+def fail_json(self, msg=None, **result):
+    result['msg'] = msg
+    raise ModuleExit(result, failed=True)
+
+
+def run_main(main, args, check=False, diff=False):
+    """main() with `args` as the module's arguments (check and diff mode as Ansible sets them)."""
+    args = dict(args)
+    if check:
+        args['_ansible_check_mode'] = True
+    if diff:
+        args['_ansible_diff'] = True
+    with patch_module_args(args):
+        with pytest.raises(ModuleExit) as raised:
+            main()
+    return raised.value
