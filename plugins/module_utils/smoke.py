@@ -24,6 +24,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.error
 from contextlib import contextmanager
@@ -286,6 +287,8 @@ def describe_error(exc):
     if isinstance(exc, ssl.SSLError):
         detail = _clean_ssl_text(str(exc)) or getattr(exc, 'reason', None) or exc.__class__.__name__
         return 'TLS error: %s' % detail
+    if isinstance(exc, NameResolutionTimeout):
+        return 'name resolution of %s timed out' % exc.host
     if isinstance(exc, socket.timeout) or isinstance(exc, TimeoutError):
         return 'timed out'
     if isinstance(exc, ConnectionRefusedError):
@@ -415,6 +418,49 @@ def validate_max_body_bytes(value):
     return value
 
 
+class NameResolutionTimeout(socket.timeout):
+    """The request's time ran out while the URL's host name was being resolved."""
+
+    def __init__(self, host):
+        super(NameResolutionTimeout, self).__init__('timed out resolving %s' % host)
+        self.host = host
+
+
+def _is_ip_literal(host):
+    try:
+        ipaddress.ip_address(str(host).strip('[]').split('%', 1)[0])
+        return True
+    except ValueError:
+        return False
+
+
+def resolve_within(host, port, deadline, getaddrinfo=None):
+    """getaddrinfo for a TCP connection to ``host:port``, waiting at most until ``deadline``.
+
+    getaddrinfo cannot be interrupted, so it runs in a daemon thread; when the time runs out
+    the thread is left to finish on its own (the module exits soon after) and the request
+    fails with NameResolutionTimeout.
+    """
+    getaddrinfo = getaddrinfo or socket.getaddrinfo
+    outcome = {}
+
+    def work():
+        try:
+            outcome['infos'] = getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except Exception as exc:  # handed to the caller's thread below
+            outcome['error'] = exc
+
+    worker = threading.Thread(target=work, name='resolve %s' % host)
+    worker.daemon = True
+    worker.start()
+    worker.join(deadline.remaining())
+    if worker.is_alive():
+        raise NameResolutionTimeout(host)
+    if 'error' in outcome:
+        raise outcome['error']
+    return outcome['infos']
+
+
 class Deadline(object):
     """The instant by which a whole request must be done."""
 
@@ -526,17 +572,29 @@ def request_deadline(seconds):
     and reading the status line, headers and body all share it. Patched for the duration of
     the request, like :func:`connect_to`: every TCP socket ``http.client`` creates, and every
     TLS socket ``ssl`` wraps around it, re-arms its timeout to what is left before each wait.
-    Name resolution (getaddrinfo) cannot be interrupted and is not bounded.
+    Name resolution shares it too: a host name is resolved first (:func:`resolve_within`),
+    then its addresses are tried in order, as ``socket.create_connection`` does.
     """
     deadline = Deadline(seconds)
     original_create = socket.create_connection
     original_tls_class = ssl.SSLContext.sslsocket_class
 
+    def connect(target, timeout, *args, **kwargs):
+        if _is_ip_literal(target[0]):
+            return original_create(target, timeout, *args, **kwargs)
+        last_error = None
+        for info in resolve_within(target[0], target[1], deadline):
+            try:
+                return original_create(info[4][:2], min(timeout, deadline.remaining()), *args, **kwargs)
+            except OSError as exc:
+                last_error = exc
+        raise last_error or socket.gaierror('no address for %s' % target[0])
+
     def create_connection(target, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, *args, **kwargs):
         left = deadline.remaining()
         if timeout is socket._GLOBAL_DEFAULT_TIMEOUT or timeout is None or timeout > left:
             timeout = left
-        sock = original_create(target, timeout, *args, **kwargs)
+        sock = connect(target, timeout, *args, **kwargs)
         bounded = _DeadlineSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         bounded.settimeout(timeout)
         return bounded

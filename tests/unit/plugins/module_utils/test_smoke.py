@@ -486,6 +486,51 @@ def test_timeout_bounds_the_whole_request_not_each_read(loopback, slow_part):
     assert 0.9 <= took < 1.6, took
 
 
+def slow_resolver(seconds, answer=None):
+    """A getaddrinfo that takes ``seconds``, then gives ``answer``'s address (a stuck resolver)."""
+    calls = []
+
+    def getaddrinfo(host, port, *args):
+        calls.append(host)
+        time.sleep(seconds)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, '', (answer or '127.0.0.1', port))]
+    getaddrinfo.calls = calls
+    return getaddrinfo
+
+
+def test_a_stuck_name_resolution_is_bounded_by_the_timeout(monkeypatch):
+    resolver = slow_resolver(5.0)
+    monkeypatch.setattr(smoke.socket, 'getaddrinfo', resolver)
+    for variable in ('http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'no_proxy', 'NO_PROXY'):
+        monkeypatch.delenv(variable, raising=False)
+    started = time.monotonic()
+    result = smoke.send_request('http://stuck-dns.example.test:8080/release', timeout=0.5)
+    took = time.monotonic() - started
+    assert result['error'] == 'name resolution of stuck-dns.example.test timed out', result
+    assert resolver.calls == ['stuck-dns.example.test']
+    assert 0.4 <= took < 1.5, took
+
+
+def test_a_resolved_name_connects_within_the_same_deadline(loopback, monkeypatch):
+    server = loopback(trickle(HEAD_13 + b'version=green', None, 0.0))
+    resolver = slow_resolver(0.2)
+    monkeypatch.setattr(smoke.socket, 'getaddrinfo', resolver)
+    for variable in ('http_proxy', 'HTTP_PROXY', 'no_proxy', 'NO_PROXY'):
+        monkeypatch.delenv(variable, raising=False)
+    result = smoke.send_request('http://release.example.test:%d/release' % server.port, timeout=2.0,
+                                body_regex=re.compile('^version=green$'))
+    assert result['error'] is None and result['matched'] is True, result
+    # The name once, by resolve_within; then the address it gave, connected to as a literal.
+    assert resolver.calls[0] == 'release.example.test' and resolver.calls.count('release.example.test') == 1
+
+
+def test_resolve_within_hands_back_the_resolver_error():
+    def failing(host, port, *args):
+        raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')
+    with pytest.raises(socket.gaierror):
+        smoke.resolve_within('nowhere.invalid', 80, smoke.Deadline(1.0), getaddrinfo=failing)
+
+
 def test_timeout_bounds_a_trickling_tls_answer(loopback, tls_server_context):
     server = loopback(trickle(HEAD_13, b'version=green', 0.25), tls_context=tls_server_context)
     started = time.monotonic()
