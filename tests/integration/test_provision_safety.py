@@ -283,6 +283,40 @@ def test_provision_respects_a_lock_at_another_path(haproxy_env, run_playbook, tm
     assert code == 0, failed_tasks(report)
 
 
+MAP_WRITER = "bluegreen.haproxy.haproxy role, map file"
+
+
+def test_the_map_file_is_written_holding_the_lock_and_a_dead_writer_is_taken_over(haproxy_env, run_playbook,
+                                                                                  run_module, tmp_path):
+    """A role run that died while it wrote the map file left its lock: a release is refused by it,
+    the next role run takes it over, appends the new service's key holding it, and releases it."""
+    inventory = write_inventory(haproxy_env, tmp_path)
+    lock_path = haproxy_env.map_path + ".lock"
+    with open(lock_path, "w") as handle:
+        json.dump(dict(owner=MAP_WRITER, acquired="2026-01-01T00:00:00Z", acquired_epoch=time.time() - 30,
+                       phase="provisioning the map file", map=haproxy_env.map_path), handle)
+
+    release = run_module("release_lock", dict(path=lock_path, owner="awx-job-7", phase="LOCK"))
+    assert release.get("failed") is True and MAP_WRITER in release["msg"], release
+
+    variables = dict(role_vars(haproxy_env, 1),
+                     haproxy_switch_entries={"active": "backend_blue", "shop.example.test": "backend_green"})
+    code, report = run_playbook(PROVISION, variables, inventory=inventory)
+
+    assert code == 0, failed_tasks(report)
+    ran = [(task_name(task), task["hosts"]["node1"]) for play in report["plays"] for task in play["tasks"]
+           if "node1" in task["hosts"]]
+    names = [name for name, _result in ran]
+    take = names.index("Take the release lock while the map file is read and written")
+    append = names.index("Append the entries of new services to the map file")
+    give_back = names.index("Release the release lock the map file write held")
+    assert take < append < give_back, names
+    assert ran[append][1]["changed"] is True, ran[append][1]
+    assert "shop.example.test backend_green" in haproxy_env.disk_text()
+    assert "active backend_blue" in haproxy_env.disk_text()
+    assert not os.path.exists(lock_path), "the role released the lock it took over"
+
+
 def test_module_reload_is_refused_while_a_release_holds_the_lock(haproxy_env, run_module):
     drift_to_green(haproxy_env)
     lock_path = haproxy_env.map_path + ".lock"
