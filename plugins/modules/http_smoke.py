@@ -79,7 +79,7 @@ options:
       - Seconds each request may take as a whole, from connecting (TLS handshake and redirects
         included) to the last byte of the answer read. A request that takes longer, for example
         an answer that trickles in, fails with C(timed out).
-      - The host name lookup (DNS) counts too: a lookup still unanswered when the time is up fails
+      - The host name lookup (DNS) counts too. A lookup still unanswered when the time is up fails
         the request with C(name resolution of <host> timed out).
     type: float
     default: 5
