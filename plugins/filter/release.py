@@ -19,14 +19,6 @@ import socket
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
-    SmokeOptionError,
-    compile_body_regex,
-    parse_resolve,
-    parse_url,
-    validate_headers,
-    validate_status_codes,
-)
 
 # Facts and registered results the engine used before its internal state moved to
 # `_release_*`. Passed as extra vars they would override the engine's own verdicts
@@ -75,6 +67,26 @@ def body_regex(backend, bodies=None):
     if backend in bodies and bodies[backend] not in (None, ""):
         return str(bodies[backend])
     return default_body_regex(backend)
+
+
+def precheck_services(services, targets, currents, lives, preflight=True, smoke_current=True):
+    """release_precheck's `services`: each service with its target, and what its current path answers.
+
+    A service whose target is already live has nothing to prove by preflight or current path
+    (the health gate still runs: the target must be there and healthy).
+    """
+    checked = []
+    for service in services:
+        key = service["key"]
+        moves = targets[key] != lives[key]
+        checked.append(dict(
+            key=key, backend=targets[key], url=service["smoke_url"], resolve=service.get("smoke_resolve") or None,
+            headers=service.get("smoke_headers") or {}, status_code=service.get("smoke_status_codes") or [200],
+            body_regex=body_regex(targets[key], service.get("smoke_bodies")),
+            current_body_regex=body_regex(currents[key], service.get("smoke_bodies")),
+            min_healthy=service.get("min_healthy") if service.get("min_healthy") not in ("", None) else None,
+            preflight=bool(preflight) and moves, current=bool(smoke_current) and moves))
+    return checked
 
 
 def _number(errors, name, value, kind, minimum=None, above=None, maximum=None):
@@ -147,6 +159,18 @@ def _service_errors(errors, service, label, action):
                       "%s is empty: name the backend to make live" % label("target"))
     if target and (target != target.strip() or any(c in target for c in " \t\r\n\0;#")):
         errors.append("%s %s is not a backend name (no blanks, ';' or '#')" % (label("target"), short(target)))
+
+    # Imported here, not at the top: every task that uses any filter of this file imports the
+    # file in its own worker process, and the smoke validators (with ansible's urls module)
+    # would cost each of them about 0.1 s; only the input check needs them.
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
+        SmokeOptionError,
+        compile_body_regex,
+        parse_resolve,
+        parse_url,
+        validate_headers,
+        validate_status_codes,
+    )
 
     for field, check in (
         ("smoke_url", lambda: parse_url(service.get("smoke_url"))),
@@ -512,6 +536,13 @@ def _by_service(result):
     return {None: result}
 
 
+def _precheck_stage(precheck, stage):
+    """One stage of release_precheck's result, shaped like a task looped over the services."""
+    services = precheck.get("services") if isinstance(precheck, dict) else None
+    return dict(results=[dict(service.get(stage) or dict(skipped=True), item=dict(key=service.get("key")))
+                         for service in services or [] if isinstance(service, dict)])
+
+
 def _per_service(result, keys, shape):
     """`shape(result)` of each service's result (None when it did not run), collapsed like _collapse."""
     by_key = _by_service(result)
@@ -572,10 +603,12 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
             if runtime[k] != disk[k]:
                 failures.append("INVARIANT: %s%s but disk says %s; a reload would move traffic"
                                 % ("" if len(keys) == 1 else k + ": ", "runtime says %s" % runtime[k], disk[k]))
+    precheck = var("_release_precheck", {}) or {}
     smoke = {}
-    for phase, name in (("PRECHECK", "_release_smoke_current"), ("SMOKE", "_release_smoke"),
+    for phase, name in (("PRECHECK", None), ("SMOKE", "_release_smoke"),
                         ("WATCH", "_release_watch"), ("ROLLBACK SMOKE", "_release_rollback_smoke")):
-        counts = _per_service(var(name, {}) or {}, keys, _smoke_counts)
+        counts = _per_service(_precheck_stage(precheck, "current") if name is None else var(name, {}) or {},
+                              keys, _smoke_counts)
         if counts is not None and (len(keys) == 1 or any(counts.values())):
             smoke[phase] = counts
     outcome = node_outcome(dict(switched=switched, rolled_back=rolled_back, failures=failures,
@@ -595,8 +628,8 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
         live_disk=_collapse(disk, keys),
         drift=_collapse(drift, keys) if len(keys) == 1 else (
             None if all(value is None for value in drift.values()) else any(drift.values())),
-        target_health=_per_service(var("_release_health", {}) or {}, keys, _health),
-        preflight=_per_service(var("_release_preflight", {}) or {}, keys, _preflight),
+        target_health=_per_service(_precheck_stage(precheck, "health"), keys, _health),
+        preflight=_per_service(_precheck_stage(precheck, "preflight"), keys, _preflight),
         traffic=_per_service(var("_release_traffic", {}) or {}, keys, _traffic),
         smoke=smoke,
         switched_at=switch.get("switched_at") if _ran(switch) else None,
@@ -815,6 +848,7 @@ class FilterModule(object):
             "release_read_plan": read_plan,
             "release_lock_entries": lock_entries,
             "release_precheck_errors": precheck_errors,
+            "release_precheck_services": precheck_services,
             "release_readback_errors": readback_errors,
             "release_failure_message": failure_message,
             "release_watch_errors": watch_errors,

@@ -406,6 +406,32 @@ def public_results(results):
 # Sending one request
 # ---------------------------------------------------------------------------
 
+def run_smoke(url, requests=1, interval=0.0, resolve_text=None, send=None, sleep=None, **request_options):
+    """Send the smoke request `requests` times, `interval` seconds apart: http_smoke's verdict.
+
+    `request_options` go to `send` (send_request unless given) for every request. Returns
+    passed, passed_count, failed_count, requests, results, summary and msg.
+    """
+    send = send or send_request
+    sleep = sleep or time.sleep
+    raw_results = []
+    for index in range(requests):
+        if index and interval:
+            sleep(interval)
+        raw_results.append(send(url, **request_options))
+    passed_count = sum(1 for result in raw_results if result['matched'])
+    failed_count = len(raw_results) - passed_count
+    return dict(
+        passed=failed_count == 0,
+        passed_count=passed_count,
+        failed_count=failed_count,
+        requests=len(raw_results),
+        results=public_results(raw_results),
+        summary=summarize(raw_results),
+        msg=build_message(url, raw_results, resolve_text),
+    )
+
+
 def validate_timeout(timeout, name='timeout'):
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise SmokeOptionError('%s must be more than 0 seconds, got %s' % (name, timeout))

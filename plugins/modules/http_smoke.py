@@ -295,15 +295,13 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
     DEFAULT_MAX_BODY_BYTES,
     SmokeOptionError,
-    build_message,
     build_tls_context,
     compile_body_regex,
     format_address,
     parse_resolve,
     parse_url,
-    public_results,
+    run_smoke,
     send_request,
-    summarize,
     validate_headers,
     validate_max_body_bytes,
     validate_method,
@@ -368,30 +366,15 @@ def main():
         module.fail_json(msg='ca_path %r could not be used to verify certificates: %s' % (params['ca_path'], e),
                          passed=False)
 
-    raw_results = []
-    for index in range(params['requests']):
-        if index and params['interval']:
-            time.sleep(params['interval'])
-        raw_results.append(send_request(
-            target.url, method=method, headers=headers, data=data, status_codes=status_codes,
-            body_regex=body_regex, timeout=params['timeout'], max_body_bytes=params['max_body_bytes'],
-            connect_address=resolve_to, validate_certs=params['validate_certs'], ca_path=params['ca_path'],
-            follow_redirects=params['follow_redirects'], use_proxy=params['use_proxy'],
-            tls_context=tls_context))
-
-    passed_count = sum(1 for r in raw_results if r['matched'])
-    failed_count = len(raw_results) - passed_count
-    result = dict(
-        changed=False,
-        passed=failed_count == 0,
-        passed_count=passed_count,
-        failed_count=failed_count,
-        requests=len(raw_results),
-        results=public_results(raw_results),
-        summary=summarize(raw_results),
-        msg=build_message(target.url, raw_results, resolve_text),
-    )
-    if failed_count and params['fail_on_error']:
+    result = run_smoke(
+        target.url, requests=params['requests'], interval=params['interval'], resolve_text=resolve_text,
+        method=method, headers=headers, data=data, status_codes=status_codes, body_regex=body_regex,
+        timeout=params['timeout'], max_body_bytes=params['max_body_bytes'], connect_address=resolve_to,
+        validate_certs=params['validate_certs'], ca_path=params['ca_path'],
+        follow_redirects=params['follow_redirects'], use_proxy=params['use_proxy'], tls_context=tls_context,
+        send=send_request, sleep=time.sleep)
+    result['changed'] = False
+    if result['failed_count'] and params['fail_on_error']:
         module.fail_json(**result)
     module.exit_json(**result)
 

@@ -34,6 +34,12 @@ def ran(report, action):
     return [item for item in results(report, action) if not item[2].get("skipped")]
 
 
+def prechecked(report, stage):
+    """[(host, service key, result)] of one stage of release_precheck (health, preflight, current) that ran."""
+    return [(host, service["key"], service[stage]) for _name, host, result in ran(report, "release_precheck")
+            for service in result.get("services", []) if service.get(stage)]
+
+
 def final_message(report):
     """The message the run ended with: the last failed task's msg (the run's verdict)."""
     message = ""

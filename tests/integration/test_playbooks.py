@@ -273,7 +273,7 @@ def test_check_mode_runs_the_gates_and_switches_nothing(fleet_factory, run_playb
     fleet = fleet_factory(nodes=1)
     rc, report = run_playbook(CUTOVER, GREEN, inventory=fleet.inventory, check=True)
     assert rc == 0, failure_message(report)
-    assert task_results(report, "PRECHECK | the target exists")["node1"]["healthy"] is True
+    assert task_results(report, "PRECHECK | every target exists")["node1"]["services"][0]["health"]["healthy"] is True
     assert fleet.map_values() == ["backend_blue"]
     assert lock_files(fleet) == []
 

@@ -15,7 +15,7 @@ import re
 import pytest
 
 from lab import LoadGenerator
-from release_report import artifacts, changed, final_message, lock_files, nothing_switched, ran
+from release_report import artifacts, changed, final_message, lock_files, nothing_switched, prechecked, ran
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
@@ -112,7 +112,7 @@ def test_preflight_names_a_wrong_server_and_no_user_sees_the_target(fleet_factor
     assert_nothing_moved(fleet, report, ["backend_blue", "backend_blue"], disks)
     assert load.failed == 0, (load.errors[:5], load.answers)
     assert load.colors.get("green", 0) == 0, "a user saw green before it was proven: %s" % load.answers
-    preflight = {host: result for _name, host, result in ran(report, "haproxy_backend_preflight")}
+    preflight = {host: result for host, _key, result in prechecked(report, "preflight")}
     assert preflight["node2"]["failed_servers"] == ["green2"], preflight["node2"]
     assert preflight["node1"]["failed_servers"] == [], preflight["node1"]
     assert artifacts(report)["release_outcome"] == "failed"
@@ -135,7 +135,7 @@ def test_without_preflight_the_wrong_server_is_caught_after_the_switch(fleet_fac
     assert fleet.map_values() == ["backend_blue", "backend_blue"]
     assert fleet.disk_values() == ["backend_blue", "backend_blue"]
     assert lock_files(fleet) == []
-    preflight = [result for _name, _host, result in ran(report, "haproxy_backend_preflight")]
+    preflight = [result for _host, _key, result in prechecked(report, "preflight")]
     if "release_preflight" in override:
         assert preflight == [], "release_preflight=false must not run the preflight"
     else:

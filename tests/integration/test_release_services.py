@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from lab import REPO, App, HAProxyEnv, free_port, wait_for
-from release_report import final_message, ran
+from release_report import final_message, prechecked, ran
 
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
 ROLLBACK = os.path.join(REPO, "playbooks", "rollback.yml")
@@ -155,10 +155,13 @@ def test_services_switch_together_persist_and_roll_back_together(host_keyed_flee
     writes = [result for _name, _host, result in ran(report, "haproxy_map") if result.get("persisted")]
     assert len(writes) == 2 and all(result["disk_entries"] == {"api.test": "api_green", "shop.test": "shop_green"}
                                     for result in writes)
-    # Each service had its own health gate, preflight and smoke test.
-    for action in ("haproxy_backend_health", "haproxy_backend_preflight", "http_smoke"):
-        checked = sorted({(host, result["item"]["key"]) for _name, host, result in ran(report, action)})
-        assert checked == sorted((host, key) for host in ("node1", "node2") for key in ("shop.test", "api.test")), action
+    # Each service had its own health gate, preflight and current path (one precheck per node),
+    # and its own smoke test after the switch.
+    every = sorted((host, key) for host in ("node1", "node2") for key in ("shop.test", "api.test"))
+    assert len(ran(report, "release_precheck")) == 2
+    for stage in ("health", "preflight", "current"):
+        assert sorted((host, key) for host, key, _result in prechecked(report, stage)) == every, stage
+    assert sorted({(host, result["item"]["key"]) for _name, host, result in ran(report, "http_smoke")}) == every
     written = json.loads(report_file.read_text())
     assert written["outcome"] == "succeeded" and written["key"] == ["shop.test", "api.test"]
     assert written["nodes"]["node1"]["target"] == {"shop.test": "shop_green", "api.test": "api_green"}

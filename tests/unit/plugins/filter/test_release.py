@@ -390,6 +390,22 @@ def test_read_plan_recovers_every_key_from_a_dead_multi_service_run():
     assert any(error.startswith("drift: shop.test") for error in release.precheck_errors(plan, [lives], "/m"))
 
 
+def test_precheck_services_prove_each_target_and_its_current_path():
+    shop = dict(SHOP, smoke_resolve="127.0.0.1:8080", smoke_headers={"X-Probe": "1"}, smoke_status_codes=[200, 204],
+                smoke_bodies={"shop_blue": "old shop"}, min_healthy="50%")
+    targets = {"shop.test": "shop_green", "api.test": "api_green"}
+    currents = {"shop.test": "shop_blue", "api.test": "api_green"}
+    checked = release.precheck_services([shop, API], targets, currents, lives=currents)
+    assert checked[0] == dict(key="shop.test", backend="shop_green", url="http://shop.test/", resolve="127.0.0.1:8080",
+                              headers={"X-Probe": "1"}, status_code=[200, 204], body_regex="version=shop_green",
+                              current_body_regex="old shop", min_healthy="50%", preflight=True, current=True)
+    # api.test already runs its target: its health is still checked, nothing else.
+    assert (checked[1]["backend"], checked[1]["preflight"], checked[1]["current"]) == ("api_green", False, False)
+    assert (checked[1]["resolve"], checked[1]["min_healthy"], checked[1]["status_code"]) == (None, None, [200])
+    off = release.precheck_services([shop], targets, currents, currents, preflight=False, smoke_current=False)
+    assert (off[0]["preflight"], off[0]["current"]) == (False, False)
+
+
 def test_precheck_errors_per_key():
     services = release.services([SHOP, API], DEFAULTS)
     plan = release.read_plan(read_result({"shop.test": "shop_blue", "api.test": "api_blue"},
@@ -434,8 +450,11 @@ def test_node_summary_of_several_services_is_keyed_by_service():
         "_release_switch": {"changed": True, "runtime_entries": green, "switched_at": 5.0},
         "_release_persist": {"changed": True, "runtime_entries": green, "disk_entries": green},
         "_release_plan": {"targets": green, "lives": blue},
-        "_release_health": {"results": [{"item": SHOP, "healthy_count": 2, "total": 2},
-                                        {"item": API, "healthy_count": 1, "total": 1}]},
+        # release_precheck's result: api.test's target was already live (no preflight, no current path).
+        "_release_precheck": {"services": [
+            {"key": "shop.test", "health": {"healthy_count": 2, "total": 2},
+             "preflight": {"passed_count": 2, "failed_servers": []}, "current": {"passed_count": 5, "failed_count": 0}},
+            {"key": "api.test", "health": {"healthy_count": 1, "total": 1}, "preflight": None, "current": None}]},
         "_release_run": {"started": 0},
     }
     summary = release.node_summary({"n1": node}, "n1", keys)
@@ -443,6 +462,8 @@ def test_node_summary_of_several_services_is_keyed_by_service():
     assert summary["target"] == green and summary["previous"] == blue
     assert summary["live_runtime"] == green and summary["live_disk"] == green and summary["drift"] is False
     assert summary["target_health"] == {"shop.test": {"healthy": 2, "total": 2}, "api.test": {"healthy": 1, "total": 1}}
+    assert summary["preflight"] == {"shop.test": {"passed": 2, "failed": []}, "api.test": None}
+    assert summary["smoke"]["PRECHECK"] == {"shop.test": {"passed": 5, "failed": 0}, "api.test": None}
     assert release.run_outcome({"n1": summary, "n2": dict(summary)}) == "succeeded"
     assert release.run_outcome({"n1": summary, "n2": dict(summary, live_runtime=blue)}) == "split"
     # A key the persist did not write breaks the invariant, named by key.
