@@ -120,6 +120,28 @@ options:
       - With O(persist=true), keep a timestamped copy of the map file before replacing it.
     type: bool
     default: false
+  release_lock:
+    description:
+      - Guard the change with the release lock this run holds (see M(bluegreen.haproxy.release_lock)).
+        Before anything changes (before waiting for O(switch_at)), O(release_lock.phase) is
+        recorded in the lock, so a run that dies after this point is known to have switched.
+      - When another owner holds the lock, or nobody does any more (it was forced away), the
+        task fails and nothing changes. Not touched in check mode.
+      - The release role's switch records its phase this way, in the same module run.
+    type: dict
+    suboptions:
+      path:
+        description: The lock file.
+        type: path
+        required: true
+      owner:
+        description: The run holding the lock, as it took it.
+        type: str
+        required: true
+      phase:
+        description: The phase to record, for example V(switching).
+        type: str
+        required: true
 notes:
   - The socket must be a C(level admin) stats socket.
   - HAProxy has no atomic compare-and-set; O(expected_value) and O(expected_entries) are checked
@@ -290,6 +312,7 @@ backup_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import LockError, record_phase
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
     MapFileError,
     PreparedMapFile,
@@ -330,6 +353,11 @@ def argument_spec():
         persist=dict(type="bool", default=False),
         map_file=dict(type="path"),
         backup=dict(type="bool", default=False),
+        release_lock=dict(type="dict", options=dict(
+            path=dict(type="path", required=True),
+            owner=dict(type="str", required=True),
+            phase=dict(type="str", required=True),
+        )),
     )
     return spec
 
@@ -380,7 +408,15 @@ def main():
     result.update(plan_result(plan, key))
     if module._diff:
         result["diff"] = plan.diff(map_file, params["persist"])
-    if module.check_mode or not plan.changed:
+    if module.check_mode:
+        module.exit_json(**result)
+    guard = params["release_lock"]
+    if guard:
+        try:
+            record_phase(guard["path"], guard["owner"], guard["phase"])
+        except (LockError, OSError) as exc:
+            module.fail_json(msg="%s; nothing was changed" % exc, **applied_result(result, unchanged_facts(plan), key))
+    if not plan.changed:
         module.exit_json(**result)
 
     prepared_file = None

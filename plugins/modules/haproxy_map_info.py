@@ -42,8 +42,15 @@ options:
       - Without O(keys), every entry is read and returned.
     type: list
     elements: str
+  lock_path:
+    description:
+      - Also report who holds the release lock at this path (see M(bluegreen.haproxy.release_lock)),
+        in RV(lock), read the way M(bluegreen.haproxy.release_lock_info) reads it. The release
+        role reads a node's map and its lock in this one module run.
+    type: path
 seealso:
   - module: bluegreen.haproxy.haproxy_map
+  - module: bluegreen.haproxy.release_lock_info
 """
 
 EXAMPLES = r"""
@@ -118,10 +125,18 @@ loaded_maps:
   type: list
   elements: str
   sample: ["/etc/haproxy/maps/bluegreen.map"]
+lock:
+  description:
+    - The release lock at O(lock_path), as M(bluegreen.haproxy.release_lock_info) returns it
+      (C(held); C(holder), the run's record; C(age) in seconds).
+  returned: when O(lock_path) is given
+  type: dict
+  sample: {"held": false, "holder": null, "age": null}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import lock_info
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
     MapFileError,
     read_map_file,
@@ -145,6 +160,7 @@ def main():
         map=dict(type="str", required=True),
         map_file=dict(type="path"),
         keys=dict(type="list", elements="str", no_log=False),
+        lock_path=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     map_name, keys = module.params["map"], module.params["keys"]
@@ -165,6 +181,12 @@ def main():
         result = read_map_info(client, map_name, disk_text, keys)
     except RuntimeAPIError as exc:
         module.fail_json(msg=str(exc))
+    if module.params["lock_path"]:
+        try:
+            result["lock"] = lock_info(module.params["lock_path"])
+        except OSError as exc:
+            module.fail_json(msg="cannot read release lock %s: %s (run as a user that may read it)"
+                             % (module.params["lock_path"], exc), **result)
     module.exit_json(**result)
 
 

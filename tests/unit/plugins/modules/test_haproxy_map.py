@@ -17,7 +17,7 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
 
 
-from ansible_collections.bluegreen.haproxy.plugins.module_utils import map_file  # noqa: E402
+from ansible_collections.bluegreen.haproxy.plugins.module_utils import lock, map_file  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_map  # noqa: E402
 
 from fake_map_haproxy import FakeHAProxy  # noqa: E402
@@ -109,6 +109,34 @@ def test_compare_and_set_refusal_sends_no_write(haproxy):
     assert outcome.failed
     assert "its live value is 'backend_blue', expected backend_canary; nothing was changed" in outcome.result['msg']
     assert haproxy.writes == []
+
+
+def test_release_lock_records_the_phase_before_the_switch(haproxy, tmp_path):
+    path = str(tmp_path / 'bluegreen.map.lock')
+    lock.acquire(path, 'run-1', dict(phase='precheck', previous='backend_blue', target='backend_green'))
+    guard = dict(path=path, owner='run-1', phase='switching')
+    outcome = run(single(expected_value='backend_blue', release_lock=guard))
+    assert not outcome.failed, outcome.result
+    assert haproxy.writes == ['set map']
+    record = lock.read_lock(path)
+    assert (record['owner'], record['phase'], record['target']) == ('run-1', 'switching', 'backend_green')
+    # Check mode neither switches nor touches the lock.
+    lock.acquire(path, 'run-1', dict(phase='precheck'))
+    assert not run(single('backend_blue', release_lock=guard), check=True).failed
+    assert lock.read_lock(path)['phase'] == 'precheck' and haproxy.writes == ['set map']
+
+
+@pytest.mark.parametrize('holder', [None, 'run-2'], ids=['lock-gone', 'another-owner'])
+def test_release_lock_not_held_by_the_run_refuses_the_switch(haproxy, tmp_path, holder):
+    path = str(tmp_path / 'bluegreen.map.lock')
+    if holder:
+        lock.acquire(path, holder, dict(phase='precheck'))
+    outcome = run(single(release_lock=dict(path=path, owner='run-1', phase='switching')))
+    assert outcome.failed and outcome.result['msg'].endswith('; nothing was changed'), outcome.result['msg']
+    assert ('held by %s' % (holder or 'nobody (the lock is gone)')) in outcome.result['msg']
+    assert haproxy.writes == [] and outcome.result['changed'] is False
+    assert haproxy.values(MAP)['active'] == 'backend_blue'
+    assert (lock.read_lock(path) or {}).get('owner') == holder  # never taken or rewritten
 
 
 def test_state_absent_removes_and_missing_key_is_added(haproxy):

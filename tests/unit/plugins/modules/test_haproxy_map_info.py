@@ -15,6 +15,7 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
 
 
+from ansible_collections.bluegreen.haproxy.plugins.module_utils import lock  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_map_info  # noqa: E402
 
 from fake_map_haproxy import FakeHAProxy  # noqa: E402
@@ -91,3 +92,23 @@ def test_bad_keys_are_refused_before_any_command(haproxy, key, words):
 def test_unknown_map_lists_loaded_maps(haproxy):
     outcome = run(dict(map='/nope.map', keys=['active']))
     assert outcome.failed and MAP in outcome.result['msg']
+
+
+def test_lock_path_reports_the_release_lock_in_the_same_run(haproxy, disk, tmp_path):
+    lock_file = tmp_path / 'hosts.map.lock'
+    free = run(dict(map=MAP, map_file=disk, keys=['active'], lock_path=str(lock_file))).result
+    assert free['lock'] == {'held': False, 'holder': None, 'age': None}
+    assert free['entries'] == {'active': 'backend_green'}
+
+    lock.acquire(str(lock_file), 'run-7', facts=dict(phase='switching', previous='backend_blue', target='backend_green'))
+    held = run(dict(map=MAP, map_file=disk, keys=['active'], lock_path=str(lock_file))).result
+    assert held['lock']['held'] is True and held['lock']['age'] >= 0
+    assert (held['lock']['holder']['owner'], held['lock']['holder']['phase']) == ('run-7', 'switching')
+    assert 'lock' not in run(dict(map=MAP, map_file=disk, keys=['active'])).result
+
+
+def test_an_unreadable_lock_fails_naming_it(haproxy, disk, tmp_path):
+    lock_dir = tmp_path / 'not-a-file.lock'
+    lock_dir.mkdir()
+    outcome = run(dict(map=MAP, map_file=disk, keys=['active'], lock_path=str(lock_dir)))
+    assert outcome.failed and outcome.result['msg'].startswith('cannot read release lock %s: ' % lock_dir)
