@@ -258,7 +258,7 @@ def acquire(path, owner, facts=None, force=False, stale_after=0, check_mode=Fals
     return dict(changed=True, holder=record, previous_holder=previous, taken_over=previous is not None)
 
 
-def record_phase(path, owner, phase, check_mode=False):
+def record_phase(path, owner, phase):
     """The holder records the phase it reached, right before a change it guards.
 
     Unlike acquire, this never takes a lock: LockHeldError when another owner holds it, or
@@ -267,7 +267,7 @@ def record_phase(path, owner, phase, check_mode=False):
     holder = read_lock(path)
     if holder is None or holder.get("owner") != owner:
         raise LockHeldError(path, holder or dict(owner="nobody (the lock is gone)"), action="update")
-    return acquire(path, owner, dict(phase=phase), check_mode=check_mode)
+    return acquire(path, owner, dict(phase=phase))
 
 
 def release(path, owner, force=False, check_mode=False):

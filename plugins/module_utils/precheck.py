@@ -41,9 +41,8 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
     SmokeOptionError,
     compile_body_regex,
-    format_address,
-    parse_resolve,
     parse_url,
+    resolve_address,
     run_smoke,
     send_request,
     validate_headers,
@@ -79,11 +78,8 @@ def prepare_services(services):
             if not backend or not backend.strip():
                 raise SmokeOptionError("backend must name the target backend, got %r" % (backend,))
             target = parse_url(service["url"])
-            resolve_to, resolve_text = None, None
-            if service.get("resolve"):
-                address, port = parse_resolve(service["resolve"])
-                resolve_to = (address, port or target.port)
-                resolve_text = format_address(*resolve_to)
+            resolve_to, resolve_text = resolve_address(service["resolve"], target) if service.get("resolve") \
+                else (None, None)
             prepared.append(dict(
                 key=key, backend=backend, url=target.url, resolve_to=resolve_to, resolve_text=resolve_text,
                 min_healthy=parse_min_healthy(service.get("min_healthy")),

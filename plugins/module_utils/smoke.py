@@ -170,6 +170,14 @@ def parse_resolve(value):
     return address, port
 
 
+def resolve_address(value, target):
+    """`resolve` for the URL `target` (parse_url's): the (address, port) to connect to, the URL's
+    port when `resolve` gives none, and that address as text for messages."""
+    address, port = parse_resolve(value)
+    connect = (address, port or target.port)
+    return connect, format_address(*connect)
+
+
 def format_address(address, port):
     """``host:port`` with IPv6 addresses in brackets."""
     if ':' in address:

@@ -297,9 +297,8 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
     SmokeOptionError,
     build_tls_context,
     compile_body_regex,
-    format_address,
-    parse_resolve,
     parse_url,
+    resolve_address,
     run_smoke,
     send_request,
     validate_headers,
@@ -349,12 +348,8 @@ def main():
         validate_max_body_bytes(params['max_body_bytes'])
         if params['ca_path'] is not None and not os.path.isfile(params['ca_path']):
             raise SmokeOptionError('ca_path %r is not a file' % params['ca_path'])
-        resolve_to = None
-        resolve_text = None
-        if params['resolve'] is not None:
-            address, port = parse_resolve(params['resolve'])
-            resolve_to = (address, port or target.port)
-            resolve_text = format_address(*resolve_to)
+        resolve_to, resolve_text = (resolve_address(params['resolve'], target) if params['resolve'] is not None
+                                    else (None, None))
     except SmokeOptionError as e:
         module.fail_json(msg=str(e), passed=False)
 
