@@ -57,6 +57,9 @@ INVALID = {
     "a map entry pointing at an unknown backend": (
         {"haproxy_switch_entries": {"active": "backend_purple"}},
         "'active' points at 'backend_purple', which is not one of the backends"),
+    "a hard-stop-after that is not an HAProxy time": (
+        {"haproxy_hard_stop_after": "one minute"},
+        "haproxy_hard_stop_after \"one minute\" must be an HAProxy time such as '60s'"),
 }
 
 

@@ -73,7 +73,7 @@ def reset(fleet, apps):
         node.cli("; ".join(["set server backend_green/green2 addr %s port 8080" % resolve(node, "green2")] + [
             "set server %s state ready" % server for server in SERVERS] + [
             "set map %s active backend_blue" % MAP]))
-        node.host.run_test("sed -i 's/^active .*/active backend_blue/' %s && rm -f %s.lock" % (MAP, MAP))
+        node.host.run_expect([0], "sed -i 's/^active .*/active backend_blue/' %s && rm -f %s.lock" % (MAP, MAP))
     for node in fleet:
         node.wait_servers("UP", SERVERS)
 
@@ -111,15 +111,18 @@ def backend_2xx(node, backend):
 
 class Load:
     """Requests through each node's frontend (container address, port 80, the public Host
-    header, a new connection each), from this machine, until stopped: counts per answer."""
+    header), from this machine, until stopped: counts per answer. Per node, one client opens a
+    new connection for each request and one keeps its connection alive between requests, as
+    browsers do (a new one only when HAProxy closes it): a reload must lose neither."""
 
     def __init__(self, addresses):
         self.addresses = addresses
         self.stop_event = threading.Event()
         self.started = time.monotonic()
-        self.counts = {address: {"total": 0, "answers": {}, "errors": [], "first": {}, "last": {}}
+        self.counts = {address: {"total": 0, "reused": 0, "answers": {}, "errors": [], "first": {}, "last": {}}
                        for address in addresses}
-        self.threads = [threading.Thread(target=self._run, args=(address,), daemon=True) for address in addresses]
+        self.threads = [threading.Thread(target=self._run, args=(address, keepalive), daemon=True)
+                        for address in addresses for keepalive in (False, True)]
 
     def __enter__(self):
         for thread in self.threads:
@@ -135,13 +138,15 @@ class Load:
             thread.join(timeout=15)
         return self.counts
 
-    def _run(self, address):
+    def _run(self, address, keepalive):
         counts = self.counts[address]
+        conn, served = None, 0
         # A guard against a runaway thread only: stop() ends it.
         while not self.stop_event.is_set() and time.monotonic() - self.started < 3600:
             counts["total"] += 1
             now = round(time.monotonic() - self.started, 2)
-            conn = http.client.HTTPConnection(address, 80, timeout=5)
+            if conn is None:
+                conn, served = http.client.HTTPConnection(address, 80, timeout=5), 0
             try:
                 conn.request("GET", "/release", headers={"Host": HOST_HEADER})
                 response = conn.getresponse()
@@ -149,10 +154,15 @@ class Load:
                 counts["answers"][key] = counts["answers"].get(key, 0) + 1
                 counts["first"].setdefault(key, now)
                 counts["last"][key] = now
-            except OSError as exc:
-                counts["errors"].append("%.2fs %r" % (now, exc))
-            finally:
+                counts["reused"] += served > 0
+                served += 1
+                closed = (response.getheader("Connection") or "").lower() == "close"
+            except (OSError, http.client.HTTPException) as exc:
+                counts["errors"].append("%.2fs %s %r" % (now, "keep-alive" if served else "new connection", exc))
+                closed = True
+            if closed or not keepalive:
                 conn.close()
+                conn = None
             time.sleep(0.04)
 
 
