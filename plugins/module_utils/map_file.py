@@ -20,18 +20,42 @@ class MapFileError(Exception):
     pass
 
 
+class MapFileEncodingError(MapFileError):
+    """An entry line holds bytes that are not UTF-8: its key and value cannot be read for sure."""
+
+
+# Undecodable bytes of comment lines are carried as surrogates (PEP 383), so a file whose
+# comments are latin-1 is read, edited and written back byte for byte.
+ENCODING = "utf-8"
+ENCODING_ERRORS = "surrogateescape"
+
+# HAProxy's map reader (pattern.c) splits a line on spaces and tabs only, and ends it at LF;
+# Python's str.split()/strip()/splitlines() would also cut at U+2028, U+0085, FF, VT...
+_BLANKS = " \t"
+_ENTRY = re.compile(r"([^ \t]+)[ \t]*(.*)\Z", re.DOTALL)
+
+
+def _lines(text, keepends=False):
+    """Lines split on LF only (a CR before it stays on the line, as HAProxy sees it)."""
+    parts = text.split("\n")
+    if not keepends:
+        return parts
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def _split_entry(line):
     """(key, value) for an entry line, None for blank and comment lines."""
-    stripped = line.strip()
+    # HAProxy ends a line's key and value at the first CR (a CRLF file's CR, mostly).
+    stripped = line.rstrip("\n").split("\r", 1)[0].strip(_BLANKS)
     if not stripped or stripped.startswith("#"):
         return None
-    parts = stripped.split(None, 1)
-    return parts[0], parts[1].strip() if len(parts) > 1 else ""
+    key, value = _ENTRY.match(stripped).groups()
+    return key, value.strip(_BLANKS)
 
 
 def parse_map_text(text):
     """Entries in file order as a list of (key, value)."""
-    return [entry for entry in map(_split_entry, text.splitlines()) if entry is not None]
+    return [entry for entry in map(_split_entry, _lines(text)) if entry is not None]
 
 
 def map_text_values(text):
@@ -55,7 +79,7 @@ def map_text_lookup(text, keys):
     for key in keys:
         match = re.search(r"^[ \t]*%s(?:[ \t]+(.*?))?[ \t]*\r?$" % re.escape(key), text, re.MULTILINE)
         if match:
-            found[key] = (match.group(1) or "").strip()
+            found[key] = (match.group(1) or "").strip(_BLANKS)
     return found
 
 
@@ -63,10 +87,10 @@ def _entry_line(line, value):
     """Rewrite the value of an entry line, keeping its indent, separator and line ending."""
     body = line.rstrip("\r\n")
     newline = line[len(body):]
-    indent = body[:len(body) - len(body.lstrip())]
-    key = body.split(None, 1)[0]
+    indent = body[:len(body) - len(body.lstrip(_BLANKS))]
+    key = _ENTRY.match(body[len(indent):]).group(1)
     after_key = body[len(indent) + len(key):]
-    separator = after_key[:len(after_key) - len(after_key.lstrip())] or " "
+    separator = after_key[:len(after_key) - len(after_key.lstrip(_BLANKS))] or " "
     return "%s%s%s%s%s" % (indent, key, separator, value, newline)
 
 
@@ -83,7 +107,7 @@ def set_map_text_values(text, values):
     costs one rewrite. Appended lines use the file's own line ending, so CRLF files stay CRLF.
     """
     newline = line_ending(text)
-    lines = text.splitlines(True)
+    lines = _lines(text, keepends=True)
     found = set()
     for index, line in enumerate(lines):
         entry = _split_entry(line)
@@ -106,20 +130,59 @@ def set_map_text_value(text, key, value):
 def remove_map_text_key(text, key):
     """Drop every entry of `key`, keeping all other lines."""
     return "".join(
-        line for line in text.splitlines(True)
+        line for line in _lines(text, keepends=True)
         if not (_split_entry(line) and _split_entry(line)[0] == key)
     )
 
 
-def read_map_file(path):
-    """The file's text with its line endings untouched (newline="" keeps CRLF as CRLF)."""
+def check_entry_encoding(path, data):
+    """Raise MapFileEncodingError naming the first entry line of `data` (bytes) that is not UTF-8.
+
+    Comments and blank lines may hold any bytes (HAProxy skips them); an entry line that is
+    not UTF-8 would be compared and reported as something HAProxy does not hold, so the
+    file is refused there, naming the line and the byte offset, instead of reading the
+    key as absent.
+    """
     try:
-        with open(path, "r", newline="") as handle:
-            return handle.read()
+        data.decode(ENCODING)
+        return
+    except UnicodeDecodeError:
+        pass
+    offset = 0
+    for number, line in enumerate(data.split(b"\n"), 1):
+        stripped = line.lstrip(b" \t")
+        if stripped and not stripped.startswith(b"#") and stripped.strip(b"\r"):
+            try:
+                line.decode(ENCODING)
+            except UnicodeDecodeError as exc:
+                raise MapFileEncodingError(
+                    "map file %s: line %d (byte offset %d) is an entry holding byte 0x%02x, which is not "
+                    "UTF-8; its key and value cannot be read for sure, so nothing was read from the file. "
+                    "Convert the file to UTF-8 (for example iconv -f latin1 -t utf-8)"
+                    % (path, number, offset + exc.start, line[exc.start]))
+        offset += len(line) + 1
+
+
+def decode_map_bytes(path, data):
+    """The text of a map file's bytes: UTF-8, comment bytes kept as surrogates; see check_entry_encoding."""
+    check_entry_encoding(path, data)
+    return data.decode(ENCODING, ENCODING_ERRORS)
+
+
+def read_map_file(path):
+    """The file's text with its line endings untouched (CRLF stays CRLF).
+
+    Read as bytes: comment lines may hold any bytes (written back unchanged), entry lines
+    must be UTF-8 (MapFileEncodingError otherwise).
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
     except FileNotFoundError:
         raise MapFileError("map file %s does not exist on this host" % path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise MapFileError("cannot read map file %s: %s" % (path, exc))
+    return decode_map_bytes(path, data)
 
 
 class PreparedMapFile(object):
@@ -146,8 +209,9 @@ class PreparedMapFile(object):
             raise MapFileError("cannot create a file in %s to replace map file %s atomically: %s"
                                % (self.directory, path, exc))
         try:
-            # newline="" writes the text's own line endings (CRLF files stay CRLF).
-            with os.fdopen(descriptor, "w", newline="") as handle:
+            # newline="" writes the text's own line endings (CRLF files stay CRLF); the
+            # surrogates of a comment's non-UTF-8 bytes become those bytes again.
+            with os.fdopen(descriptor, "w", newline="", encoding=ENCODING, errors=ENCODING_ERRORS) as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())

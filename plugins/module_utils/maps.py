@@ -32,7 +32,9 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.parsers import (
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
     CommandError,
+    ReplyLostError,
     RuntimeAPIError,
+    check_command_hint,
     escape_argument,
     first_line,
     format_command,
@@ -56,16 +58,20 @@ class InvalidMapKeyError(RuntimeAPIError, ValueError):
     pass
 
 
-class CompareAndSetError(RuntimeAPIError):
-    """The live value is neither the expected one nor the goal: someone else moved it."""
-
-
 class MapChangeError(RuntimeAPIError):
     """A change failed part way; `facts` says what is true now (merged into the result)."""
 
     def __init__(self, message, facts=None):
         super(MapChangeError, self).__init__(message)
         self.facts = facts or {}
+
+
+class CompareAndSetError(MapChangeError):
+    """The live value is neither the expected one nor the goal: someone else moved it.
+
+    `facts` hold the live values read when it was refused (runtime_entries, previous),
+    `refused` and `conflicts`: what is true on the node, not what was expected.
+    """
 
 
 def quote(value):
@@ -115,6 +121,48 @@ def normalize_entries(option, entries):
     return normalized
 
 
+def _too_long(option, text, command_bytes, what=None):
+    """InvalidMapKeyError for an input whose command would not fit HAProxy's buffer; never echoes it."""
+    return InvalidMapKeyError(
+        "invalid %s: %s is too long (%d characters): the command carrying it would be %d bytes, more than "
+        "the %d bytes this module sends in one command (HAProxy drops a command longer than its buffer, "
+        "tune.bufsize, 16384 bytes by default); nothing was changed"
+        % (option, what or "the " + option, len(text), command_bytes, COMMAND_BUDGET))
+
+
+def _command_bytes(verb, *arguments):
+    return len(format_command(verb, *arguments).encode("utf-8")) + 1
+
+
+def validate_lengths(params):
+    """Refuse, before connecting, every input whose command would not fit one HAProxy command.
+
+    HAProxy 2.6 drops a command longer than tune.bufsize without an error (or resets the
+    connection), and a value near the buffer's size is read back without its value; so
+    the limit is COMMAND_BUDGET for every command this module builds from user input.
+    Runs after the character checks (escape_argument) of validate_request.
+    """
+    map_name = params["map"]
+    if _command_bytes("show map", map_name) > COMMAND_BUDGET:
+        raise _too_long("map", map_name, _command_bytes("show map", map_name))
+    if params.get("entries") is not None:
+        head = _command_bytes("add map", "@999999", map_name) + len(" <<")
+        for option in ("entries", "expected_entries"):
+            for key, value in normalize_entries(option, params.get(option)).items():
+                size = head + len(("%s %s\n" % (key, value)).encode("utf-8"))
+                if size > COMMAND_BUDGET:
+                    raise _too_long(option, key + value, size, "the entry of key %s" % shorten(key, 40))
+        return
+    for option in ("key", "value", "expected_value"):
+        text = params.get(option)
+        if text is None:
+            continue
+        size = _command_bytes("set map", map_name, params["key"] if option != "key" else text,
+                              text if option != "key" else "x")
+        if size > COMMAND_BUDGET:
+            raise _too_long(option, text, size)
+
+
 def validate_request(params, now=None):
     """Check every option before anything is sent; raise InvalidMapKeyError naming the option."""
     _check("map", [(escape_argument, params["map"])])
@@ -140,6 +188,7 @@ def validate_request(params, now=None):
         _check("key", [(validate_key, params["key"])])
         if params["state"] == "present":
             _check("value", [(validate_value, params["value"])])
+    validate_lengths(params)
     switch_at = params.get("switch_at")
     if switch_at is not None:
         ahead = switch_at - (time.time() if now is None else now)
@@ -203,12 +252,12 @@ def parse_get_map_reply(reply):
     return fields
 
 
-def _batches(lines, separator):
-    """Group lines so each joined group stays within COMMAND_BUDGET bytes."""
+def _batches(lines, separator, budget=COMMAND_BUDGET):
+    """Group lines so each joined group stays within `budget` bytes."""
     batch, size = [], 0
     for line in lines:
         cost = len(line.encode("utf-8")) + len(separator)
-        if batch and size + cost > COMMAND_BUDGET:
+        if batch and size + cost > budget:
             yield batch
             batch, size = [], 0
         batch.append(line)
@@ -268,7 +317,7 @@ def delete_runtime_key(client, map_name, key):
 
 def payload_chunks(entries, budget=COMMAND_BUDGET):
     """`key value` payload lines of `entries`, grouped so each payload stays within `budget` bytes."""
-    return list(_batches(["%s %s" % (key, value) for key, value in entries], "\n"))
+    return list(_batches(["%s %s" % (key, value) for key, value in entries], "\n", budget))
 
 
 def prepare_version(client, map_name):
@@ -287,16 +336,22 @@ def stage_version(client, map_name, entries):
     so the staged version is read back (`show map @N`) before anyone may commit it.
     """
     version = prepare_version(client, map_name)
-    for chunk in payload_chunks(entries):
+    # The command line before the payload counts too: HAProxy 2.6.12 was seen to crash (SIGSEGV)
+    # after an `add map` payload of 16384 bytes, so no command may come near its buffer.
+    head_bytes = len(format_command("add map", "@%d" % version, map_name).encode("utf-8")) + len(" <<\n")
+    for chunk in payload_chunks(entries, COMMAND_BUDGET - head_bytes):
         client.run_payload("add map", ["@%d" % version, map_name], chunk)
     staged = [(entry["key"], entry["value"]) for entry in runtime_entries(client, map_name, version)]
+    # Values, not only the count: a version with the right number of entries and one wrong
+    # value must not be committed either.
     if staged != list(entries):
-        missing = [key for key, value in entries if (key, value) not in set(staged)]
+        held = set(staged)
+        missing = [key for key, value in entries if (key, value) not in held]
         raise MapChangeError(
-            "HAProxy holds %d of the %d entries of the new version of %s (first missing: %s); "
-            "nothing was changed: the version was not committed. A value longer than about %d "
+            "HAProxy holds %d of the %d entries of the new version of %s as they were sent (first missing or "
+            "different: %s); nothing was changed: the version was not committed. A value longer than about %d "
             "bytes does not fit HAProxy's buffer (tune.bufsize)"
-            % (len(staged), len(entries), map_name, shorten(missing[0]) if missing else "none",
+            % (len(entries) - len(missing), len(entries), map_name, shorten(missing[0]) if missing else "the order",
                COMMAND_BUDGET))
     return version
 
@@ -313,9 +368,13 @@ class MapPlan(object):
 
     `action` is None (nothing to send) or one of ("set"|"add", key, value), ("del", key),
     ("commit", entries); `restore` is the action that puts the previous values back.
+    `expected` holds the compare-and-set's expected values ({} without one); `snapshot`,
+    for a commit, the live map (key, value) pairs the new version was built from: the
+    switch re-checks both at the instant (see apply_plan).
     """
 
-    def __init__(self, map_name, previous, desired, action, restore, disk_text, new_disk_text):
+    def __init__(self, map_name, previous, desired, action, restore, disk_text, new_disk_text,
+                 expected=None, snapshot=None):
         self.map_name = map_name
         self.previous = previous
         self.desired = desired
@@ -323,6 +382,8 @@ class MapPlan(object):
         self.restore = restore
         self.disk_text = disk_text
         self.new_disk_text = new_disk_text
+        self.expected = dict(expected or {})
+        self.snapshot = snapshot
 
     @property
     def changed_keys(self):
@@ -346,6 +407,28 @@ class MapPlan(object):
                               before=self.disk_text, after=self.new_disk_text))
         return diffs
 
+    def single_at_instant(self, live_value):
+        """This single-key plan re-made from the value read at the instant of the switch.
+
+        Raises CompareAndSetError (facts: the live value) when the compare-and-set no longer
+        holds; otherwise the action and the restore go from `live_value`, which is what the
+        result then reports as the previous value.
+        """
+        key = next(iter(self.desired))
+        value = self.desired[key]
+        _check_single(self.map_name, key, value, self.expected.get(key), live_value, " at the instant of the switch")
+        return MapPlan(self.map_name, {key: live_value}, dict(self.desired), _single_action(key, live_value, value),
+                       _single_action(key, previous=value, value=live_value), self.disk_text, self.new_disk_text,
+                       self.expected)
+
+
+def refused_facts(desired, live, conflicts):
+    """The facts of a refused compare-and-set: nothing changed, and what is live instead."""
+    live_values = dict((key, live.get(key)) for key in desired)
+    return dict(switched_at=None, late_by=0.0, runtime_entries=live_values, previous=dict(live_values),
+                changed_keys=[], runtime_changed=False, disk_changed=False, changed=False, persisted=False,
+                refused=True, conflicts=conflicts)
+
 
 def _single_action(key, previous, value):
     """The command that takes `key` from `previous` to `value` (None: absent)."""
@@ -356,19 +439,29 @@ def _single_action(key, previous, value):
     return ("set" if previous is not None else "add", key, value)
 
 
+def _check_single(map_name, key, value, expected_value, live_value, when=""):
+    """Raise CompareAndSetError unless `live_value` is `expected_value` or the goal `value`.
+
+    An absent key (None) is never the expected value: expected_value is a value.
+    """
+    if expected_value is not None and live_value not in (expected_value, value):
+        raise CompareAndSetError(
+            "refusing to change %s in %s%s: its live value is %s, expected %s; nothing was changed"
+            % (key, map_name, when, quote(live_value), shorten(expected_value)),
+            refused_facts({key: value}, {key: live_value},
+                          {key: dict(expected=expected_value, live=live_value)}))
+
+
 def plan_single(map_name, key, value, expected_value, previous_value, disk_text, persist):
     """Plan one key: `value` None removes it. Raises CompareAndSetError, changing nothing."""
-    if expected_value is not None and previous_value not in (expected_value, value):
-        raise CompareAndSetError(
-            "refusing to change %s in %s: its live value is %s, expected %s; nothing was changed"
-            % (key, map_name, quote(previous_value), shorten(expected_value)))
+    _check_single(map_name, key, value, expected_value, previous_value)
     new_disk_text = None
     if persist:
         new_disk_text = (remove_map_text_key(disk_text, key) if value is None
                          else set_map_text_values(disk_text, {key: value}))
     return MapPlan(map_name, {key: previous_value}, {key: value},
                    _single_action(key, previous_value, value), _single_action(key, previous=value, value=previous_value),
-                   disk_text, new_disk_text)
+                   disk_text, new_disk_text, {key: expected_value} if expected_value is not None else None)
 
 
 def plan_bulk(map_name, entries, expected_entries, live_entries, disk_text, persist):
@@ -389,7 +482,9 @@ def plan_bulk(map_name, entries, expected_entries, live_entries, disk_text, pers
         raise CompareAndSetError(
             "refusing to switch %d keys of %s: %d live values are not the expected ones: %s%s; "
             "nothing was changed" % (len(entries), map_name, len(mismatches), details,
-                                     ", ..." if len(mismatches) > 5 else ""))
+                                     ", ..." if len(mismatches) > 5 else ""),
+            refused_facts(entries, live, dict((key, dict(expected=expected_entries[key], live=live.get(key)))
+                                              for key in mismatches)))
     previous = {key: live.get(key) for key in entries}
     current_version = [(entry["key"], entry["value"]) for entry in live_entries]
     action = restore = None
@@ -398,7 +493,29 @@ def plan_bulk(map_name, entries, expected_entries, live_entries, disk_text, pers
         new_version += [(key, value) for key, value in entries.items() if key not in live]
         action, restore = ("commit", new_version), ("commit", current_version)
     new_disk_text = set_map_text_values(disk_text, entries) if persist else None
-    return MapPlan(map_name, previous, dict(entries), action, restore, disk_text, new_disk_text)
+    return MapPlan(map_name, previous, dict(entries), action, restore, disk_text, new_disk_text,
+                   expected_entries, current_version)
+
+
+def moved_since_snapshot(snapshot, live_pairs, desired):
+    """{key: {expected: value when armed, live: value now}} for every key the live map moved.
+
+    A key counts as moved when its values (duplicates included) differ between the
+    snapshot the new version was built from and the live map; a key of `desired` that a
+    hand already put at its goal is not a conflict (the commit gives it the same value).
+    """
+    before, now = {}, {}
+    for pairs, values in ((snapshot, before), (live_pairs, now)):
+        for key, value in pairs:
+            values.setdefault(key, []).append(value)
+    moved = {}
+    for key in list(before) + [key for key in now if key not in before]:
+        if before.get(key) == now.get(key):
+            continue
+        if key in desired and now.get(key) and all(value == desired[key] for value in now[key]):
+            continue
+        moved[key] = dict(expected=(before.get(key) or [None])[0], live=(now.get(key) or [None])[0])
+    return moved
 
 
 def render_values(items):
@@ -465,41 +582,165 @@ def _restore(client, plan, facts, cause):
             "and run again" % (cause, exc), facts)
     facts.update(runtime_entries=restored, runtime_changed=False, changed=False)
     if restored != plan.previous:
+        facts.update(runtime_changed=True, changed=True)
         raise MapChangeError("%s; restoring the previous runtime values left %s" % (cause, restored), facts)
     raise MapChangeError("%s; the runtime change was undone, nothing is changed" % cause, facts)
 
 
 def unchanged_facts(plan):
     """The result's facts when nothing was (or is any longer) changed."""
-    return dict(switched_at=None, late_by=0.0, runtime_entries=dict(plan.previous),
-                runtime_changed=False, disk_changed=False, changed=False, persisted=False)
+    return dict(switched_at=None, late_by=0.0, runtime_entries=dict(plan.previous), previous=dict(plan.previous),
+                runtime_changed=False, disk_changed=False, changed=False, persisted=False, refused=False)
+
+
+def _session_lookup(session, map_name, key):
+    """The live value of `key` (None when absent), read on the session's connection.
+
+    `get map` answers for an exact key on the usual `str` map; any other answer (another
+    pattern of a prefix map, a value too long for HAProxy's output buffer) is settled by
+    `show map` on the same connection.
+    """
+    line = format_command("get map", map_name, key)
+    reply = session.raw(line)
+    if first_line(reply).startswith(("Unknown map identifier", "Unknown command")):
+        raise CommandError(line, reply)
+    answer = parse_get_map_reply(reply)
+    if answer["found"] and answer["key"] == key and answer["value"] is not None:
+        return answer["value"]
+    if not answer["found"] and answer["match_type"] == "str" and answer["case"] == "sensitive":
+        return None
+    return entries_to_dict(parse_map_entries(session.run("show map", map_name))).get(key)
+
+
+def _session_read_back(session, plan):
+    """The touched keys as HAProxy serves them, read on the session's connection."""
+    if plan.action is not None and plan.action[0] == "commit":
+        live = entries_to_dict(parse_map_entries(session.run("show map", plan.map_name)))
+        return dict((key, live.get(key)) for key in plan.desired)
+    return dict((key, _session_lookup(session, plan.map_name, key)) for key in plan.desired)
+
+
+def _write_line(plan, version):
+    """The switching command of `plan` (for a commit, of the staged `version`), as (verb, arguments)."""
+    kind = plan.action[0]
+    if kind == "commit":
+        return "commit map", ("@%d" % version, plan.map_name)
+    if kind == "del":
+        return "del map", (plan.map_name, plan.action[1])
+    return "%s map" % kind, (plan.map_name, plan.action[1], plan.action[2])
+
+
+def _check_hint(client, plan):
+    """How a person sees what is live, for a message where we could not."""
+    if len(plan.desired) == 1:
+        command = format_command("get map", plan.map_name, next(iter(plan.desired)))
+    else:
+        command = format_command("show map", plan.map_name)
+    return check_command_hint(client.address, command)
+
+
+def _after_lost_reply(client, plan, facts, lost):
+    """HAProxy may have run the write whose reply was lost: read the keys back on a new connection.
+
+    Returns the live values; raises MapChangeError when the read-back shows nothing moved
+    (then that is true) or fails too (then the state is unknown, and the message says how
+    to look).
+    """
+    try:
+        live = read_back(client, plan)
+    except RuntimeAPIError as exc:
+        facts.update(runtime_entries=None, runtime_unknown=True, runtime_changed=None, changed=True)
+        raise MapChangeError(
+            "%s, and reading the live values back failed too (%s): whether HAProxy applied the change is "
+            "unknown and the map file was not written; check what is live with: %s"
+            % (lost, exc, _check_hint(client, plan)), facts)
+    facts["runtime_entries"] = live
+    if live == plan.previous:
+        facts.update(switched_at=None, runtime_changed=False, changed=False)
+        raise MapChangeError("%s; read back on a new connection, the previous values are still live: nothing "
+                             "was changed" % lost, facts)
+    facts.update(runtime_changed=True, changed=True)
+    facts.setdefault("warnings", []).append(
+        "%s; read back on a new connection, HAProxy serves the new values: the change was applied" % lost)
+    return live
+
+
+def _switch(client, plan, version, facts, clock):
+    """The compare-and-set and the switch, judged at this instant on one connection.
+
+    Single key: `get map`, then the write the live value calls for (or a refusal), then
+    the read-back. Commit: `show map`, compared with the snapshot the staged version was
+    built from (a key moved or added since would be lost by the commit: refused), then
+    `commit map`, then the read-back. Returns (the plan as re-made at the instant, the
+    touched keys as read back); fills `facts` (switched_at, changed...).
+    """
+    session = client.session()
+    session.open()
+    try:
+        if version is None:
+            key = next(iter(plan.desired))
+            plan = plan.single_at_instant(_session_lookup(session, plan.map_name, key))
+            facts.update(previous=dict(plan.previous), runtime_entries=dict(plan.previous))
+            if plan.action is None:
+                return plan, dict(plan.previous)
+        else:
+            live_pairs = [(entry["key"], entry["value"])
+                          for entry in parse_map_entries(session.run("show map", plan.map_name))]
+            moved = moved_since_snapshot(plan.snapshot, live_pairs, plan.desired)
+            if moved:
+                details = "; ".join("%s was %s when the switch was armed, is %s now"
+                                    % (shorten(key), quote(values["expected"]), quote(values["live"]))
+                                    for key, values in list(moved.items())[:5])
+                raise CompareAndSetError(
+                    "refusing to switch %d keys of %s at the instant of the switch: %d keys moved since it was "
+                    "armed, and the commit would undo that: %s%s; nothing was changed (the new version was not "
+                    "committed)" % (len(plan.desired), plan.map_name, len(moved), details,
+                                    "; ..." if len(moved) > 5 else ""),
+                    refused_facts(plan.desired, entries_to_dict([dict(key=k, value=v) for k, v in live_pairs]),
+                                  moved))
+        verb, arguments = _write_line(plan, version)
+        facts["switched_at"] = clock()
+        try:
+            session.run(verb, *arguments, expect_empty=True)
+        except ReplyLostError as exc:
+            session.close()
+            lost = "HAProxy's reply to '%s' was lost (%s)" % (shorten(format_command(verb, *arguments)), exc)
+            return plan, _after_lost_reply(client, plan, facts, lost)
+        facts.update(runtime_changed=True, changed=True)
+        try:
+            return plan, _session_read_back(session, plan)
+        except ReplyLostError:
+            session.close()
+            return plan, read_back(client, plan)
+    finally:
+        session.close()
 
 
 def apply_plan(client, plan, prepared_file=None, switch_at=None, clock=None, sleep=None):
     """Apply `plan`; return facts for the result (switched_at, late_by, runtime_entries...).
 
     Order: stage (new map version; the new map file is `prepared_file`, written by the
-    caller before), wait for `switch_at`, send the one switching command, read the touched
-    keys back and fail if HAProxy does not serve the goal (the verify), then rename the
-    map file in; if that fails, the runtime change is undone so runtime and disk agree.
-    Raises MapChangeError with the facts that are true when it fails.
+    caller before), wait for `switch_at`, then on one connection re-read what is live and
+    send the one switching command unless the compare-and-set no longer holds (judged at
+    the instant, see _switch), read the touched keys back and fail if HAProxy does not
+    serve the goal (the verify), then rename the map file in; if that fails, the runtime
+    change is undone so runtime and disk agree. Raises MapChangeError (CompareAndSetError
+    for a refusal) with the facts that are true when it fails.
     """
     facts = unchanged_facts(plan)
     clock = clock or time.time
     try:
         if plan.action is not None:
-            action = plan.action
-            if action[0] == "commit":
+            version = None
+            if plan.action[0] == "commit":
                 # Everything but the commit happens before the agreed instant.
-                action = ("commit", action[1], stage_version(client, plan.map_name, action[1]))
+                version = stage_version(client, plan.map_name, plan.action[1])
             if switch_at is not None:
                 wait_until(switch_at, clock, sleep)
-            facts["switched_at"] = clock()
-            _send(client, plan.map_name, action, stage=False)
-            facts.update(runtime_changed=True, changed=True)
-            if switch_at is not None:
+            plan, live = _switch(client, plan, version, facts, clock)
+            facts["changed_keys"] = plan.changed_keys
+            if switch_at is not None and facts["switched_at"] is not None:
                 facts["late_by"] = round(max(0.0, facts["switched_at"] - switch_at), 3)
-            live = read_back(client, plan)
             facts["runtime_entries"] = live
             wrong = [key for key in plan.desired if live.get(key) != plan.desired[key]]
             if wrong:
@@ -524,12 +765,14 @@ def apply_plan(client, plan, prepared_file=None, switch_at=None, clock=None, sle
         return facts
     except RuntimeAPIError as exc:
         if isinstance(exc, MapChangeError):
-            # Raised below apply_plan (staging) without facts: what is true now is `facts`.
+            # Raised below apply_plan (staging, a refusal) with its own facts: they win.
             exc.facts = dict(facts, **exc.facts)
             raise
         if facts["runtime_changed"]:
             raise MapChangeError("%s, after the change was sent; it could not be verified and the map "
                                  "file was not written" % exc, facts)
+        # HAProxy answered the write with an error (or it was never sent): nothing switched.
+        facts.update(switched_at=None, late_by=0.0)
         raise MapChangeError("%s; nothing was changed" % exc, facts)
     finally:
         if prepared_file is not None:
@@ -545,6 +788,9 @@ __all__ = [
     "validate_key",
     "validate_value",
     "validate_request",
+    "validate_lengths",
+    "moved_since_snapshot",
+    "refused_facts",
     "require_loaded_map",
     "runtime_entries",
     "runtime_values",
@@ -617,6 +863,7 @@ def plan_result(plan, key=None):
         switched_at=None,
         late_by=0.0,
         persisted=plan.new_disk_text is not None,
+        refused=False,
     )
     if key is not None:
         before_disk = map_text_lookup(plan.disk_text, [key]).get(key) if plan.disk_text is not None else None
@@ -631,14 +878,20 @@ def plan_result(plan, key=None):
 
 
 def applied_result(result, facts, key=None):
-    """Merge what apply_plan found (or what was true when it failed) into the planned result."""
-    result.update(facts)
+    """Merge what apply_plan found (or what was true when it failed) into the planned result.
+
+    `previous` and `runtime_entries` in `facts` are what HAProxy held at the instant of the
+    switch and after it (a refusal: what it holds instead), so previous_value and value
+    follow them, never the plan's expectation. `warnings` go to the caller (module.warn).
+    """
+    result.update(dict((name, value) for name, value in facts.items() if name != "warnings"))
     if not facts.get("disk_changed"):
         result["disk_changed"] = False
-        if key is not None:
+        if "previous_disk_value" in result:
             result["disk_value"] = result["previous_disk_value"]
         elif "previous_disk_entries" in result:
             result["disk_entries"] = result["previous_disk_entries"]
     if key is not None:
-        result["value"] = result["runtime_entries"].get(key)
+        result["previous_value"] = (result.get("previous") or {}).get(key)
+        result["value"] = (result.get("runtime_entries") or {}).get(key)
     return result

@@ -18,7 +18,9 @@ PASSING_CHECK_STATUSES = frozenset(["L4OK", "L6OK", "L7OK", "L7OKC"])
 
 
 def _lines(reply):
-    return [line for line in reply.splitlines() if line.strip()]
+    """Non-blank lines. Split on LF only: a map value may hold U+2028, U+0085, FF... which
+    `str.splitlines()` would take for line ends."""
+    return [line for line in reply.split("\n") if line.strip(" \t\r")]
 
 
 def parse_map_list(reply):
@@ -53,7 +55,7 @@ def parse_map_entries(reply):
     the key and the rest of the line is the value.
     """
     entries = []
-    for line in reply.splitlines():
+    for line in reply.split("\n"):
         if not line.startswith("0x"):
             continue
         parts = line.split(" ", 2)
@@ -89,8 +91,8 @@ def parse_get_map(reply):
 
 
 def first_nonempty(reply):
-    for line in reply.splitlines():
-        if line.strip():
+    for line in reply.split("\n"):
+        if line.strip(" \t\r"):
             return line
     return ""
 

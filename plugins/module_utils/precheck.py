@@ -2,8 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A release's PRECHECK on one node, every service of the run in one module run.
 
-Three stages, in the order of the release checklist, each for every service before the
-next one starts, so the first stage with a failure ends the precheck:
+First the socket: a Runtime API socket below `level admin` (`show cli level`) is refused
+(failed_stage "socket"), since the switch that follows changes maps through it. Then three
+stages, in the order of the release checklist, each for every service before the next one
+starts, so the first stage with a failure ends the precheck:
 
 1. health: the target backend exists and (unless forced) enough of its servers are UP with
    passing checks, waiting up to `health_wait` seconds (health.wait_for_health);
@@ -37,7 +39,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.preflight import
     query_servers,
     validate_skip_servers,
 )
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIError
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIError, SocketLevelError
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
     SmokeOptionError,
     compile_body_regex,
@@ -51,6 +53,8 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
 )
 
 STAGES = ("health", "preflight", "current")
+# What the release does through the socket after the precheck, for the level message.
+SWITCH_PURPOSE = "the release's switch (set map, prepare/commit map)"
 
 
 class PrecheckOptionError(ValueError):
@@ -163,6 +167,12 @@ def run_precheck(client, services, health_wait=0.0, poll_interval=1.0, allow_no_
                    send=send or send_request, clock=clock or time.monotonic, sleep=sleep or time.sleep)
     reports = [dict(key=service["key"], backend=service["backend"], health=None, preflight=None, current=None)
                for service in services]
+    try:
+        client.require_level("admin", SWITCH_PURPOSE)
+    except SocketLevelError as exc:
+        return dict(services=reports, failed=True, failed_stage="socket", msg=str(exc))
+    except RuntimeAPIError:
+        pass  # an unreachable socket: the health stage says so, with its own message
     for stage in STAGES:
         failures = []
         for service, report in zip(services, reports):

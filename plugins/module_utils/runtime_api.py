@@ -85,6 +85,22 @@ class RuntimeAPITimeoutError(RuntimeAPIError):
     pass
 
 
+class ReplyLostError(RuntimeAPIError):
+    """A command was sent, but its reply did not arrive (timeout, reset, early close).
+
+    HAProxy may have run it: a caller that sent a change reads the value back before
+    saying anything about what is live.
+    """
+
+    def __init__(self, message, command):
+        super(ReplyLostError, self).__init__(message)
+        self.command = command
+
+
+class SocketLevelError(RuntimeAPIError):
+    """The socket's level (`show cli level`) is below what the operation needs."""
+
+
 class CommandError(RuntimeAPIError):
     """HAProxy answered the command with an error message."""
 
@@ -113,10 +129,19 @@ def shorten_reply(line):
     return shorten(re.sub(r"\S{81,}", lambda match: shorten(match.group()), line), 200)
 
 
+def reply_lines(text):
+    """The lines of a reply or a map file's text, split on LF only.
+
+    HAProxy ends lines with LF and nothing else; `str.splitlines()` also splits on U+2028,
+    U+0085, FF, VT and more, which a map value may hold, so a value read back would be cut.
+    """
+    return text.split("\n")
+
+
 def first_line(text):
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
+    for line in reply_lines(text):
+        if line.strip(" \t\r"):
+            return line.strip(" \t\r")
     return ""
 
 
@@ -186,6 +211,20 @@ def parse_socket_address(address):
             "(ipv4@HOST:PORT, ipv6@[HOST]:PORT)" % address
         )
     return family or socket.AF_UNSPEC, (host, int(port_text))
+
+
+def check_command_hint(address, command):
+    """A shell line a person can run to see for themselves what HAProxy holds."""
+    family, target = parse_socket_address(address)
+    if family == socket.AF_UNIX:
+        where = "unix-connect:%s" % target
+    else:
+        where = "tcp:%s:%d" % target
+    return "echo '%s' | socat stdio %s" % (command, where)
+
+
+# `show cli level` answers one of these (HAProxy 2.0+; the same on 2.6 and 3.0).
+CLI_LEVELS = ("user", "operator", "admin")
 
 
 def _too_long_hint(text):
@@ -272,6 +311,33 @@ class RuntimeAPIClient(object):
 
     # -- commands ---------------------------------------------------------
 
+    def session(self):
+        """One interactive connection for several commands in a row (see RuntimeAPISession)."""
+        return RuntimeAPISession(self)
+
+    def cli_level(self):
+        """The socket's level ("user", "operator" or "admin"), None when HAProxy cannot say.
+
+        `show cli level` answers the level of this connection. An HAProxy without the
+        command (before 2.0) answers "Unknown command": None, and callers do not refuse.
+        """
+        level = first_line(self.raw("show cli level"))
+        return level if level in CLI_LEVELS else None
+
+    def require_level(self, needed, purpose):
+        """Raise SocketLevelError when the socket's level is known and below `needed`.
+
+        HAProxy 2.6 lets `level user` sockets change maps, but 3.4 refuses it and the
+        stable branches warn; servers (`set server`) need admin everywhere. Returns the level.
+        """
+        level = self.cli_level()
+        if level is not None and CLI_LEVELS.index(level) < CLI_LEVELS.index(needed):
+            raise SocketLevelError(
+                "HAProxy Runtime API socket %s is at level %s, but %s needs level %s: make its line "
+                "in HAProxy's global section 'stats socket %s ... level %s' and reload HAProxy; "
+                "nothing was changed" % (self.address, level, purpose, needed, self.address, needed))
+        return level
+
     def raw(self, line):
         """Send one already-framed command line and return the whole reply text."""
         if any(character in line for character in "\r\n\0"):
@@ -289,6 +355,8 @@ class RuntimeAPIClient(object):
             except OSError:
                 pass
             chunks = []
+            # One deadline for the whole reply: a peer that trickles a byte now and then
+            # must not keep us waiting longer than `timeout`.
             deadline = time.monotonic() + self.timeout
             while True:
                 remaining = deadline - time.monotonic()
@@ -335,6 +403,108 @@ class RuntimeAPIClient(object):
         expect_empty=True is for commands that print nothing on success
         (set/add/del/clear map, set server): any other reply is an error.
         """
+        expect_empty = kwargs.pop("expect_empty", False)
+        line = format_command(verb, *arguments)
+        reply = self.raw(line)
+        if expect_empty:
+            if reply.strip():
+                raise CommandError(line, reply)
+        elif first_line(reply).startswith(_ERROR_PREFIXES):
+            raise CommandError(line, reply)
+        return reply
+
+
+class RuntimeAPISession(object):
+    """Several commands on one connection, each answered before the next one is sent.
+
+    HAProxy's interactive mode (`prompt`): every reply ends with the prompt `> `, and the
+    connection stays open until `quit`. A read and the write it decides run on one
+    connection this way, right after each other (compare-and-set at the instant), without
+    putting both in one line, where the write could not depend on what the read found.
+    Use as a context manager; `run` and `raw` take one command (no `;` chains, no payload).
+    Each reply has its own deadline of the client's `timeout`.
+    """
+
+    PROMPT = b"\n> "
+
+    def __init__(self, client):
+        self.client = client
+        self.address = client.address
+        self.timeout = client.timeout
+        self.sock = None
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def open(self):
+        self.sock = self.client._connect()
+        try:
+            self._roundtrip("prompt")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self.sock is None:
+            return
+        try:
+            self.sock.settimeout(min(self.timeout, 1.0))
+            self.sock.sendall(b"quit\n")
+        except OSError:
+            pass
+        finally:
+            self.sock.close()
+            self.sock = None
+
+    def _roundtrip(self, line):
+        """Send one command line, return its reply without the prompt (as the non-interactive socket gives it).
+
+        Once the line is handed to the socket, a missing reply raises ReplyLostError: HAProxy
+        may have run the command.
+        """
+        data = (line + "\n").encode("utf-8")
+        chunks, received = [], b""
+        try:
+            self.sock.settimeout(self.timeout)
+            self.sock.sendall(data)
+            deadline = time.monotonic() + self.timeout
+            while not received.endswith(self.PROMPT):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout()
+                self.sock.settimeout(remaining)
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ReplyLostError(
+                        "HAProxy Runtime API socket %s closed the connection before answering '%s'%s"
+                        % (self.address, shorten(line), _too_long_hint(data)), line)
+                chunks.append(chunk)
+                # Only the tail can hold the prompt; joining it all each time would be quadratic.
+                received = (received[-2:] if received else b"") + chunk
+        except socket.timeout:
+            raise ReplyLostError(
+                "HAProxy Runtime API socket %s did not answer '%s' within %ss%s"
+                % (self.address, shorten(line), self.timeout, _too_long_hint(data)), line)
+        except OSError as exc:
+            raise ReplyLostError("error talking to %s while sending '%s': %s" % (self.address, shorten(line), exc),
+                                 line)
+        reply = b"".join(chunks).decode("utf-8", "replace")
+        return reply[:-2] if reply.endswith("> ") else reply
+
+    def raw(self, line):
+        """Send one already-framed command and return its reply text."""
+        if any(character in line for character in "\r\n\0"):
+            raise UnsafeArgumentError("a command line cannot contain CR, LF or NUL")
+        if self.sock is None:
+            raise RuntimeAPIError("the session with %s is closed" % self.address)
+        return self._roundtrip(line)
+
+    def run(self, verb, *arguments, **kwargs):
+        """As RuntimeAPIClient.run, on this connection."""
         expect_empty = kwargs.pop("expect_empty", False)
         line = format_command(verb, *arguments)
         reply = self.raw(line)

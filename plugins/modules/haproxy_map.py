@@ -23,11 +23,20 @@ description:
     the old one before runtime changes, so a file that cannot be replaced changes nothing; if the
     final rename still fails, the runtime change is undone.
   - With O(expected_value) or O(expected_entries) the change is a compare-and-set; it is refused,
-    and nothing changes, when another hand already moved a key.
+    and nothing changes, when another hand already moved a key. It is judged when the task starts
+    and again at the instant of the switch, on the connection that sends the switching command
+    (see O(switch_at)); a refusal reports what HAProxy holds instead (RV(refused), RV(conflicts)).
+  - When HAProxy's reply to the switching command is lost (a timeout, a reset), the touched keys
+    are read back on a new connection and the result says what is live; if that read fails too,
+    the task fails saying the state is unknown (RV(runtime_unknown)) and how to look.
+  - The socket must be at C(level admin) (checked with C(show cli level), HAProxy 2.0 and later);
+    a lower level is refused before anything changes.
   - With O(switch_at) everything but the final switching command is done first, then the module
     waits for that instant, so a fleet of nodes switches together.
   - Every argument is escaped for the Runtime API, and CR, LF and NUL are refused, so no key or
     value can run a second command. Messages quote at most a short prefix of an offending value.
+  - A key, value or expected value whose command would not fit HAProxy's buffer (more than 12,000
+    bytes; C(tune.bufsize) is 16,384 by default) is refused before connecting.
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
@@ -70,7 +79,11 @@ options:
   expected_value:
     description:
       - Compare-and-set for O(key). When given, the live value must be exactly this before
-        anything changes; otherwise the task fails and changes nothing.
+        anything changes; otherwise the task fails and changes nothing. An absent key never
+        matches.
+      - Checked when the task starts and again right before the switching command, on the same
+        connection (after the wait of O(switch_at)); a value moved by another hand in between is
+        refused, not overwritten.
       - Also accepted when the live value already equals O(value), so a re-run stays idempotent.
     type: str
   entries:
@@ -86,17 +99,23 @@ options:
       - Compare-and-set for O(entries), key to the live value each key must have now. Any key whose
         live value is neither this nor its goal in O(entries) fails the task, changing nothing.
       - A key may be listed here without being in O(entries), to guard it without changing it.
+      - Whether given or not, right before C(commit map) the whole live map is read again and
+        compared with the map the new version was built from. A key that moved, appeared or
+        disappeared since (for example a hand's C(add map) during the wait of O(switch_at)) would
+        be undone by the commit, so the switch is refused, naming the keys and both values, and
+        nothing changes. A listed key a hand already put at its goal is not a conflict.
     type: dict
   switch_at:
     description:
       - An instant, in seconds since the epoch (UTC, as C(date +%s.%N) prints), at which to send the
         switching command (C(set map), C(add map), C(del map) or C(commit map)). Every read, the
-        compare-and-set, the new map version and the new map file are done before waiting.
+        compare-and-set, the new map version and the new map file are done before waiting. At the
+        instant, the touched key (or the whole map, for O(entries)) is read once more on the
+        connection that then sends the switch, and the compare-and-set is judged on that read.
       - If the instant has passed, the switch happens at once and RV(late_by) says by how much.
         More than 600 seconds ahead is refused and nothing changes.
       - Meant for an C(async) task on every node of a fleet, armed for one agreed instant; the
         nodes' clocks must agree (NTP).
-      - The compare-and-set is checked when the task starts, not at the instant.
     type: float
   persist:
     description:
@@ -143,11 +162,18 @@ options:
         type: str
         required: true
 notes:
-  - The socket must be a C(level admin) stats socket.
-  - HAProxy has no atomic compare-and-set; O(expected_value) and O(expected_entries) are checked
-    immediately before the change (before waiting for O(switch_at)) and the result is read back
+  - The socket must be a C(level admin) stats socket (C(stats socket /run/haproxy/admin.sock mode
+    660 level admin)). HAProxy 2.6 lets lower levels change maps, 3.4 refuses it; the module
+    refuses a lower level itself, before anything changes.
+  - HAProxy has no atomic compare-and-set. The module reads and writes on one connection in
+    interactive mode (C(prompt)), the write right after the read, so the window left to another
+    hand is the time between two commands on one connection; the result is read back
     afterwards. Serialize cutovers (the cutover playbook takes a lock) when several hands may
     move the same map.
+  - Replies are split on line feeds only, so values holding U+2028, U+0085 and similar
+    characters are read back whole. The map file is read as bytes; comments may hold any bytes
+    (kept as they are when the file is rewritten), an entry line that is not UTF-8 fails the task
+    naming its line and byte offset.
   - With O(entries), the whole live map is read once (C(show map)) because the new version must
     hold every entry. With O(key), only that key is read (C(get map)), whatever the map's size.
 seealso:
@@ -219,7 +245,10 @@ map:
   type: str
   sample: /etc/haproxy/maps/bluegreen.map
 previous:
-  description: The live value of every touched key before the task, V(null) for absent keys.
+  description:
+    - The live value of every touched key right before the switch (read at the instant of the
+      switch on the connection that sent it), V(null) for absent keys.
+    - When the compare-and-set refused, the live values read when it refused.
   returned: success
   type: dict
   sample: {"active": "backend_blue"}
@@ -228,9 +257,36 @@ runtime_entries:
     - The touched keys as HAProxy serves them after the task, read back from HAProxy (the
       verify); V(null) for absent keys. Predicted in check mode; the previous values when the
       change failed or was undone.
+    - When the compare-and-set refused, what HAProxy holds (read at the instant), never the
+      expected values.
+    - V(null) (the whole field) when the state is unknown (RV(runtime_unknown)).
   returned: success
   type: dict
   sample: {"active": "backend_green"}
+refused:
+  description:
+    - Whether the compare-and-set refused the change (when the task started, or at the instant
+      of the switch) because a key had moved; nothing was changed then, and RV(runtime_entries),
+      RV(previous) and RV(previous_value) hold the live values read when it refused.
+  returned: always, except when an option is invalid
+  type: bool
+  sample: false
+conflicts:
+  description:
+    - When RV(refused), each key that moved, with C(expected) (the value the compare-and-set, or
+      the map the new version was built from, expected; V(null) for absent) and C(live) (what
+      HAProxy held; V(null) for absent).
+  returned: when the compare-and-set refused
+  type: dict
+  sample: {"active": {"expected": "backend_blue", "live": "backend_canary"}}
+runtime_unknown:
+  description:
+    - V(true) when HAProxy's reply to the switching command was lost and reading the keys back
+      failed too. Whether the change was applied is unknown (the task fails, C(changed) is
+      V(true), and the message gives the command line that shows what is live).
+  returned: when the state is unknown
+  type: bool
+  sample: true
 changed_keys:
   description: The touched keys whose live value changes (or, in check mode, would change).
   returned: success
@@ -256,7 +312,9 @@ persisted:
   returned: success
   type: bool
 runtime_changed:
-  description: Whether the live values were (or, in check mode, would be) changed.
+  description:
+    - Whether the live values were (or, in check mode, would be) changed. After a lost reply,
+      taken from the read-back; V(null) when that is unknown (RV(runtime_unknown)).
   returned: success
   type: bool
 disk_changed:
@@ -269,7 +327,9 @@ key:
   type: str
   sample: active
 previous_value:
-  description: The live value before the task, V(null) when the key was absent.
+  description:
+    - The live value right before the switch (read at its instant), V(null) when the key was
+      absent; when the compare-and-set refused, the value read when it refused.
   returned: with O(key)
   type: str
   sample: backend_blue
@@ -314,11 +374,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import LockError, record_phase
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
+    MapFileEncodingError,
     MapFileError,
     PreparedMapFile,
     read_map_file,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import (
+    InvalidMapKeyError,
     MapChangeError,
     applied_result,
     apply_plan,
@@ -336,7 +398,11 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     RuntimeAPIClient,
     RuntimeAPIError,
     runtime_api_argument_spec,
+    shorten,
 )
+
+# What a socket below level admin cannot be trusted to do (HAProxy 3.4 refuses it).
+LEVEL_PURPOSE = "changing a map (set map, add map, del map, prepare/commit map)"
 
 
 def argument_spec():
@@ -365,11 +431,15 @@ def argument_spec():
 def read_plan(client, params, map_file):
     """Read what is live (and on disk) and plan the change; raises RuntimeAPIError subclasses."""
     map_name, persist = params["map"], params["persist"]
+    client.require_level("admin", LEVEL_PURPOSE)
     require_loaded_map(client, map_name)
     disk_text = None
     if persist or params["entries"] is None:
         try:
             disk_text = read_map_file(map_file)
+        except MapFileEncodingError as exc:
+            # Never "absent on disk": the file is there, and its entries cannot be read for sure.
+            raise RuntimeAPIError("%s; nothing was changed" % exc)
         except MapFileError as exc:
             if persist:
                 raise RuntimeAPIError("persist=true but %s; nothing was changed" % exc)
@@ -393,18 +463,27 @@ def main():
     )
     params = module.params
     map_file = params["map_file"] or params["map"]
+    key = params["key"] if params["entries"] is None else None
     result = dict(changed=False, map=params["map"])
     try:
         validate_request(params)
+    except InvalidMapKeyError as exc:
+        # Nothing was asked; the result must not carry a huge input back either.
+        module.fail_json(msg=str(exc), changed=False, map=shorten(params["map"]))
+    try:
         if params["entries"] is not None:
             params["entries"] = normalize_entries("entries", params["entries"])
             params["expected_entries"] = normalize_entries("expected_entries", params["expected_entries"])
         client = RuntimeAPIClient(params["socket"], params["timeout"])
         plan = read_plan(client, params, map_file)
+    except MapChangeError as exc:
+        # A compare-and-set refused before anything was sent: the facts are what is live.
+        if key is not None:
+            result.update(key=key, value=params["value"] if params["state"] == "present" else None)
+        module.fail_json(msg=str(exc), **applied_result(result, exc.facts, key))
     except RuntimeAPIError as exc:
         module.fail_json(msg=str(exc), **result)
 
-    key = params["key"] if params["entries"] is None else None
     result.update(plan_result(plan, key))
     if module._diff:
         result["diff"] = plan.diff(map_file, params["persist"])
@@ -433,6 +512,8 @@ def main():
         facts = apply_plan(client, plan, prepared_file, params["switch_at"])
     except MapChangeError as exc:
         module.fail_json(msg=str(exc), **applied_result(result, exc.facts, key))
+    for warning in facts.get("warnings", []):
+        module.warn(warning)
     module.exit_json(**applied_result(result, facts, key))
 
 

@@ -32,6 +32,9 @@ options:
     description:
       - The map file on this host to compare with. Defaults to O(map). When it cannot be read,
         RV(disk_entries) and RV(drift) are V(null).
+      - The file is read as bytes. Comment lines may hold any bytes; an entry line that is not
+        UTF-8 fails the task, naming its line and byte offset (its key is never reported as
+        absent).
     type: path
   keys:
     description:
@@ -138,6 +141,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import lock_info
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
+    MapFileEncodingError,
     MapFileError,
     read_map_file,
 )
@@ -174,6 +178,9 @@ def main():
         module.fail_json(msg="invalid keys: %s" % exc)
     try:
         disk_text = read_map_file(map_file)
+    except MapFileEncodingError as exc:
+        # The file is there but an entry cannot be read for sure: never report its keys as absent.
+        module.fail_json(msg=str(exc))
     except MapFileError:
         disk_text = None
     try:

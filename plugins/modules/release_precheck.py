@@ -10,7 +10,11 @@ short_description: Prove on one HAProxy node that every service of a release may
 version_added: 0.1.0
 description:
   - The release role's PRECHECK in one module run per node, whatever the number of services.
-    It runs three stages, each for every service in O(services) before the next stage starts;
+  - First it checks that the Runtime API socket is at C(level admin) (C(show cli level), HAProxy
+    2.0 and later), because the switch that follows changes maps through it; a lower level fails
+    the task (RV(failed_stage=socket)) before anything else is asked. An HAProxy that cannot say
+    its level is not refused.
+  - Then it runs three stages, each for every service in O(services) before the next stage starts;
     the first stage with a failure ends the precheck and fails the task.
   - "B(health): the target backend exists and enough of its servers are UP with passing checks
     (as M(bluegreen.haproxy.haproxy_backend_health) judges them), waiting up to O(health_wait)
@@ -192,7 +196,10 @@ services:
       type: dict
       returned: always
 failed_stage:
-  description: The stage that failed (V(health), V(preflight) or V(current)), or V(null).
+  description:
+    - The stage that failed (V(socket), V(health), V(preflight) or V(current)), or V(null).
+    - V(socket) when the Runtime API socket is below C(level admin); the message says how to fix
+      the C(stats socket) line.
   returned: always
   type: str
   sample: preflight

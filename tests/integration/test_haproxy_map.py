@@ -395,3 +395,160 @@ def test_switch_at_waits_for_the_instant(haproxy_env, run_module):
     if result["late_by"] == 0.0:  # the module started before the instant (else the machine was too slow)
         assert result["switched_at"] - instant < 0.5
     assert haproxy_env.map_value() == "backend_green"
+
+
+# -- truth under races (issue 13) ------------------------------------------
+
+import json  # noqa: E402
+
+from lab import HAPROXY  # noqa: E402
+
+
+def arm_switch(run_module, tmp_path, env, args, hand, attempts=3):
+    """Run haproxy_map with switch_at ahead in a thread, let `hand()` move the map while it waits
+    for the instant, and return the module's result.
+
+    The module records the phase `switching` in its release lock after its reads and staging and
+    before it waits (haproxy_map's release_lock), so the lock file says when the hand may act
+    "during the lead". The lead is measured, not guessed: a few times what one module run takes on
+    this machine now; when the module still reached its wait after the instant (a loaded machine),
+    the map is put back and the switch armed again with twice the lead.
+    """
+    started = time.monotonic()
+    run_module("haproxy_map_info", dict(socket=env.socket, map=env.map_path))
+    lead = max(4.0, 3 * (time.monotonic() - started) + 2)
+    lock_path = tmp_path / "switch.lock"
+    for _attempt in range(attempts):
+        lock_path.write_text(json.dumps({"owner": "run-1", "phase": "precheck"}))
+        switch_at = time.time() + lead
+        armed = dict(args, switch_at=switch_at,
+                     release_lock=dict(path=str(lock_path), owner="run-1", phase="switching"))
+        outcome = {}
+        thread = threading.Thread(target=lambda: outcome.update(result=run_module("haproxy_map", armed)), daemon=True)
+        thread.start()
+        wait_for(lambda: json.loads(lock_path.read_text()).get("phase") == "switching" or not thread.is_alive(),
+                 timeout=lead + 120, what="the armed switch to wait for its instant")
+        if time.time() < switch_at - 0.5:
+            hand()
+            assert time.time() < switch_at, "the hand's change came after the instant"
+            thread.join(timeout=lead + 120)
+            return outcome["result"]
+        # Too late to act during the lead: undo whatever the switch did and arm it again.
+        thread.join(timeout=lead + 120)
+        runtime_command(env.socket, "set map %s active backend_blue" % env.map_path)
+        lead *= 2
+    pytest.fail("the module never reached its wait before the instant (machine too loaded)")
+
+
+def test_armed_switch_refuses_a_key_moved_by_hand_during_the_lead(haproxy_env, run_module, tmp_path):
+    result = arm_switch(run_module, tmp_path, haproxy_env,
+                        switch(haproxy_env, "backend_green", expected_value="backend_blue"),
+                        lambda: runtime_command(haproxy_env.socket,
+                                                "set map %s active backend_canary" % haproxy_env.map_path))
+
+    assert result.get("failed") is True, result
+    message = result["msg"]
+    assert "its live value is 'backend_canary', expected backend_blue" in message, message
+    assert "at the instant of the switch" in message and "nothing was changed" in message
+    assert haproxy_env.map_value() == "backend_canary", "the hand's value is still live"
+    assert result["refused"] is True and result["changed"] is False and result["switched_at"] is None
+    assert result["previous_value"] == result["value"] == "backend_canary"
+    assert result["runtime_entries"] == {"active": "backend_canary"}
+
+
+def test_armed_bulk_switch_refuses_a_key_added_by_hand_during_the_lead(haproxy_env, run_module, tmp_path):
+    args = dict(socket=haproxy_env.socket, map=haproxy_env.map_path, entries={"active": "backend_green"},
+                expected_entries={"active": "backend_blue"})
+    result = arm_switch(run_module, tmp_path, haproxy_env, args,
+                        lambda: runtime_command(haproxy_env.socket,
+                                                "add map %s hand.example.com backend_hand" % haproxy_env.map_path))
+
+    assert result.get("failed") is True, result
+    message = result["msg"]
+    assert "hand.example.com was absent when the switch was armed, is 'backend_hand' now" in message, message
+    assert "nothing was changed (the new version was not committed)" in message
+    assert haproxy_env.map_value("hand.example.com") == "backend_hand", "the commit did not delete the hand's key"
+    assert haproxy_env.map_value() == "backend_blue" and haproxy_env.get()[1] == "version=blue\n"
+    assert result["refused"] is True and result["conflicts"] == {
+        "hand.example.com": {"expected": None, "live": "backend_hand"}}
+    assert result["runtime_entries"] == {"active": "backend_blue"}
+
+
+@pytest.mark.parametrize("value", ["backend\u2028green", "backend\x85green"], ids=["U+2028", "U+0085"])
+def test_value_with_a_unicode_line_separator_round_trips(haproxy_env, run_module, value):
+    result = run_module("haproxy_map", dict(socket=haproxy_env.socket, map=haproxy_env.map_path, key="probe",
+                                            value=value))
+    assert result.get("failed") is not True and result["value"] == value, result
+    info = run_module("haproxy_map_info", dict(socket=haproxy_env.socket, map=haproxy_env.map_path,
+                                               keys=["probe"]))
+    assert info["entries"] == {"probe": value}
+    everything = run_module("haproxy_map_info", dict(socket=haproxy_env.socket, map=haproxy_env.map_path))
+    assert everything["entries"]["probe"] == value
+    again = run_module("haproxy_map", dict(socket=haproxy_env.socket, map=haproxy_env.map_path, key="probe",
+                                           value=value))
+    assert again["changed"] is False
+
+
+# A socket below level admin. HAProxy 2.6 lets it change maps; the collection must refuse it.
+LEVEL_CONFIG = """\
+global
+    stats socket {directory}/admin.sock mode 600 level admin
+    stats socket {directory}/user.sock mode 600 level user
+    stats socket {directory}/operator.sock mode 600 level operator
+    stats timeout 30s
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+
+frontend fe_main
+    bind unix@{directory}/frontend.sock
+    use_backend %[str(active),map({directory}/bluegreen.map,backend_blue)]
+
+backend backend_blue
+    server blue1 127.0.0.1:9 disabled
+
+backend backend_green
+    server green1 127.0.0.1:9 disabled
+"""
+
+
+@pytest.fixture
+def level_haproxy(tmp_path):
+    """An HAProxy (no ports) with an admin, an operator and a user stats socket; yields its directory."""
+    directory = str(tmp_path)
+    with open(os.path.join(directory, "bluegreen.map"), "w") as handle:
+        handle.write("active backend_blue\n")
+    config = os.path.join(directory, "haproxy.cfg")
+    with open(config, "w") as handle:
+        handle.write(LEVEL_CONFIG.format(directory=directory))
+    process = subprocess.Popen([HAPROXY, "-W", "-db", "-f", config], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: "Version" in runtime_command(os.path.join(directory, "admin.sock"), "show info"),
+                 what="HAProxy's admin socket")
+        yield directory
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("level", ["user", "operator"])
+def test_socket_below_admin_is_refused_before_anything_changes(level_haproxy, run_module, level):
+    socket_path = os.path.join(level_haproxy, "%s.sock" % level)
+    map_path = os.path.join(level_haproxy, "bluegreen.map")
+    assert runtime_command(socket_path, "show cli level").strip() == level
+
+    result = run_module("haproxy_map", dict(socket=socket_path, map=map_path, key="active", value="backend_green"))
+    assert result.get("failed") is True
+    assert "is at level %s" % level in result["msg"] and "'stats socket %s ... level admin'" % socket_path \
+        in result["msg"], result["msg"]
+    admin = os.path.join(level_haproxy, "admin.sock")
+    assert "active backend_blue" in runtime_command(admin, "show map %s" % map_path)
+
+    precheck = run_module("release_precheck", dict(socket=socket_path, services=[dict(
+        key="active", backend="backend_green", url="http://release.test/release", preflight=False, current=False)]))
+    assert precheck.get("failed") is True and precheck["failed_stage"] == "socket", precheck
+    assert "level admin" in precheck["msg"]

@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
+    MapFileEncodingError,
     MapFileError,
     PreparedMapFile,
     line_ending,
@@ -166,3 +167,52 @@ def test_unwritable_directory_is_reported_before_anything(tmp_path, monkeypatch)
     monkeypatch.setattr("tempfile.mkstemp", refuse)
     with pytest.raises(MapFileError, match="cannot create a file in"):
         PreparedMapFile(str(path), "x y\n")
+
+
+# -- bytes that are not UTF-8, Unicode separators (issue 13, findings 8 and 9) -------------------
+
+
+def test_latin1_comment_is_read_and_written_back_byte_for_byte(tmp_path):
+    path = tmp_path / "latin1.map"
+    original = b"# caf\xe9 (latin-1 comment)\n  # \xff\xfe indented\nactive backend_blue\r\n"
+    path.write_bytes(original)
+    text = read_map_file(str(path))
+    assert map_text_values(text) == {"active": "backend_blue"}
+    assert map_text_lookup(text, ["active"]) == {"active": "backend_blue"}
+    write_map_file_atomic(str(path), set_map_text_value(text, "active", "backend_green"))
+    assert path.read_bytes() == original.replace(b"backend_blue", b"backend_green")
+
+
+@pytest.mark.parametrize("data,line,offset,byte", [
+    (b"# c\nactive backend_blue\ncaf\xe9 x\n", 3, 27, 0xe9),
+    (b"active backend_\xff\n", 1, 15, 0xff),
+    (b"# c\r\n\t k\xc3 v\r\n", 2, 8, 0xc3),
+])
+def test_non_utf8_entry_line_is_refused_naming_line_and_offset(tmp_path, data, line, offset, byte):
+    path = tmp_path / "bad.map"
+    path.write_bytes(data)
+    with pytest.raises(MapFileEncodingError) as caught:
+        read_map_file(str(path))
+    message = str(caught.value)
+    assert "line %d (byte offset %d)" % (line, offset) in message and "0x%02x" % byte in message, message
+    assert data[offset] == byte
+    assert isinstance(caught.value, MapFileError)
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\xa0"])
+def test_lines_split_on_lf_and_fields_on_blanks_only(separator):
+    """HAProxy's map reader ends a line at LF and a key at a space or tab; Python's splitlines()/split()
+    would also cut at these."""
+    value = "backend%sgreen" % separator
+    text = "# c\nactive %s\nk%sx v\n" % (value, separator)
+    assert parse_map_text(text) == [("active", value), ("k%sx" % separator, "v")]
+    assert map_text_lookup(text, ["active"]) == {"active": value}
+    updated = set_map_text_values(text, {"active": "backend_blue", "new": value})
+    assert updated == "# c\nactive backend_blue\nk%sx v\nnew %s\n" % (separator, value)
+    assert remove_map_text_key(text, "active") == "# c\nk%sx v\n" % separator
+
+
+def test_value_with_unicode_separator_survives_the_file(tmp_path):
+    path = tmp_path / "odd.map"
+    write_map_file_atomic(str(path), "active a\u2028b\x85c\n")
+    assert map_text_values(read_map_file(str(path))) == {"active": "a\u2028b\x85c"}

@@ -12,6 +12,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import (
     CompareAndSetError,
     InvalidMapKeyError,
     lookup_runtime_values,
+    moved_since_snapshot,
     parse_get_map_reply,
     payload_chunks,
     applied_result,
@@ -195,3 +196,85 @@ def test_validate_request(params, words):
 def test_validate_request_accepts_an_instant_in_the_past_or_soon():
     validate_request(dict(BASE, key="k", value="v", switch_at=1000.0), now=2000.0)
     validate_request(dict(BASE, entries={"k": "v"}, switch_at=2500.0), now=2000.0)
+
+
+# -- compare-and-set: an absent key, and the instant (issue 13) --------------
+
+
+@pytest.mark.parametrize("expected", ["backend_blue", "x"])
+def test_plan_single_refuses_an_absent_key_when_a_value_is_expected(expected):
+    """An absent key (None) is never the expected value."""
+    with pytest.raises(CompareAndSetError) as caught:
+        plan_single(MAP, "active", "backend_green", expected, None, None, False)
+    assert "its live value is absent, expected %s" % expected in str(caught.value)
+    facts = caught.value.facts
+    assert facts["refused"] is True and facts["runtime_entries"] == facts["previous"] == {"active": None}
+    assert facts["conflicts"] == {"active": {"expected": expected, "live": None}}
+
+
+def test_plan_bulk_refuses_an_absent_key_when_a_value_is_expected():
+    with pytest.raises(CompareAndSetError) as caught:
+        plan_bulk(MAP, {"a": "X"}, {"a": "1"}, live(("b", "2")), None, False)
+    assert "a is absent (expected 1)" in str(caught.value)
+    assert caught.value.facts["runtime_entries"] == {"a": None}
+
+
+@pytest.mark.parametrize("live_value,refused", [
+    ("backend_blue", False), ("backend_green", False), ("backend_canary", True), (None, True)])
+def test_single_plan_at_the_instant(live_value, refused):
+    plan = plan_single(MAP, "active", "backend_green", "backend_blue", "backend_blue", None, False)
+    if refused:
+        with pytest.raises(CompareAndSetError, match="at the instant of the switch"):
+            plan.single_at_instant(live_value)
+        return
+    at_instant = plan.single_at_instant(live_value)
+    assert at_instant.previous == {"active": live_value}
+    assert at_instant.action == (None if live_value == "backend_green" else ("set", "active", "backend_green"))
+
+
+@pytest.mark.parametrize("snapshot,now,moved", [
+    ([("a", "1"), ("b", "2")], [("a", "1"), ("b", "2")], {}),
+    ([("a", "1"), ("b", "2")], [("b", "2"), ("a", "1")], {}),  # re-ordered only: lookups are the same
+    ([("a", "1")], [("a", "1"), ("n", "x")], {"n": {"expected": None, "live": "x"}}),
+    ([("a", "1"), ("b", "2")], [("a", "1")], {"b": {"expected": "2", "live": None}}),
+    ([("a", "1"), ("b", "2")], [("a", "1"), ("b", "3")], {"b": {"expected": "2", "live": "3"}}),
+    ([("a", "1")], [("a", "1"), ("a", "dup")], {"a": {"expected": "1", "live": "1"}}),
+    ([("a", "1")], [("a", "X")], {}),  # a listed key a hand put at its goal
+    ([("a", "1")], [("a", "Y")], {"a": {"expected": "1", "live": "Y"}}),
+])
+def test_moved_since_snapshot(snapshot, now, moved):
+    assert moved_since_snapshot(snapshot, now, {"a": "X"}) == moved
+
+
+@pytest.mark.parametrize("params,option", [
+    (dict(key="k", value="v" * COMMAND_BUDGET), "value"),
+    (dict(key="k" * COMMAND_BUDGET, state="absent"), "key"),
+    (dict(key="k", value="v", expected_value="e" * COMMAND_BUDGET), "expected_value"),
+    (dict(entries={"k": "v" * COMMAND_BUDGET}), "entries"),
+    (dict(entries={"k": "v"}, expected_entries={"k": "v" * COMMAND_BUDGET}), "expected_entries"),
+])
+def test_validate_request_refuses_inputs_longer_than_one_command(params, option):
+    with pytest.raises(InvalidMapKeyError) as caught:
+        validate_request(dict(BASE, **params), now=2000.0)
+    message = str(caught.value)
+    assert message.startswith("invalid %s:" % option) and "tune.bufsize" in message and len(message) < 400
+
+
+def test_payload_chunks_keep_the_command_line_within_the_budget():
+    """The `add map @N <map> <<` line counts: head plus payload stay below HAProxy's buffer."""
+    fake = FakeHAProxy({MAP: []})
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import stage_version
+    long_map = "/etc/haproxy/maps/" + "m" * 3000 + ".map"
+    fake.maps[long_map] = fake.maps.pop(MAP)
+    entries = [("svc%05d.example.com" % index, "backend_green") for index in range(2000)]
+    sent = []
+    client = fake.client()
+    real = client.run_payload
+
+    def record(verb, arguments, lines):
+        sent.append(len(("%s %s <<\n%s\n\n" % (verb, " ".join(arguments), "\n".join(lines))).encode()))
+        return real(verb, arguments, lines)
+
+    client.run_payload = record
+    stage_version(client, long_map, entries)
+    assert len(sent) > 1 and max(sent) <= COMMAND_BUDGET + 2, sent

@@ -584,3 +584,27 @@ def test_backend_counters_by_header_name():
     reply = "# pxname,svname,hrsp_5xx,extra,hrsp_2xx,\nbe,BACKEND,3,x,7,\nbe,s1,3,x,7,\n\n"
     counters = parsers.backend_counters(reply, "be")
     assert (counters["hrsp_5xx"], counters["hrsp_2xx"], counters["econ"]) == (3, 7, None)
+
+
+# -- values holding Unicode line separators (issue 13, finding 8) -----------
+
+ODD_VALUES = ["backend\u2028green", "backend\x85green", "a\u2029b\x0cc\x0bd\x1ce\x1df\x1eg"]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES)
+def test_show_map_value_with_unicode_line_separators_is_one_entry(value):
+    reply = "0x55d0 active %s\n0x55e0 other x\n\n" % value
+    assert parsers.parse_map_entries(reply) == [
+        dict(ref="0x55d0", key="active", value=value), dict(ref="0x55e0", key="other", value="x")]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES)
+def test_get_map_value_with_unicode_line_separators_is_whole(value):
+    reply = 'type=str, case=sensitive, found=yes, idx=tree, key="active", value="%s", type="str"\n\n' % value
+    assert parsers.parse_get_map(reply)["value"] == value
+    assert first_line(reply).endswith('value="%s", type="str"' % value)
+
+
+def test_show_info_and_backend_lists_split_on_lf_only():
+    assert parsers.parse_show_info("Name: HAProxy\nNode: a\u2028b\n\n")["Node"] == "a\u2028b"
+    assert parsers.parse_backend_list("# name\nbe_blue\nbe\x85green\n\n") == ["be_blue", "be\x85green"]

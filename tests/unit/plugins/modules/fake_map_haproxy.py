@@ -6,14 +6,26 @@ It parses what the real client writes (escapes, `;` chains, `<<` payloads) and a
 HAProxy 2.6 does (replies captured in tests/unit/fixtures/haproxy-2.6), including the
 silent drop of a command larger than tune.bufsize. Faults are injected by the tests:
 `lie_after_write` makes every read after a write report other values (a read-back that
-disagrees), `fail_commands` makes a verb answer an error.
+disagrees), `fail_commands` makes a verb answer an error, `level` is what `show cli level`
+answers.
+
+`FakeClient` is the real client with the fake behind `_exchange` and its interactive
+session; `RuntimeServer` serves the fake on a real unix socket (both modes: one command,
+or `prompt` and several), where `drop_reply` applies a command and then closes the
+connection without answering: a lost reply.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIClient
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
+    RuntimeAPIClient,
+    RuntimeAPISession,
+)
 
 BUFSIZE = 16384
 UNKNOWN_MAP = "Unknown map identifier. Please use #<id> or <file>.\n\n"
@@ -61,6 +73,8 @@ class FakeHAProxy(object):
         self.writes = []         # first words of every accepted write command
         self.lie_after_write = None
         self.fail_commands = {}  # "set map" -> error reply
+        self.level = "admin"
+        self.payload_mangler = None  # (key, value) -> (key, value) stored by `add map <<`
 
     # -- state helpers for assertions --
     def values(self, name):
@@ -91,6 +105,8 @@ class FakeHAProxy(object):
         verb = " ".join(words[:2])
         if verb in self.fail_commands:
             return self.fail_commands[verb]
+        if words == ["show", "cli", "level"]:
+            return "%s\n\n" % self.level if self.level else "Unknown command, but maybe one of ...\n\n"
         arguments = words[2:]
         version = None
         if arguments and arguments[0].startswith("@"):
@@ -134,7 +150,8 @@ class FakeHAProxy(object):
             if payload is not None:
                 for line in payload:
                     key, _blank, value = line.partition(" ")
-                    target.append((key, value.lstrip(" \t")))
+                    entry = (key, value.lstrip(" \t"))
+                    target.append(self.payload_mangler(*entry) if self.payload_mangler else entry)
             else:
                 target.append((arguments[1], arguments[2]))
             return "\n"
@@ -157,6 +174,19 @@ class FakeHAProxy(object):
         return "Unknown command\n\n"
 
 
+class FakeSession(RuntimeAPISession):
+    """The real session (framing, error checks) with each command answered by the fake."""
+
+    def open(self):
+        self.sock = object()
+
+    def close(self):
+        self.sock = None
+
+    def _roundtrip(self, line):
+        return self.client.fake.exchange(line + "\n")
+
+
 class FakeClient(RuntimeAPIClient):
     """The real client (framing, escaping, error checks) with the socket replaced by the fake."""
 
@@ -166,3 +196,79 @@ class FakeClient(RuntimeAPIClient):
 
     def _exchange(self, text, description):
         return self.fake.exchange(text)
+
+    def session(self):
+        return FakeSession(self)
+
+
+class RuntimeServer(threading.Thread):
+    """`fake` on a real unix socket at `path`, as HAProxy's stats socket frames it.
+
+    Non-interactive: one line (or a `<<` payload), the reply, close. After `prompt`: each
+    reply ends with `> ` and the connection stays open until `quit`. A command whose first
+    two words are in `drop_reply` is applied, then the connection is closed unanswered;
+    with `refuse_after_drop`, every later connection is refused too (the socket is gone).
+    """
+
+    def __init__(self, fake, path):
+        super(RuntimeServer, self).__init__(daemon=True)
+        self.fake, self.path = fake, path
+        self.drop_reply = set()
+        self.refuse_after_drop = False
+        self.dropped = []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        self.stopped = False
+
+    def run(self):
+        while not self.stopped:
+            try:
+                connection, _address = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                try:
+                    self.serve(connection)
+                except OSError:
+                    pass
+
+    def serve(self, connection):
+        connection.settimeout(5)
+        reader = connection.makefile("rb")
+        interactive = False
+        while True:
+            line = reader.readline()
+            if not line:
+                return
+            text = line.decode("utf-8")
+            if text.rstrip("\n").endswith("<<"):
+                while True:
+                    more = reader.readline().decode("utf-8")
+                    text += more
+                    if more in ("\n", ""):
+                        break
+            command = text.rstrip("\n")
+            if command == "prompt":
+                interactive = True
+                connection.sendall(b"\n> ")
+                continue
+            if command == "quit":
+                return
+            reply = self.fake.exchange(text)
+            if " ".join(command.split()[:2]) in self.drop_reply:
+                self.dropped.append(command)
+                if self.refuse_after_drop:
+                    self.stop()
+                return
+            connection.sendall(reply.encode("utf-8") + (b"> " if interactive else b""))
+            if not interactive:
+                return
+
+    def stop(self):
+        self.stopped = True
+        try:
+            self.listener.close()
+        finally:
+            if os.path.exists(self.path):
+                os.unlink(self.path)

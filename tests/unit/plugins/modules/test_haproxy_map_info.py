@@ -112,3 +112,29 @@ def test_an_unreadable_lock_fails_naming_it(haproxy, disk, tmp_path):
     lock_dir.mkdir()
     outcome = run(dict(map=MAP, map_file=disk, keys=['active'], lock_path=str(lock_dir)))
     assert outcome.failed and outcome.result['msg'].startswith('cannot read release lock %s: ' % lock_dir)
+
+
+@pytest.mark.parametrize('keys', [None, ['active']], ids=['whole-map', 'keys'])
+def test_latin1_comment_is_read_and_the_keys_are_found(haproxy, tmp_path, keys):
+    path = tmp_path / 'latin1.map'
+    path.write_bytes(b'# h\xf4tes (latin-1)\n' + DISK.encode())
+    result = run(dict(map=MAP, map_file=str(path), keys=keys)).result
+    assert result['disk_entries']['active'] == 'backend_blue', 'never reported absent'
+    assert result['drift_keys'][:1] == ['active']
+
+
+def test_non_utf8_entry_line_fails_naming_the_offset(haproxy, tmp_path):
+    path = tmp_path / 'latin1.map'
+    path.write_bytes(DISK.encode() + b'caf\xe9.example.com x\n')
+    outcome = run(dict(map=MAP, map_file=str(path), keys=['active']))
+    assert outcome.failed
+    assert 'line 5 (byte offset %d)' % (len(DISK) + 3) in outcome.result['msg'] and 'not UTF-8' in outcome.result['msg']
+
+
+def test_value_with_unicode_line_separators_is_read_whole(haproxy, tmp_path):
+    haproxy.maps[MAP].entries.append(('odd', 'a\u2028b\x85c'))
+    path = tmp_path / 'odd.map'
+    path.write_bytes('odd a\u2028b\x85c\nactive backend_green\n'.encode())
+    result = run(dict(map=MAP, map_file=str(path))).result
+    assert result['entries']['odd'] == result['disk_entries']['odd'] == 'a\u2028b\x85c'
+    assert 'odd' not in result['drift_keys']

@@ -35,6 +35,7 @@ def fixture(name):
 def haproxy(monkeypatch):
     """The Runtime API: captured replies by command line; records every line sent."""
     replies = {
+        "show cli level": fixture("show_cli_level_admin.txt"),
         "show backend": fixture(os.path.join("health", "show_backend.txt")),
         "show stat backend_green 4 -1": fixture(os.path.join("health", "all_up.csv")),
         "show servers state backend_green": fixture("show_servers_state_backend.txt"),
@@ -93,8 +94,9 @@ def test_every_stage_passes_in_one_run(haproxy, http):
     assert (checked["health"]["healthy_count"], checked["health"]["total"]) == (2, 2)
     assert (checked["preflight"]["passed_count"], checked["preflight"]["failed_servers"]) == (2, [])
     assert (checked["current"]["passed_count"], checked["current"]["failed_count"]) == (3, 0)
-    # Health first, then the preflight asks where the servers are; then HTTP: each server, then the listener 3 times.
-    assert sent == ["show backend", "show stat backend_green 4 -1", "show backend", "show servers state backend_green"]
+    # The socket's level, health, then the preflight asks where the servers are; then HTTP: each
+    # server, then the listener 3 times.
+    assert sent == ["show cli level", "show backend", "show stat backend_green 4 -1", "show backend", "show servers state backend_green"]
     assert [call["port"] for call in http.calls] == [GREEN1, GREEN2, None, None, None]
     assert [call["use_proxy"] for call in http.calls] == [False, False, True, True, True]
     assert result["msg"] == ("precheck passed for active -> backend_green: target healthy, preflight passed, "
@@ -122,7 +124,8 @@ def test_force_reports_health_and_still_proves_the_rest(haproxy, http):
     outcome = run([service()], force=True, health_wait=30)
     assert not outcome.failed, outcome.result["msg"]
     checked = outcome.result["services"][0]
-    assert checked["health"]["healthy"] is False and checked["health"]["waited"] < 5  # force does not wait
+    # force does not wait: one look at the health (with health_wait=30 it would look again).
+    assert checked["health"]["healthy"] is False and checked["health"]["attempts"] == 1
     assert checked["preflight"]["passed_count"] == 2 and checked["current"]["passed_count"] == 1
 
 
@@ -186,3 +189,24 @@ def test_bad_input_is_one_error_and_nothing_is_asked(haproxy, http, services, ar
     outcome = run(services, **args)
     assert outcome.failed and outcome.result["msg"].startswith(message), outcome.result["msg"]
     assert sent == [] and http.calls == []
+
+
+@pytest.mark.parametrize("level", ["user", "operator"])
+def test_a_socket_below_admin_is_refused_before_anything_else(haproxy, http, level):
+    """HAProxy 2.6 lets a `level user` socket change maps; the release still refuses it, saying how to fix it."""
+    replies, sent = haproxy
+    replies["show cli level"] = fixture("show_cli_level_%s.txt" % level)
+    outcome = run([service()])
+    assert outcome.failed and outcome.result["failed_stage"] == "socket"
+    message = outcome.result["msg"]
+    assert "is at level %s" % level in message and "stats socket /nonexistent/admin.sock ... level admin" in message
+    assert sent == ["show cli level"] and http.calls == []
+    assert outcome.result["services"][0]["health"] is None
+
+
+def test_an_haproxy_that_cannot_say_its_level_is_not_refused(haproxy, http):
+    """Before 2.0 `show cli level` is an unknown command: no refusal on that alone."""
+    replies, _sent = haproxy
+    replies["show cli level"] = fixture("unknown_command.txt")
+    outcome = run([service()])
+    assert not outcome.failed, outcome.result["msg"]
