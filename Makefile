@@ -29,13 +29,13 @@ collection:
 	@ln -sfn ../../.. $(COLLECTIONS)/ansible_collections/bluegreen/haproxy
 
 test-unit: venv collection
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -rs tests/unit
 
 # Three workers, one test file each at a time: the tests spend most of their time waiting for
 # HAProxy's health checks, watch windows and reloads, not on the CPU, and every test has its own
-# HAProxy, apps and ports.
+# HAProxy, apps and ports (each worker its own block of ports below the ephemeral range: tests/lab.py).
 test-integration: venv collection
-	$(BIN)/pytest -q -n 3 --dist loadfile tests/integration
+	$(BIN)/pytest -q -rs -n 3 --dist loadfile tests/integration
 
 # ansible-lint (production profile, .ansible-lint), the docsite's documentation linter on every
 # module, plugin and role entry point, and the changelog fragments.
@@ -106,7 +106,7 @@ system-demo:
 	@scripts/system-packages.sh haproxy python3-venv
 
 system-test:
-	@scripts/system-packages.sh haproxy python3-venv git openssl shellcheck docker.io debootstrap
+	@scripts/system-packages.sh haproxy python3-venv git openssl shellcheck docker.io debootstrap socat curl
 
 demo: system-demo venv collection
 	$(BIN)/python scripts/demo.py

@@ -50,9 +50,9 @@ busy_since() {  # busy_since "BUSY TOTAL": the CPUs' busy share since then, in p
 
 total_ticks=$(cpu_ticks)
 
-record() {  # record NAME RC SECONDS CPU_SINCE [NOTE]
+record() {  # record NAME RC SECONDS CPU_SINCE [NOTE]; an RC that is not a number is a failure
     local result=PASS
-    if [ "$2" -ne 0 ]; then result=FAIL; failed=1; fi
+    if ! [[ "$2" =~ ^[0-9]+$ ]] || [ "$2" -ne 0 ]; then result=FAIL; failed=1; fi
     SUMMARY+=("$(printf '%-5s %-16s %5ss  cpu %3s%% busy  %s' "$result" "$1" "$3" "$(busy_since "$4")" "${5:-}")")
 }
 
@@ -80,13 +80,26 @@ background() {
     log "$name: started in the background (log: .tmp/ci/$name.log)"
     BG_START[$name]=$(date +%s)
     BG_TICKS[$name]=$(cpu_ticks)
-    ( "$@" >"$LOGS/$name.log" 2>&1; echo $? >"$LOGS/$name.rc"; date +%s >"$LOGS/$name.end" ) &
+    ( "$@" >"$LOGS/$name.log" 2>&1; rc=$?; echo "$rc" >"$LOGS/$name.rc"; date +%s >"$LOGS/$name.end"; exit "$rc" ) &
     BG_PID[$name]=$!
+}
+
+# stage_rc FILE: a background stage's exit status as its rc file holds it; a missing, empty or
+# garbled file (the stage was killed before it wrote one, a full disk) is a failure, never a pass.
+stage_rc() {
+    local rc
+    rc=$(cat "$1" 2>/dev/null) || rc=""
+    if [[ "$rc" =~ ^[0-9]+$ ]]; then
+        echo "$((10#$rc))"
+    else
+        echo "test.sh: no exit status in ${1#"$ROOT"/} (${rc:-empty or missing}): counted as a failure" >&2
+        echo 1
+    fi
 }
 
 # finish NAME: waits for a background stage, records it, prints its log when it failed.
 finish() {
-    local name=$1 rc
+    local name=$1 rc waited
     if [ -n "${DEFERRED[$name]:-}" ]; then
         # shellcheck disable=SC2086  # a command line of simple words, split on purpose
         stage "$name" ${DEFERRED[$name]}
@@ -94,8 +107,11 @@ finish() {
     fi
     log "$name: waiting for it"
     wait "${BG_PID[$name]}"
+    waited=$?
     unset "BG_PID[$name]"
-    rc=$(cat "$LOGS/$name.rc" 2>/dev/null || echo 1)
+    rc=$(stage_rc "$LOGS/$name.rc")
+    # The subshell exits with the stage's status too: either one saying "failed" is a failure.
+    if [ "$rc" -eq 0 ] && [ "$waited" -ne 0 ]; then rc=$waited; fi
     # Its own time (until it ended, not until it was waited for).
     record "$name" "$rc" $(($(cat "$LOGS/$name.end" 2>/dev/null || date +%s) - BG_START[$name])) \
         "${BG_TICKS[$name]}" "(background; .tmp/ci/$name.log)"

@@ -7,6 +7,7 @@ routing by `map(<map>,backend_blue)` and two backends checked with `GET /healthz
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import socket
@@ -24,8 +25,12 @@ COLLECTIONS = os.path.join(REPO, ".collections")
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
+# `noreuseport`: HAProxy binds without SO_REUSEPORT, so a second HAProxy on a port in use fails
+# to start instead of sharing the listener (and its traffic) with the first. Reloads are not
+# affected: the master hands the listening sockets to the new worker.
 HAPROXY_CFG = """\
 global
+    noreuseport
     stats socket {admin_socket} mode 660 level admin
     stats socket ipv4@127.0.0.1:{stats_port} level admin
     stats timeout 30s
@@ -59,10 +64,82 @@ active backend_blue
 """
 
 
-def free_port():
+# Ports for the lab's listeners. Not bind(0): the kernel picks those from the ephemeral range,
+# the same ports it gives the load generators' and Ansible's outgoing connections, and HAProxy
+# binds with SO_REUSEPORT unless told not to, so two test workers could share one frontend
+# without an error (seen: a TCP stats socket answered by another test's HTTP frontend). Each
+# pytest-xdist worker gets its own block below the ephemeral range, every other process (a run
+# without -n, `make demo`, `make bench`) the block after the workers'; a port is probed with a
+# plain bind and handed out once per pass through the block. Two processes that still meet on a
+# port fail loudly: the lab's HAProxy has `noreuseport`, and App.start() checks who answers.
+PORT_BLOCK_SIZE = 2000
+PORT_BLOCK_FIRST = 20000
+PORT_BLOCKS_FOR_WORKERS = 4  # gw0..gw3; more workers share blocks (wrapping), still probed
+
+
+def ephemeral_port_range(path="/proc/sys/net/ipv4/ip_local_port_range"):
+    try:
+        with open(path) as handle:
+            low, high = (int(word) for word in handle.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def port_block(worker=None, ephemeral=None):
+    """(first, end) of this process's ports: below the ephemeral range (or above it when it
+    leaves no room below), one block per pytest-xdist worker ("gw0", "gw1", ...), and the block
+    after the workers' for any other process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
+    low, high = ephemeral or ephemeral_port_range()
+    blocks = PORT_BLOCKS_FOR_WORKERS + 1
+    if low - PORT_BLOCK_FIRST >= blocks * PORT_BLOCK_SIZE:
+        region = PORT_BLOCK_FIRST
+    elif 65536 - (high + 1) >= blocks * PORT_BLOCK_SIZE:
+        region = high + 1
+    else:
+        raise RuntimeError("no room for the test lab's ports outside the ephemeral range %d-%d "
+                           "(net.ipv4.ip_local_port_range): %d ports are needed below or above it"
+                           % (low, high, blocks * PORT_BLOCK_SIZE))
+    index = int(worker[2:]) % PORT_BLOCKS_FOR_WORKERS if worker[:2] == "gw" and worker[2:].isdigit() \
+        else PORT_BLOCKS_FOR_WORKERS
+    first = region + index * PORT_BLOCK_SIZE
+    return first, first + PORT_BLOCK_SIZE
+
+
+_ports_lock = threading.Lock()
+_ports_given = set()
+_ports_next = None
+
+
+def port_is_free(port):
+    """Whether nothing holds 127.0.0.1:port: a plain bind (no SO_REUSEADDR, no SO_REUSEPORT)."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port():
+    """A loopback port nothing holds now, from this process's block, never the same twice in
+    one pass through the block (a test's apps are given their ports before they bind them)."""
+    global _ports_next
+    first, end = port_block()
+    with _ports_lock:
+        if _ports_next is None or not first <= _ports_next < end:
+            # Processes sharing a block (runs without -n beside each other) start apart.
+            _ports_next = first + (os.getpid() * 7919) % PORT_BLOCK_SIZE
+        for attempt in range(2 * PORT_BLOCK_SIZE):
+            if attempt == PORT_BLOCK_SIZE:
+                _ports_given.clear()  # a whole pass gave nothing: the tests of the last are long gone
+            port = _ports_next
+            _ports_next = first + (_ports_next + 1 - first) % PORT_BLOCK_SIZE
+            if port not in _ports_given and port_is_free(port):
+                _ports_given.add(port)
+                return port
+        raise RuntimeError("no free port in %d-%d" % (first, end - 1))
 
 
 def wait_for(predicate, timeout=15.0, interval=0.1, what="condition"):
@@ -104,22 +181,42 @@ class App:
     def fail_file(self):
         return os.path.join(self.workdir, "%s.failing" % self.name)
 
+    @property
+    def log_path(self):
+        return os.path.join(self.workdir, "%s.log" % self.name)
+
     def start(self):
-        self.process = subprocess.Popen(
-            [sys.executable, APP, "--color", self.color, "--bind", "127.0.0.1",
-             "--port", str(self.port), "--unhealthy-file", self.unhealthy_file,
-             "--fail-file", self.fail_file],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._listening, what="app %s on port %d" % (self.name, self.port))
+        """Start the app and wait until the port answers from THIS process (X-App-Pid): a port
+        someone else holds fails here, with the app's own error, not later as a wrong answer."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, APP, "--color", self.color, "--bind", "127.0.0.1",
+                 "--port", str(self.port), "--unhealthy-file", self.unhealthy_file,
+                 "--fail-file", self.fail_file],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
+        wait_for(self._serving, what="app %s (pid %d) to answer on port %d" % (self.name, self.process.pid, self.port))
         return self
 
-    def _listening(self):
+    def _serving(self):
+        if self.process.poll() is not None:
+            with open(self.log_path, errors="replace") as log:
+                tail = log.read()[-1500:]
+            raise AssertionError("app %s exited (status %s) instead of serving on port %d:\n%s"
+                                 % (self.name, self.process.returncode, self.port, tail))
+        return self.answering_pid() == self.process.pid
+
+    def answering_pid(self):
+        """The pid of the app process answering on the port (None: no answer, or not an app)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=0.5)
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
+            connection.request("GET", "/healthz")
+            pid = connection.getresponse().getheader("X-App-Pid")
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            connection.close()
+        return int(pid) if pid and pid.isdigit() else None
 
     def stop(self):
         if self.process and self.process.poll() is None:
@@ -194,12 +291,26 @@ class HAProxyEnv:
     def start(self):
         self.write_config()
         subprocess.run([HAPROXY, "-c", "-q", "-f", self.config_path], check=True)
-        self.process = subprocess.Popen(
-            [HAPROXY, "-W", "-db", "-S", self.master_socket, "-f", self.config_path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: os.path.exists(self.socket) and self._answers(), what="HAProxy admin socket")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [HAPROXY, "-W", "-db", "-S", self.master_socket, "-f", self.config_path],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
+        wait_for(self._started, what="HAProxy admin socket")
         return self
+
+    @property
+    def log_path(self):
+        return os.path.join(self.workdir, "haproxy.log")
+
+    def _started(self):
+        if self.process.poll() is not None:
+            # E.g. a port in use: with `noreuseport` HAProxy refuses it instead of sharing it.
+            with open(self.log_path, errors="replace") as log:
+                tail = log.read()[-1500:]
+            raise AssertionError("HAProxy (%s) exited (status %s) instead of starting:\n%s"
+                                 % (self.config_path, self.process.returncode, tail))
+        return os.path.exists(self.socket) and self._answers()
 
     def _answers(self):
         try:
@@ -217,20 +328,11 @@ class HAProxyEnv:
         wait_for(lambda: self._answers() and self.worker_pid() != before, what="reloaded worker")
 
     def worker_pid(self):
-        for line in self.runtime("show info").splitlines():
-            if line.startswith("Pid:"):
-                return int(line.split(":")[1])
-        return None
+        pid = runtime_client.info(self.runtime("show info")).get("Pid")
+        return int(pid) if pid else None
 
     def server_status(self, backend, server):
-        reply = self.runtime("show stat %s 4 -1" % backend)
-        lines = [line for line in reply.splitlines() if line.strip()]
-        header = lines[0][2:].split(",")
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(",")))
-            if row["svname"] == server:
-                return row["status"]
-        raise KeyError(server)
+        return runtime_client.server_states(self.runtime("show stat %s 4 -1" % backend))["%s/%s" % (backend, server)]
 
     def wait_status(self, backend, server, status, timeout=15.0):
         wait_for(lambda: self.server_status(backend, server) == status, timeout=timeout,
@@ -241,11 +343,7 @@ class HAProxyEnv:
             self.wait_status("backend_" + app.name.rstrip("0123456789"), app.name, "UP", timeout)
 
     def map_value(self, key="active"):
-        for line in self.runtime("show map %s" % self.map_path).splitlines():
-            parts = line.split(" ", 2)
-            if len(parts) == 3 and parts[1] == key:
-                return parts[2]
-        return None
+        return runtime_client.map_entries(self.runtime("show map %s" % self.map_path)).get(key)
 
     def disk_text(self):
         with open(self.map_path) as handle:

@@ -9,6 +9,7 @@ fixture then reaches each container with `docker exec`. On top of it:
               (tests/support/runtime_client.py, copied onto the node and run by its python3),
               the map at runtime and on disk, HTTP through its own frontend (curl), a reload.
   nodes()     {inventory name: Node} of an inventory group.
+  haproxy_check()  `haproxy -c` on a node, exit 0 or the test fails.
   playbook()  ansible-playbook against the scenario's inventory (the collection's playbooks,
               or a scenario playbook such as converge.yml), as a release owner or AWX runs it.
 """
@@ -92,8 +93,8 @@ class Node:
     def install_client(self):
         with open(RUNTIME_CLIENT, "rb") as handle:
             payload = base64.b64encode(handle.read()).decode()
-        self.host.run_test("mkdir -p %s && echo %s | base64 -d > %s"
-                           % (shlex.quote(os.path.dirname(NODE_CLIENT)), payload, shlex.quote(NODE_CLIENT)))
+        self.host.run_expect([0], "mkdir -p %s && echo %s | base64 -d > %s"
+                             % (shlex.quote(os.path.dirname(NODE_CLIENT)), payload, shlex.quote(NODE_CLIENT)))
         return self
 
     def cli(self, command, socket=ADMIN_SOCKET, parse=None, retry_for=10.0, timeout=10.0):
@@ -161,6 +162,13 @@ class Node:
     def answers(self, count=4, **kwargs):
         """The distinct answers of count requests, e.g. {(200, "version=blue")}."""
         return set(self.get(count=count, **kwargs))
+
+
+def haproxy_check(host, config=CONFIG):
+    """`haproxy -c -f config` on the node must exit 0; HAProxy's messages are in the failure.
+    (testinfra's host.run_test() accepts exit status 0 OR 1, and `haproxy -c` exits 1 on an
+    invalid configuration: a check through it could never fail.)"""
+    return host.run_expect([0], "haproxy -c -f %s" % shlex.quote(config))
 
 
 def unix_socket_listening(host, path):

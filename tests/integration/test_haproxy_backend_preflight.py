@@ -16,7 +16,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -273,10 +272,10 @@ def test_request_timeout_bounds_a_silent_server(run_module, haproxy_env):
     silent.listen(8)  # accepts (in the backlog) and never answers
     try:
         add_server(haproxy_env, "silent", silent.getsockname()[1])
-        started = time.monotonic()
+        # A module that waited forever would fail run_module's own timeout; "timed out" below
+        # is the proof that request_timeout ended the request (no bound on a busy machine's time).
         result = run_module("haproxy_backend_preflight", preflight_args(
             haproxy_env, request_timeout=1, skip_servers=["green1", "green2"]))
-        assert time.monotonic() - started < 60
     finally:
         silent.close()
     assert_clean_failure(result)

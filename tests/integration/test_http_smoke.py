@@ -262,8 +262,10 @@ def assert_clean_failure(result):
 
 def test_all_requests_pass(run_module, app_factory):
     app = app_factory("blue")
+    started = time.monotonic()
     result = run_module("http_smoke", {"url": app.url + "/release", "requests": 5,
                                        "body_regex": "^version=blue$"})
+    run_time = time.monotonic() - started
     assert result.get("failed") is not True, result
     assert result["changed"] is False
     assert result["passed"] is True
@@ -274,7 +276,8 @@ def test_all_requests_pass(run_module, app_factory):
         assert entry["matched"] is True
         assert entry["error"] is None
         assert entry["body_excerpt"] is None
-        assert isinstance(entry["elapsed"], float) and 0 <= entry["elapsed"] < 5
+        # Seconds, within the module's run (milliseconds would exceed it).
+        assert isinstance(entry["elapsed"], float) and 0 <= entry["elapsed"] < run_time
     assert result["summary"]["status_counts"] == {"200": 5}
     assert result["summary"]["body_counts"] == {"version=blue": 5}
     assert result["msg"] == "all 5 requests to %s/release passed" % app.url
@@ -380,14 +383,14 @@ def test_connection_refused_is_a_per_request_result(run_module):
 
 def test_timeout_is_a_per_request_result(run_module, silent_server):
     url = "http://127.0.0.1:%d/release" % silent_server.port
-    started = time.monotonic()
     result = run_module("http_smoke", {"url": url, "requests": 2, "timeout": 0.5})
-    assert time.monotonic() - started < 30
     assert_clean_failure(result)
     assert result["msg"] == "2 of 2 requests to %s failed: 2 x timed out" % url
     for entry in result["results"]:
         assert entry["error"] == "timed out"
-        assert 0.4 <= entry["elapsed"] < 3
+        # Not before the timeout; the server never answers, so "timed out" is the proof that the
+        # timeout ended it (a hang would fail run_module's own timeout), not a time bound.
+        assert entry["elapsed"] >= 0.4, entry["elapsed"]
 
 
 def test_timeout_bounds_the_whole_request(run_module, raw_server):
@@ -399,8 +402,9 @@ def test_timeout_bounds_the_whole_request(run_module, raw_server):
     entry = result["results"][0]
     assert entry["error"] == "timed out"
     # Measured by the module around the request (ansible's own start-up, slow on a busy
-    # machine, is not in it); the whole answer needs 13 s.
-    assert 1.9 <= entry["elapsed"] < 5, entry["elapsed"]
+    # machine, is not in it): not before the timeout, and given up long before the whole
+    # answer (13 s) could have arrived, a ratio a busy machine does not break.
+    assert 1.9 <= entry["elapsed"] < 13 / 2, entry["elapsed"]
     assert result["msg"] == "1 of 1 request to %s failed: 1 x timed out" % url
 
 

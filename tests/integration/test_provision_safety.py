@@ -10,8 +10,10 @@ nothing.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -224,6 +226,169 @@ def test_provision_check_mode_reports_the_staging_and_changes_nothing(haproxy_en
     assert haproxy_env.map_value() == "backend_green" and dir_listing(haproxy_env) == ["bluegreen.map"]
 
 
+class KeepAliveLoad:
+    """Users as browsers are: `keepalive` clients that send request after request on one
+    connection (a new one only when the server closed it), beside `fresh` clients that open a
+    connection per request; all through the frontend, until stopped (bounded by `max_seconds`).
+
+    Counts `requests`, `failed` (every request that got no answer or not a 200, with the error),
+    `reused` (requests sent on a connection that had already served one: the keep-alive path a
+    reload must not break) and `closed_by_server` (answers carrying `Connection: close`: an old
+    worker letting go of an idle keep-alive connection the lossless way).
+    """
+
+    def __init__(self, env, keepalive=4, fresh=2, max_seconds=900):
+        self.address = ("127.0.0.1", env.frontend_port)
+        self.deadline = time.monotonic() + max_seconds
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.requests = self.reused = self.closed_by_server = 0
+        self.failed = []
+        self.threads = ([threading.Thread(target=self._client, args=(True,), daemon=True) for _ in range(keepalive)]
+                        + [threading.Thread(target=self._client, args=(False,), daemon=True) for _ in range(fresh)])
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def _count(self, error=None, reused=False, closed=False):
+        with self.lock:
+            self.requests += 1
+            self.reused += reused
+            self.closed_by_server += closed
+            if error:
+                self.failed.append(error)
+
+    def _client(self, keepalive):
+        connection, served = None, 0
+        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+            if connection is None:
+                connection, served = http.client.HTTPConnection(*self.address, timeout=10), 0
+            try:
+                connection.request("GET", "/release", headers={"Host": "release.test"})
+                response = connection.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self._count(error="%s request on a %s connection: %r"
+                            % ("keep-alive" if keepalive else "fresh", "reused" if served else "new", exc),
+                            reused=served > 0)
+                connection.close()
+                connection = None
+                continue
+            closed = (response.getheader("Connection") or "").lower() == "close"
+            error = None if response.status == 200 else "%d %r" % (response.status, body[:80])
+            self._count(error=error, reused=served > 0, closed=closed)
+            served += 1
+            if closed or not keepalive:
+                connection.close()
+                connection = None
+            time.sleep(0.005)
+        if connection is not None:
+            connection.close()
+
+    def wait_requests(self, count, timeout=120.0):
+        target = self.requests + count
+        wait_for(lambda: self.requests >= target, timeout=timeout, what="%d more requests" % count)
+
+
+class CPUBurners:
+    """`count` busy processes beside the test, as on a shared host: a reload's soft stop then
+    races the clients on a slow machine (the case that lost requests). Bounded in time."""
+
+    def __init__(self, count=2, max_seconds=600):
+        self.count, self.max_seconds = count, max_seconds
+        self.processes = []
+
+    def __enter__(self):
+        code = "import time\nend = time.monotonic() + %d\nwhile time.monotonic() < end: pass\n" % self.max_seconds
+        self.processes = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.count)]
+        return self
+
+    def __exit__(self, *exc):
+        for process in self.processes:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def render_the_roles_configuration(env, run_playbook, tmp_path):
+    """provision.yml over the lab's HAProxy: the role's haproxy.cfg from now on; its path."""
+    code, report = run_playbook(PROVISION, role_vars(env, 0), inventory=write_inventory(env, tmp_path))
+    assert code == 0, failed_tasks(report)
+    with open(env.config_path) as handle:
+        config = handle.read()
+    # The two lines this test is about, rendered because this HAProxy (2.6+) has them.
+    assert "    option idle-close-on-response\n" in config and "    hard-stop-after 60s\n" in config, config
+    env.wait_all_up()
+
+
+def assert_no_request_lost(load, reloads):
+    print("%d reloads: %d requests (%d on reused keep-alive connections, %d answered with Connection: close), "
+          "%d failed" % (reloads, load.requests, load.reused, load.closed_by_server, len(load.failed)))
+    assert load.failed == [], "%d of %d requests lost over %d reloads: %s" % (
+        len(load.failed), load.requests, reloads, load.failed[:5])
+    # The load really was keep-alive (a fresh connection per request never meets the race), and
+    # the soft stops happened under it: old workers answered with `Connection: close`.
+    assert load.reused > load.requests // 4, (load.reused, load.requests)
+    assert load.closed_by_server > 0
+
+
+def test_role_reloads_under_keepalive_load_lose_no_request(haproxy_env, run_playbook, tmp_path):
+    """Fleet provisioning reloading a node while browsers keep connections open, on a busy machine.
+
+    The rendered lines are checked first: a soft stop loses a keep-alive request only now and
+    then (measured without them: 7 of 10,518 requests over 5 reloads, 0 over 3 role runs), so the
+    configuration is what makes this test fail on a template without them."""
+    render_the_roles_configuration(haproxy_env, run_playbook, tmp_path)
+    inventory = write_inventory(haproxy_env, tmp_path)
+    workers = {haproxy_env.worker_pid()}
+    with CPUBurners(), KeepAliveLoad(haproxy_env) as load:
+        load.wait_requests(100)
+        for run in range(1, 3):
+            code, report = run_playbook(PROVISION, role_vars(haproxy_env, run), inventory=inventory)
+            assert code == 0, failed_tasks(report)
+            assert len(reload_results(report)) == 1, "every run reloaded HAProxy"
+            workers.add(haproxy_env.worker_pid())
+            load.wait_requests(100)
+    assert len(workers) == 3, "two reloads, each a new worker: %s" % workers
+    assert_no_request_lost(load, 2)
+
+
+def test_module_reloads_under_keepalive_load_lose_no_request(haproxy_env, run_playbook, run_module, tmp_path):
+    """haproxy_service state=reloaded (the role's handler, or a user's playbook) on the role's configuration."""
+    render_the_roles_configuration(haproxy_env, run_playbook, tmp_path)
+    workers = {haproxy_env.worker_pid()}
+    with CPUBurners(), KeepAliveLoad(haproxy_env) as load:
+        load.wait_requests(100)
+        for _reload in range(RELOADS):
+            result = run_module("haproxy_service", service_args(haproxy_env, state="reloaded"))
+            assert result.get("failed") is not True, result
+            workers.update(result["workers"])
+            load.wait_requests(100)
+    assert len(workers) == RELOADS + 1, "each reload: a new worker"
+    assert_no_request_lost(load, RELOADS)
+
+
+def test_an_haproxy_before_2_6_gets_no_idle_close_on_response(haproxy_env, run_playbook, tmp_path):
+    """The option exists from HAProxy 2.6 on; an older one (Ubuntu jammy has 2.4) would refuse the
+    configuration. A wrapper that reports 2.4 for `-v` and runs the real HAProxy otherwise."""
+    wrapper = tmp_path / "haproxy-2.4"
+    wrapper.write_text('#!/bin/sh\n[ "$1" = -v ] && { echo "HAProxy version 2.4.22-0ubuntu0.22.04.3 2023/08/14"; exit 0; }\n'
+                       'exec %s "$@"\n' % HAPROXY)
+    wrapper.chmod(0o755)
+    variables = dict(role_vars(haproxy_env, 0), haproxy_binary=str(wrapper))
+    code, report = run_playbook(PROVISION, variables, inventory=write_inventory(haproxy_env, tmp_path))
+    assert code == 0, failed_tasks(report)
+    with open(haproxy_env.config_path) as handle:
+        config = handle.read()
+    assert "    option idle-close-on-response\n" not in config and "    hard-stop-after 60s\n" in config, config
+
+
 def release_record(**extra):
     now = time.time()
     record = dict(owner="awx-job-42", controller="ctl1.example.com", controller_pid=4242,
@@ -248,12 +413,14 @@ def test_provision_is_refused_while_a_release_holds_the_lock(haproxy_env, run_pl
     inventory = write_inventory(haproxy_env, tmp_path)
     drift_to_green(haproxy_env)
     lock_path = haproxy_env.map_path + ".lock"
+    written = time.time()
     with open(lock_path, "w") as handle:
         json.dump(release_record(), handle)
     before = snapshot(haproxy_env, lock_path)
 
     # The role's configuration differs from the lab's: an accepted run would rewrite it and reload.
     code, report = run_playbook(PROVISION, role_vars(haproxy_env, 1), inventory=inventory, check=check)
+    since_written = time.time() - written
 
     assert code != 0
     failures = failed_tasks(report)
@@ -265,7 +432,8 @@ def test_provision_is_refused_while_a_release_holds_the_lock(haproxy_env, run_pl
                      "release_lock_force=true", "haproxy_release_lock_path"):
         assert expected in msg, (expected, msg)
     age = int(msg.split(" (", 1)[1].split("s ago")[0])
-    assert 95 <= age < 200, msg
+    # Taken 95 s before it was written; the run's own time (long on a busy machine) on top.
+    assert 95 <= age <= 95 + since_written + 1, (since_written, msg)
     assert snapshot(haproxy_env, lock_path) == before, "nothing changed: config, map, runtime, worker, lock"
 
 

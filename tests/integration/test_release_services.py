@@ -16,6 +16,7 @@ import pytest
 
 from lab import REPO, App, HAProxyEnv, free_port, wait_for
 from release_report import final_message, prechecked, ran
+from support import runtime_client
 
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
 ROLLBACK = os.path.join(REPO, "playbooks", "rollback.yml")
@@ -25,6 +26,7 @@ HOSTS = {"shop": "shop.test", "api": "api.test", "static": "static.test"}
 
 CONFIG = """\
 global
+    noreuseport
     stats socket {admin_socket} mode 660 level admin
     stats timeout 30s
     pidfile {pidfile}
@@ -71,12 +73,7 @@ class HostKeyedNode(HAProxyEnv):
 
     def values(self):
         """{host: live backend} from the runtime map."""
-        entries = {}
-        for line in self.runtime("show map %s" % self.map_path).splitlines():
-            parts = line.split(" ", 2)
-            if len(parts) == 3:
-                entries[parts[1]] = parts[2]
-        return entries
+        return runtime_client.map_entries(self.runtime("show map %s" % self.map_path))
 
     def disk_values(self):
         with open(self.map_path) as handle:

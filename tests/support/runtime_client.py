@@ -78,11 +78,17 @@ def command(address, line, timeout=5.0, retry_for=0.0):
 
 
 # --- parsers for the replies the tests read -------------------------------------------------
+def lines(reply):
+    """A reply's lines. HAProxy ends lines with "\n" only; str.splitlines() would also split a
+    value at U+2028, U+0085 or "\r" and make the tests read a value HAProxy does not hold."""
+    return reply.split("\n")
+
+
 def stat_rows(reply):
     """`show stat` CSV -> list of dicts by column name (the "# " of the header removed)."""
     text = reply.lstrip("# ")
     rows = [{key: value for key, value in row.items() if key}
-            for row in csv.DictReader(text.splitlines())]
+            for row in csv.DictReader(lines(text))]
     return [row for row in rows if row.get("pxname")]
 
 
@@ -95,8 +101,8 @@ def server_states(reply):
 def map_entries(reply):
     """`show map <map>` -> {key: value}; the first entry of a key wins, as in a lookup."""
     entries = {}
-    for line in reply.splitlines():
-        parts = line.split(None, 2)
+    for line in lines(reply):
+        parts = line.split(" ", 2)  # "<id> <key> <value>": the value is the rest, as it is
         if len(parts) == 3 and parts[0].startswith("0x"):
             entries.setdefault(parts[1], parts[2])
     return entries
@@ -105,7 +111,7 @@ def map_entries(reply):
 def info(reply):
     """`show info` -> {field: value}."""
     fields = {}
-    for line in reply.splitlines():
+    for line in lines(reply):
         name, sep, value = line.partition(":")
         if sep:
             fields[name.strip()] = value.strip()
@@ -120,7 +126,7 @@ def processes(reply):
     "# old workers" and are not counted.
     """
     master_pid, workers, failed, section = None, [], 0, ""
-    for line in reply.splitlines():
+    for line in lines(reply):
         if line.startswith("#"):
             title = line.strip("# ").lower()
             if not title.startswith("<pid>"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 
-from bluegreen_molecule import CONFIG, MAP, playbook, unix_socket_listening, wait_for
+from bluegreen_molecule import CONFIG, MAP, haproxy_check, playbook, unix_socket_listening, wait_for
 from conftest import SCENARIO
 
 testinfra_hosts = ["haproxy_nodes"]
@@ -60,7 +60,7 @@ def test_files_owner_and_mode(host):
 
 
 def test_the_configuration_passes_haproxy_check(host):
-    host.run_test("haproxy -c -f %s" % CONFIG)
+    haproxy_check(host)
 
 
 def test_running_proxies_are_the_rendered_ones(host, node):
@@ -105,7 +105,7 @@ def test_the_seed_configuration(host):
     assert run.rc == 0, run
     seed = host.file("/tmp/seed-haproxy.cfg").content_string
     for pattern in (
-        r"(?m)^frontend http_in\n    bind \*:80\n"
+        r"(?m)^frontend http_in\n    bind \*:80\n    option idle-close-on-response\n"
         r"    use_backend %\[str\(active\),map\(/etc/haproxy/maps/bluegreen\.map,backend_blue\)\]$",
         r"(?m)^backend backend_blue\n    balance roundrobin\n    option httpchk GET /healthz\n"
         r"    http-check expect status 200\n    server blue1 127\.0\.0\.1:8081 check$",
@@ -115,9 +115,11 @@ def test_the_seed_configuration(host):
         r"(?m)^    mode http$",
         r"(?m)^    stats socket /run/haproxy/admin\.sock mode 660 level admin$",
         r"(?m)^    master-worker$",
+        # Reloads lossless for keep-alive clients (both HAProxy 2.6 and 3.0 have the option).
+        r"(?m)^    hard-stop-after 60s$",
     ):
         assert re.search(pattern, seed), (pattern, seed)
     assert len(re.findall(r"(?m)^frontend ", seed)) == 1
     assert len(re.findall(r"(?m)^backend ", seed)) == 2
     assert re.search(r"(?m)^active backend_blue$", host.file("/tmp/seed-bluegreen.map").content_string)
-    host.run_test("haproxy -c -f /tmp/seed-haproxy.cfg")
+    haproxy_check(host, "/tmp/seed-haproxy.cfg")

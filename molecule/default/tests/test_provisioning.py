@@ -38,7 +38,7 @@ def test_role_re_runs_never_move_traffic(host, node, converge):
 
         # 2. The map file is lost, and the variables change the configuration: the file comes
         #    back with what is live (green), HAProxy reloads (new worker) and green survives it.
-        host.run_test("mv %s %s.lost" % (MAP, MAP))
+        host.run_expect([0], "mv %s %s.lost" % (MAP, MAP))
         run = converge(log_name="2-reload-lost-map", haproxy_defaults_timeouts=TIMEOUTS_CHANGED)
         assert run.rc == 0, run
         after = snapshot(node)
@@ -78,7 +78,7 @@ def test_role_re_runs_never_move_traffic(host, node, converge):
     finally:
         # Back to what converge left: the original map file, blue at runtime, no new service.
         host.run("test -e %s.lost && mv -f %s.lost %s" % (MAP, MAP, MAP))
-        host.run_test("printf %%s %s > %s" % (shlex.quote(converged["map_file"]), MAP))
+        host.run_expect([0], "printf %%s %s > %s" % (shlex.quote(converged["map_file"]), MAP))
         node.cli("set map %s active backend_blue" % MAP)
         node.cli("del map %s shop.example.test" % MAP)
     end = snapshot(node)

@@ -5,10 +5,12 @@ and leave it as converge did."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 
-from bluegreen_molecule import CONFIG, MAP, playbook, unix_socket_listening, wait_for
+from bluegreen_molecule import CONFIG, MAP, haproxy_check, playbook, unix_socket_listening, wait_for
 
 testinfra_hosts = ["haproxy"]
 
@@ -71,7 +73,7 @@ def test_files_owner_and_mode(host):
 
 
 def test_the_configuration_passes_haproxy_check(host):
-    host.run_test("haproxy -c -f %s" % CONFIG)
+    haproxy_check(host)
 
 
 def test_the_map_says_blue_at_runtime_and_on_disk(node):
@@ -108,6 +110,59 @@ def test_a_config_change_reloads_through_systemctl_and_runs(host, node):
     assert node.processes()["failed_reloads"] == 0
 
 
+# Keep-alive clients inside the node, through :80, until /tmp/ka.stop exists (bounded: 300 s);
+# the result in /tmp/ka.json: requests, failed (with the errors), reused connections.
+KEEPALIVE_CLIENTS = r"""
+import http.client, json, os, threading, time
+stats = {"requests": 0, "reused": 0, "failed": []}
+def client():
+    conn, served, end = None, 0, time.monotonic() + 300
+    while not os.path.exists("/tmp/ka.stop") and time.monotonic() < end:
+        if conn is None:
+            conn, served = http.client.HTTPConnection("127.0.0.1", 80, timeout=10), 0
+        try:
+            conn.request("GET", "/release", headers={"Host": "%s"})
+            response = conn.getresponse()
+            response.read()
+            stats["reused"] += served > 0
+            served += 1
+            if response.status != 200:
+                stats["failed"].append(response.status)
+            if (response.getheader("Connection") or "").lower() == "close":
+                conn.close(); conn = None
+        except (OSError, http.client.HTTPException) as exc:
+            stats["failed"].append(repr(exc)); conn.close(); conn = None
+        stats["requests"] += 1
+        time.sleep(0.005)
+threads = [threading.Thread(target=client) for _ in range(4)]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+with open("/tmp/ka.tmp", "w") as handle:
+    json.dump(stats, handle)
+os.rename("/tmp/ka.tmp", "/tmp/ka.json")
+""" % HOST_HEADER
+
+
+def test_systemctl_reloads_lose_no_keepalive_request(host, node):
+    """`systemctl reload` (SIGUSR2 to the master) three times while clients keep their connections
+    alive: the role's option idle-close-on-response lets the old worker answer each idle
+    connection's next request (with `Connection: close`) instead of closing it under the client."""
+    host.run_expect([0], "rm -f /tmp/ka.stop /tmp/ka.json")
+    host.check_output("nohup python3 -c %s >/tmp/ka.log 2>&1 &" % shlex.quote(KEEPALIVE_CLIENTS))
+    try:
+        for _reload in range(3):
+            workers = node.processes()["workers"]
+            host.run_expect([0], "systemctl reload haproxy")
+            wait_for(lambda: not set(node.processes()["workers"]) & set(workers), what="a new worker")
+    finally:
+        host.run_expect([0], "touch /tmp/ka.stop")
+    stats = json.loads(wait_for(lambda: host.file("/tmp/ka.json").exists and host.file("/tmp/ka.json").content_string,
+                                timeout=60, what="the keep-alive clients' result"))
+    assert stats["failed"] == [], stats
+    assert stats["reused"] > stats["requests"] // 4 > 0, stats
+    assert node.processes()["failed_reloads"] == 0
+
+
 def test_cutover_survives_systemctl_reload_and_rolls_back(host, node):
     run = playbook("cutover.yml", {"release_target": "backend_green"})
     assert run.rc == 0, run
@@ -117,7 +172,7 @@ def test_cutover_survives_systemctl_reload_and_rolls_back(host, node):
 
     # What an operator's reload does: HAProxy re-reads the map file, which the cutover persisted.
     workers = node.processes()["workers"]
-    host.run_test("systemctl reload haproxy")
+    host.run_expect([0], "systemctl reload haproxy")
     wait_for(lambda: not set(node.processes()["workers"]) & set(workers), what="a new worker")
     assert node.runtime_map() == {"active": "backend_green"}
     node.wait_servers("UP", ["backend_blue/blue1", "backend_green/green1"])

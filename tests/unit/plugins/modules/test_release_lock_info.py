@@ -38,14 +38,16 @@ def test_no_lock(path):
 
 @pytest.mark.parametrize('check', [False, True])
 def test_held_lock_with_its_record_and_age(path, check):
-    record = dict(owner='job-1', controller='ctl1', controller_pid=31337, acquired_epoch=time.time() - 90,
+    written = time.time()
+    record = dict(owner='job-1', controller='ctl1', controller_pid=31337, acquired_epoch=written - 90,
                   phase='SWITCH', previous='backend_blue', target='backend_green')
     with open(path, 'w') as handle:
         json.dump(record, handle)
     outcome = run(dict(path=path), check=check)
+    since_written = time.time() - written
     assert not outcome.failed
     assert (outcome.result['changed'], outcome.result['held'], outcome.result['holder']) == (False, True, record)
-    assert 90 <= outcome.result['age'] < 100
+    assert 90 <= outcome.result['age'] <= 90 + since_written + 1, (outcome.result['age'], since_written)
 
 
 def test_unreadable_record_is_held_by_nobody_known(path):
