@@ -11,6 +11,7 @@ tests/unit/plugins/filter/test_release.py.
 
 from __future__ import annotations
 
+import difflib
 import math
 import multiprocessing
 import os
@@ -25,13 +26,13 @@ from ansible.errors import AnsibleFilterError
 # (extra vars beat set_fact), so a run that sets one is refused.
 OLD_INTERNAL_NAMES = frozenset((
     "release_failures", "release_fleet_failed", "release_fleet_reasons", "release_fleet_live",
-    "release_switched", "release_switch", "release_rolled_back", "release_rollback", "release_persisted",
+    "release_switched", "release_rolled_back", "release_rollback", "release_persisted",
     "release_persist_result", "release_current", "release_live_before", "release_disk_before",
     "release_map_before", "release_drift_check", "release_current_check", "release_health",
     "release_smoke", "release_smoke_before", "release_watch", "release_smoke_counts", "release_verify",
-    "release_verify_check", "release_final", "release_node_summary", "release_summary", "release_timings",
+    "release_verify_check", "release_final", "release_node_summary", "release_timings",
     "release_run_owner", "release_run_started", "release_disk_path", "release_lock_file",
-    "release_lock_taken", "release_lock_result", "release_status", "release_status_map",
+    "release_lock_taken", "release_lock_result", "release_status_map",
     "release_status_health", "release_persist_live", "release_rollback_live", "release_gate_phase",
     "release_verify_phase", "release_verify_value", "release_smoke_phase", "release_smoke_backend",
     "release_smoke_watch", "release_persist_phase", "release_persist_value", "release_step",
@@ -52,6 +53,88 @@ def refused_names(names):
     """The names among `names` no input may set: `_release_*` and the engine's old internal names."""
     return sorted(set(str(name) for name in names
                       if str(name).startswith(INTERNAL_PREFIX) or str(name) in OLD_INTERNAL_NAMES))
+
+
+# Names the playbooks publish as job artifacts (set_stats). An AWX workflow hands a job's
+# artifacts to the next job as extra vars, so they are known names, not inputs: the engine reads
+# none of them (release_summary, release_switch and release_status were internal names once, and
+# refusing them refused every workflow job after a cutover or a status run).
+PUBLISHED_NAMES = frozenset(("release_outcome", "release_fleet", "release_partial", "release_summary",
+                             "release_switch", "release_status"))
+
+
+def known_names(specs):
+    """Every input name of the release role: the options of every entry point of its argument specs.
+
+    `specs` is roles/release/meta/argument_specs.yml as parsed YAML (the whole file, or its
+    `argument_specs` mapping).
+    """
+    specs = specs if isinstance(specs, dict) else {}
+    entry_points = specs.get("argument_specs", specs)
+    names = set(PUBLISHED_NAMES)
+    for entry_point in (entry_points or {}).values():
+        if isinstance(entry_point, dict) and isinstance(entry_point.get("options"), dict):
+            names.update(entry_point["options"])
+    return names
+
+
+def unknown_names(names, specs):
+    """The `release_*` names among `names` the role does not know, each with the closest known name.
+
+    Returns [{name, suggestion}] sorted by name (suggestion None when nothing is close). Internal
+    names (refused_names) are left to that check. A misspelled input would otherwise be ignored
+    silently, e.g. release_watch_secnds=30 running with no watch window.
+    """
+    known = known_names(specs)
+    refused = set(refused_names(names))
+    unknown = []
+    for name in sorted(set(str(name) for name in names)):
+        if not name.startswith("release_") or name in known or name in refused:
+            continue
+        # Compared without the prefix every name shares, which would make any two names look alike.
+        close = difflib.get_close_matches(name[len("release_"):], sorted(known_name[len("release_"):] for known_name in
+                                                                         known - PUBLISHED_NAMES), n=1, cutoff=0.6)
+        unknown.append(dict(name=name, suggestion="release_" + close[0] if close else None))
+    return unknown
+
+
+def unknown_names_message(unknown):
+    """One message naming every unknown input and its closest known name ('' when there is none)."""
+    if not unknown:
+        return ""
+    parts = ["%s (did you mean `%s`?)" % (short(item["name"]), item["suggestion"]) if item.get("suggestion")
+             else "%s (no input has a similar name)" % short(item["name"]) for item in unknown]
+    return ("refusing to run: unknown release input%s %s. The release role reads only the inputs listed in "
+            "roles/release/meta/argument_specs.yml (README \"Inputs\"); a misspelled one would be silently "
+            "ignored. Fix or remove %s. Nothing was read or changed."
+            % ("" if len(unknown) == 1 else "s", ", ".join(parts), "it" if len(unknown) == 1 else "them"))
+
+
+def partial_fleet(group_hosts, play_hosts, allowed=False):
+    """Whether this run covers the whole release_hosts group: {partial, allowed, hosts_missing, message}.
+
+    `group_hosts` is the inventory group (groups[release_hosts], which --limit does not shrink),
+    `play_hosts` the hosts of this run (ansible_play_hosts_all, which --limit does shrink). A
+    fleet moves all or nothing, so a run on part of it is refused unless `allowed`; allowed, the
+    report says so first. `message` is the refusal ('' when the run may go on).
+    """
+    group = list(group_hosts or [])
+    missing = [host for host in group if host not in set(play_hosts or [])]
+    partial = bool(missing)
+    allowed = bool(allowed)
+    message = ""
+    if partial and not allowed:
+        message = ("refusing to run on part of the fleet: %d of the %d hosts of the release_hosts group are not in "
+                   "this run (%s), by --limit or because they are unreachable; the fleet moves all or nothing. Run "
+                   "on the whole group, or set release_allow_partial=true to move only these hosts (the report "
+                   "then says so). Nothing was read or changed."
+                   % (len(missing), len(group), ", ".join(short(host, 40) for host in missing[:20])
+                      + (", ..." if len(missing) > 20 else "")))
+    summary = ""
+    if partial and allowed:
+        summary = ("PARTIAL RUN (release_allow_partial): %d of the %d hosts of the release_hosts group were not "
+                   "in this run and were not changed: %s" % (len(missing), len(group), ", ".join(missing)))
+    return dict(partial=partial, allowed=allowed, hosts_missing=missing, message=message, summary=summary)
 
 
 def default_body_regex(backend):
@@ -246,6 +329,10 @@ def input_errors(inputs):
     _number(errors, "release_min_requests", inputs.get("min_requests"), int, minimum=1)
     _number(errors, "release_clock_tolerance", inputs.get("clock_tolerance"), float, above=0)
     _number(errors, "release_switch_lead", inputs.get("switch_lead"), float, minimum=0, maximum=600)
+    if "max_spread" in inputs:
+        _number(errors, "release_max_spread", inputs.get("max_spread"), float, above=0)
+    if "spread_action" in inputs and inputs.get("spread_action") not in ("rollback", "warn"):
+        errors.append("release_spread_action must be rollback or warn, got %s" % short(inputs.get("spread_action")))
     skip = inputs.get("preflight_skip_servers", [])
     if not isinstance(skip, list) or not all(isinstance(name, str) for name in skip):
         errors.append("release_preflight_skip_servers must be a list of server names, got %s" % short(skip))
@@ -387,6 +474,46 @@ def watch_errors(targets, info):
     return errors
 
 
+def watch_plan(services_list, targets, baselines, smoke, timeout=5, validate_certs=True):
+    """haproxy_backend_traffic's input for the watch window, one item per service, in their order.
+
+    The engine's own smoke requests reach the target backend through the same listener as
+    real users, so the gate subtracts them exactly: the SMOKE requests (`smoke`, the looped
+    http_smoke result; all answered before the watch starts) as `own_requests`, and the
+    window's smoke requests, which the traffic module sends itself between its reads. A backend
+    that several services target is watched once (its first service's item, with every one of
+    their smoke requests and the earliest baseline); the others have watch false, since a
+    second watch of it would count the first one's smoke requests as users.
+    """
+    baseline_by_key = _by_service(baselines)
+    smoke_by_key = _by_service(smoke)
+    plan, seen = [], set()
+    for service in services_list or []:
+        backend = (targets or {}).get(service["key"])
+        item = dict(key=service["key"], backend=backend, watch=backend not in seen, baseline=None,
+                    own_requests={}, smoke=[], shared_with=[])
+        seen.add(backend)
+        plan.append(item)
+        if not item["watch"]:
+            continue
+        sharing = [other for other in services_list if (targets or {}).get(other["key"]) == backend]
+        item["shared_with"] = [other["key"] for other in sharing if other["key"] != service["key"]]
+        read = [(baseline_by_key.get(other["key"]) or {}).get("counters") for other in sharing]
+        read = [counters for counters in read if isinstance(counters, dict)]
+        if read:
+            item["baseline"] = min(read, key=lambda counters: float(counters.get("read_at") or 0))
+        for other in sharing:
+            sent = ((smoke_by_key.get(other["key"]) or {}).get("summary") or {}).get("status_counts") or {}
+            for status, count in sent.items():
+                item["own_requests"][str(status)] = item["own_requests"].get(str(status), 0) + int(count)
+            item["smoke"].append(dict(
+                url=other.get("smoke_url"), resolve=other.get("smoke_resolve") or None,
+                headers=other.get("smoke_headers") or {}, status_code=other.get("smoke_status_codes") or [200],
+                body_regex=body_regex(backend, other.get("smoke_bodies")),
+                timeout=float(timeout), validate_certs=bool(validate_certs)))
+    return plan
+
+
 def failure_message(result):
     """The reason a failed task gives; for a loop over several services, each failed one's key and reason."""
     if not isinstance(result, dict):
@@ -449,28 +576,112 @@ def already_live(hostvars, all_hosts, play_hosts):
 
 
 def live_from(result, key):
-    """The runtime value of `key` a haproxy_map or haproxy_map_info result shows, or None."""
-    if not isinstance(result, dict) or result.get("failed") or result.get("skipped"):
-        return None
-    for field in ("runtime_entries", "entries"):
-        entries = result.get(field)
-        if isinstance(entries, dict) and key in entries:
-            return entries[key]
-    if "value" in result and result.get("key") in (None, key):
-        return result.get("value")
-    return None
+    """The runtime value of `key` a haproxy_map or haproxy_map_info result read from HAProxy, or None.
+
+    None also when the key is absent or the result read nothing (see _read_values: a failed
+    result counts when it read, e.g. a refused compare-and-set).
+    """
+    return _read_values(result, [key]).get(key)
 
 
 def disk_from(result, key):
     """The map-file value of `key` a haproxy_map or haproxy_map_info result shows, or None."""
-    if not isinstance(result, dict) or result.get("failed") or result.get("skipped"):
-        return None
+    return _disk_values(result, [key]).get(key)
+
+
+# A haproxy_map result that says it does not know what is live (a reply lost after the change,
+# and the read-back failed too) read nothing, whatever its runtime_entries hold.
+LIVE_UNKNOWN_FLAGS = ("runtime_unknown",)
+
+
+def _read_values(result, keys):
+    """{key: live value} a result read from HAProxy (None: the key is absent), only the keys it read.
+
+    haproxy_map_info reads `entries` (a key not there is absent), also when it failed afterwards
+    (reading the lock); haproxy_map reads the touched keys back into `runtime_entries` after its
+    change, and when its compare-and-set refused, the values live at the refusal (failed result).
+    A result without them (skipped, unreachable, failed before reading) read nothing.
+    """
+    if not _ran(result) or result.get("unreachable") or any(result.get(flag) for flag in LIVE_UNKNOWN_FLAGS):
+        return {}
+    for field in ("runtime_entries", "entries"):
+        entries = result.get(field)
+        if isinstance(entries, dict):
+            if field == "entries":
+                return dict((key, entries.get(key)) for key in keys)
+            return dict((key, entries[key]) for key in keys if key in entries)
+    if not result.get("failed") and "value" in result and result.get("key") in (None,) + tuple(keys):
+        key = result.get("key") or keys[0]
+        return {key: result.get("value")} if key in keys else {}
+    return {}
+
+
+def _disk_values(result, keys):
+    """{key: map-file value} a result read or wrote (None: absent), only when it knows the file."""
+    if not _ran(result) or result.get("unreachable"):
+        return {}
     entries = result.get("disk_entries")
     if isinstance(entries, dict):
-        return entries.get(key)
-    if "disk_value" in result:
-        return result.get("disk_value")
-    return None
+        return dict((key, entries.get(key)) for key in keys)
+    if "disk_value" in result and len(keys) == 1 and result.get("key") in (None, keys[0]):
+        return {keys[0]: result.get("disk_value")}
+    return {}
+
+
+def _may_have_moved(result):
+    """Whether a haproxy_map step that read nothing back may still have changed the live map.
+
+    The module's own failures carry `map`; without `runtime_changed` they came before any change
+    (the plan, the compare-and-set). No module result at all (a lost async job, a dead worker),
+    or a result that says the live state is unknown, may have switched.
+    """
+    if not _ran(result):
+        return False
+    if any(result.get(flag) for flag in LIVE_UNKNOWN_FLAGS):
+        return True
+    if result.get("unreachable"):
+        return True
+    return bool(result.get("failed")) and ("map" not in result or bool(result.get("runtime_changed")))
+
+
+# The steps that read (or may change) a node's live map, in the order a run takes them. The live
+# value a report gives is the last one read, unless a later step may have moved it unseen.
+LIVE_STEPS = (("READ", "_release_read", False), ("SWITCH", "_release_switch", True),
+              ("WATCH VERIFY", "_release_watch_verify", False), ("PERSIST", "_release_persist", True),
+              ("ROLLBACK", "_release_rollback", True))
+# Steps whose result holds the map file (the switch reads the file named by `map`, which may not
+# be the map file of the run: release_map_file).
+DISK_STEPS = ("_release_read", "_release_watch_verify", "_release_persist", "_release_rollback")
+
+
+def _live_state(var, keys):
+    """(live, unknown, disk) of a node from its registered results.
+
+    `live` is {key: value} of what HAProxy last showed (None: absent), `unknown` {key: reason}
+    for the keys nothing read after the last step that may have moved them (then not in
+    `live`); `disk` {key: value} of the map file (None: absent or unknown).
+    """
+    live, unknown = {}, {}
+    for phase, name, changes in LIVE_STEPS:
+        result = var(name, {}) or {}
+        if not _ran(result):
+            continue
+        read = _read_values(result, keys)
+        reason = "%s: %s" % (phase, short(str(result.get("msg") or "no result came back"), 400))
+        for key in keys:
+            if key in read:
+                live[key] = read[key]
+                unknown.pop(key, None)
+            elif name == "_release_read" or changes and _may_have_moved(result):
+                live.pop(key, None)
+                unknown[key] = reason
+    for key in keys:
+        if key not in live and key not in unknown:
+            unknown[key] = "nothing read the live map on this node"
+    disk = dict((key, None) for key in keys)
+    for name in DISK_STEPS:
+        disk.update(_disk_values(var(name, {}) or {}, keys))
+    return live, unknown, disk
 
 
 def node_outcome(node):
@@ -565,8 +776,15 @@ def _preflight(result):
 
 
 def _traffic(result):
-    return dict((name, result.get(name)) for name in ("requests", "errors", "error_rate", "judged")) \
-        if "judged" in result else None
+    if "judged" not in result:
+        return None
+    traffic = dict((name, result.get(name)) for name in ("requests", "errors", "error_rate", "judged", "verdict"))
+    # The window's smoke requests (sent by the traffic module itself) and what was not judged.
+    if isinstance(result.get("smoke"), dict):
+        traffic["smoke"] = _smoke_counts(result["smoke"])
+    if result.get("verdict") == "insufficient":
+        traffic["note"] = result.get("msg")  # "<backend>: insufficient traffic to judge: n real requests ..."
+    return traffic
 
 
 def _smoke_counts(result):
@@ -578,29 +796,23 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
     """What happened on one node that is still in the play, from its own registered results.
 
     `key` is the map key, or the list of keys of a multi-service release (then every value
-    in the summary is a dict of key -> value). The live and disk values come from the last
-    step that wrote or read them: the rollback, else PERSIST, else the switch (the disk then
-    still has the old value), else READ.
+    in the summary is a dict of key -> value). The live values are the last ones HAProxy showed
+    (READ, the switch's read-back or the values its refused compare-and-set found, WATCH VERIFY,
+    PERSIST, the rollback); a key that no step read after the last step that may have moved it
+    is unknown: `live_known` false, None in `live_runtime`, the reason in `live_unknown_reason`.
     """
     def var(name, default=None):
         return _hostvar(hostvars, host, name, default)
 
     keys = _keys(key)
-    read, switch = var("_release_read", {}) or {}, var("_release_switch", {}) or {}
-    persisted, rollback = var("_release_persist", {}) or {}, var("_release_rollback", {}) or {}
+    switch = var("_release_switch", {}) or {}
     failures = list(var("_release_failures", []) or [])
     switched, rolled_back = bool(var("_release_switched", False)), bool(var("_release_rolled_back", False))
-    runtime = dict((k, live_from(read, k)) for k in keys)
-    disk = dict((k, disk_from(read, k)) for k in keys)
-    if _ok(switch):
-        runtime = dict((k, live_from(switch, k)) for k in keys)
-    for result in (persisted, rollback):
-        if _ok(result):
-            runtime = dict((k, live_from(result, k)) for k in keys)
-            disk = dict((k, disk_from(result, k)) for k in keys)
+    live, unknown, disk = _live_state(var, keys)
+    runtime = dict((k, live.get(k)) for k in keys)
     if (persist == "on_success" or rolled_back) and switched and not check_mode:
         for k in keys:
-            if runtime[k] != disk[k]:
+            if k not in unknown and runtime[k] != disk[k]:
                 failures.append("INVARIANT: %s%s but disk says %s; a reload would move traffic"
                                 % ("" if len(keys) == 1 else k + ": ", "runtime says %s" % runtime[k], disk[k]))
     precheck = var("_release_precheck", {}) or {}
@@ -618,13 +830,15 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
     plan = var("_release_plan") or {}
     targets = plan.get("targets") or {keys[0]: var("_release_target")}
     previous = plan.get("lives") or {keys[0]: var("_release_live")}
-    drift = dict((k, None if runtime[k] is None or disk[k] is None else runtime[k] != disk[k]) for k in keys)
+    drift = dict((k, None if k in unknown or disk[k] is None else runtime[k] != disk[k]) for k in keys)
     return dict(
         outcome=outcome,
         switched=switched,
         target=_collapse(targets, keys),
         previous=_collapse(previous, keys),
         live_runtime=_collapse(runtime, keys),
+        live_known=not unknown,
+        live_unknown_reason=_collapse(dict((k, unknown.get(k)) for k in keys), keys),
         live_disk=_collapse(disk, keys),
         drift=_collapse(drift, keys) if len(keys) == 1 else (
             None if all(value is None for value in drift.values()) else any(drift.values())),
@@ -649,14 +863,12 @@ def left_node_summary(hostvars, host, key):
     # Armed, and the result never came back: it may well have switched.
     unknown = armed and not _ok(switch)
     rolled_back = bool(_hostvar(hostvars, host, "_release_rolled_back", False))
-
-    def last_live(k):
-        live = live_from(_hostvar(hostvars, host, "_release_rollback", {}), k) if rolled_back else None
-        if live is None:
-            live = live_from(switch, k) if _ok(switch) else live_from(_hostvar(hostvars, host, "_release_read", {}), k)
-        return live
-
-    live = describe(_collapse(dict((k, last_live(k)) for k in keys), keys)) if len(keys) > 1 else last_live(keys[0])
+    seen, not_seen, _disk = _live_state(lambda name, default=None: _hostvar(hostvars, host, name, default), keys)
+    if unknown:
+        # What READ saw, said to be from before the switch.
+        seen = _read_values(_hostvar(hostvars, host, "_release_read", {}) or {}, keys)
+    values = dict((k, seen[k] if k in seen else "unknown") for k in keys)
+    live = describe(_collapse(values, keys)) if len(keys) > 1 else values[keys[0]]
     target = _hostvar(hostvars, host, "_release_target")
     locked = bool(_hostvar(hostvars, host, "_release_lock_taken", False))
     lock = "its lock is kept" if locked else "it holds no lock of this run"
@@ -668,7 +880,8 @@ def left_node_summary(hostvars, host, key):
         note = "not rolled back: last seen live value %s; %s" % (live, lock)
     else:
         note = "left the play; last seen live value %s; %s" % (live, lock)
-    return dict(outcome=outcome, switched=switched or unknown, live_runtime=None, live_disk=None,
+    return dict(outcome=outcome, switched=switched or unknown, live_runtime=None, live_known=False,
+                live_unknown_reason=LEFT_THE_PLAY, live_disk=None,
                 last_seen_live=live, left=True, lock_kept=locked, failures=[note], note=note,
                 switched_at=switch.get("switched_at") if _ok(switch) else None)
 
@@ -682,19 +895,49 @@ def fleet_summary(hostvars, all_hosts, play_hosts, key):
     return summary
 
 
-def _lives(summary):
-    return set(describe(node.get("live_runtime")) if isinstance(node.get("live_runtime"), dict)
-               else node.get("live_runtime") for node in summary.values() if not node.get("left"))
+def _unknown_keys(node):
+    """The keys whose live value a node's summary does not know: a set, or True for every key."""
+    if node.get("left"):
+        return True
+    if node.get("live_known", True) is not False:
+        return set()
+    reasons = node.get("live_unknown_reason")
+    if isinstance(reasons, dict):
+        return set(key for key, reason in reasons.items() if reason)
+    return True
+
+
+def split_keys(summary):
+    """{key or None: {value: [hosts]}} of every key that at least two nodes in the play READ BACK differently.
+
+    Only values read back count: a node whose live value is unknown (not read, left the play)
+    is no second value, and a None read back means the key is absent there.
+    """
+    seen = {}
+    for host, node in sorted((summary or {}).items()):
+        if not isinstance(node, dict):
+            continue
+        unknown = _unknown_keys(node)
+        if unknown is True:
+            continue
+        live = node.get("live_runtime")
+        values = live if isinstance(live, dict) else {None: live}
+        for key, value in values.items():
+            if key in unknown:
+                continue
+            seen.setdefault(key, {}).setdefault("absent" if value is None else str(value), []).append(host)
+    return dict((key, values) for key, values in seen.items() if len(values) > 1)
 
 
 def run_outcome(summary):
     """The run's outcome from the fleet summary: succeeded | unchanged | checked | failed | split.
 
-    `split` means the nodes may serve different versions now: a node that left the play after
-    its switch, or final live values that differ across the nodes still in the play.
+    `split` means nodes now serve different versions: at least two nodes still in the play read
+    back different live values (a node whose value could not be read is unknown, not a second
+    value), or a node left the play after its switch and was not rolled back.
     """
     outcomes = [node.get("outcome") for node in summary.values()]
-    if "not rolled back" in outcomes or len(_lives(summary)) > 1:
+    if "not rolled back" in outcomes or split_keys(summary):
         return "split"
     if any(node.get("failures") for node in summary.values()):
         return "failed"
@@ -718,6 +961,8 @@ def run_message(summary, action, target, previous):
         for host, node in sorted(summary.items()):
             if node.get("left"):
                 parts.append("%s %s" % (host, node.get("outcome")))
+            elif node.get("live_known", True) is False:
+                parts.append("%s %s (live value unknown)" % (host, node.get("outcome")))
             else:
                 parts.append("%s %s (live %s)" % (host, node.get("outcome"), describe(node.get("live_runtime"))))
         head += "; the fleet is split: %s" % ", ".join(parts)
@@ -727,19 +972,37 @@ def run_message(summary, action, target, previous):
         head += "; %s" % ", ".join("%s %s" % (host, outcome) for host, outcome in sorted(outcomes.items()))
     elif not any(node.get("switched") for node in summary.values()):
         head += ", nothing was switched"
+    unread = sorted(host for host, node in summary.items()
+                    if not node.get("left") and node.get("live_known", True) is False)
+    if unread and run_outcome(summary) != "split":
+        head += "; live value unknown on %s" % ", ".join(unread)
     reasons = ["%s: %s" % (host, failure) for host, node in summary.items() for failure in node.get("failures") or []]
     return "%s: %s" % (head, "; ".join(reasons) if reasons else "see the report")
 
 
 def node_status(map_info, key, lock_info=None, health_results=None):
-    """status.yml's report of one node: values, drift, the lock, and whether the lock explains the drift."""
-    runtime, disk = live_from(map_info, key), disk_from(map_info, key)
-    drift = runtime is not None and disk is not None and runtime != disk or (runtime is None) != (disk is None)
+    """status.yml's report of one node: values, drift, the lock, and whether the lock explains the drift.
+
+    `map_info` is haproxy_map_info's result, also when it failed: what it read counts (a lock it
+    could not read does not hide the map it did read); when it read no map, the live value is
+    unknown: `runtime` None, `runtime_known` false, `unknown_reason` the module's message.
+    """
+    map_info = map_info if isinstance(map_info, dict) else {}
+    read = _read_values(map_info, [key])
+    known = key in read
+    runtime = read.get(key)
+    disk = _disk_values(map_info, [key]).get(key)
+    error = str(map_info.get("msg") or "failed") if map_info.get("failed") or map_info.get("unreachable") else None
+    drift = known and (runtime is not None and disk is not None and runtime != disk or (runtime is None) != (disk is None))
     lock_info = lock_info if isinstance(lock_info, dict) else {}
     holder = lock_info.get("holder")
     lock = dict(held=bool(lock_info.get("held")), holder=holder, age=lock_info.get("age"))
-    status = dict(runtime=runtime, disk=disk, drift=bool(drift), drift_keys=(map_info or {}).get("drift_keys", []),
-                  lock=lock, drift_reason=None, backends={})
+    if error and not lock_info:
+        lock["error"] = error
+    unknown_reason = None if known else short(error or "the live map was not read", 400)
+    status = dict(runtime=runtime, runtime_known=known, unknown_reason=unknown_reason,
+                  disk=disk, drift=bool(drift) if known else None, drift_keys=map_info.get("drift_keys", []),
+                  lock=lock, drift_reason=None, backends={}, error=short(error, 400) if error else None)
     if drift and lock["held"] and isinstance(holder, dict) and holder.get("key", key) == key \
             and runtime == holder.get("target") and disk == holder.get("previous"):
         status["drift_reason"] = (
@@ -762,21 +1025,34 @@ def node_status(map_info, key, lock_info=None, health_results=None):
 
 
 def fleet_status(statuses, all_hosts, play_hosts):
-    """Whether the nodes run one value: {consistent, runtime: {value: [hosts]}, disk: {...}, missing, message}."""
-    runtime, disk = {}, {}
+    """Whether the nodes run one value: {consistent, runtime: {value: [hosts]}, disk, unknown, missing, message}.
+
+    `runtime` groups only the nodes whose live value was read; a node that could not be read is
+    in `unknown` ({host: reason}), never a value of its own: the fleet is split only when values
+    read back differ. `consistent` is true only when every node was read and they agree.
+    """
+    runtime, disk, unknown = {}, {}, {}
     for host, status in sorted((statuses or {}).items()):
+        if status.get("runtime_known", True) is False:
+            unknown[host] = status.get("unknown_reason") or "the live map was not read"
+            continue
         runtime.setdefault(str(status.get("runtime")), []).append(host)
         disk.setdefault(str(status.get("disk")), []).append(host)
     missing = [host for host in all_hosts if host not in play_hosts]
-    consistent = len(runtime) <= 1 and not missing
+    consistent = len(runtime) <= 1 and not missing and not unknown
+    values = "; ".join("%s on %s" % (value, ", ".join(hosts)) for value, hosts in sorted(runtime.items()))
     if len(runtime) > 1:
-        message = "the fleet is split: nodes disagree on the live value (%s)" % "; ".join(
-            "%s on %s" % (value, ", ".join(hosts)) for value, hosts in sorted(runtime.items()))
-    elif missing:
-        message = "could not read %s: the fleet may be split" % ", ".join(missing)
+        message = "the fleet is split: nodes disagree on the live value (%s)" % values
+    elif runtime:
+        message = "every node read runs %s" % values if unknown or missing else "every node runs %s" % values
     else:
-        message = "every node runs %s" % (next(iter(runtime)) if runtime else "nothing")
-    return dict(consistent=consistent, runtime=runtime, disk=disk, missing=missing, message=message)
+        message = "no node was read"
+    if unknown:
+        message += "; live value unknown on %s" % "; ".join(
+            "%s (%s)" % (host, short(reason, 200)) for host, reason in sorted(unknown.items()))
+    if missing:
+        message += "; could not read %s (left the play)" % ", ".join(missing)
+    return dict(consistent=consistent, runtime=runtime, disk=disk, unknown=unknown, missing=missing, message=message)
 
 
 def seconds_since(timings, started, finished=None):
@@ -793,13 +1069,59 @@ def seconds_since(timings, started, finished=None):
     return result
 
 
-def switch_spread(summary):
-    """{first, last, spread_ms, late_ms}: when the nodes switched, from each node's `switched_at`."""
+def late_nodes(switched_at, max_spread):
+    """{host: seconds after the first node's switch} of the nodes that switched more than `max_spread` after it.
+
+    `switched_at` is {host: epoch of its switch, or None when it did not switch}.
+    """
+    times = dict((host, float(at)) for host, at in (switched_at or {}).items() if at is not None)
+    if len(times) < 2 or max_spread in (None, ""):
+        return {}
+    first = min(times.values())
+    return dict((host, round(at - first, 3)) for host, at in sorted(times.items()) if at - first > float(max_spread))
+
+
+def spread_failures(hostvars, host, play_hosts, max_spread):
+    """This node's failure when it switched more than `max_spread` seconds after the fleet's first node ([] else)."""
+    switched_at = dict((name, (_hostvar(hostvars, name, "_release_switch", {}) or {}).get("switched_at"))
+                       for name in play_hosts or [])
+    late = late_nodes(switched_at, max_spread)
+    if host not in late:
+        return []
+    first = min((at for at in switched_at.values() if at is not None), key=float)
+    first_host = sorted(name for name, at in switched_at.items() if at is not None and float(at) == float(first))[0]
+    return ["the fleet did not switch at one instant: this node switched %.3fs after %s, above release_max_spread "
+            "%ss (release_spread_action=warn lets such a run go on with a warning)"
+            % (late[host], first_host, float(max_spread))]
+
+
+def switch_spread(summary, max_spread=None, action="rollback"):
+    """{nodes, first, last, spread_ms}: when the nodes switched, from each node's `switched_at`.
+
+    With `max_spread` (seconds) also `max_spread_ms`, `late` ({host: seconds after the first
+    node}) and `warning`: a sentence when the spread is above it (None otherwise), so a late
+    node is never only a number in a field. `action` is release_spread_action.
+    """
     times = sorted(float(node["switched_at"]) for node in summary.values()
                    if isinstance(node, dict) and node.get("switched_at") is not None)
     if not times:
-        return dict(nodes=0, first=None, last=None, spread_ms=None)
-    return dict(nodes=len(times), first=times[0], last=times[-1], spread_ms=round((times[-1] - times[0]) * 1000, 1))
+        spread = dict(nodes=0, first=None, last=None, spread_ms=None)
+    else:
+        spread = dict(nodes=len(times), first=times[0], last=times[-1],
+                      spread_ms=round((times[-1] - times[0]) * 1000, 1))
+    if max_spread in (None, ""):
+        return spread
+    late = late_nodes(dict((host, node.get("switched_at")) for host, node in summary.items()
+                           if isinstance(node, dict)), max_spread)
+    spread.update(max_spread_ms=round(float(max_spread) * 1000, 1), late=late, warning=None)
+    if late:
+        spread["warning"] = (
+            "the fleet did not switch at one instant: spread %.0f ms, above release_max_spread %ss; %s%s"
+            % (spread["spread_ms"], float(max_spread),
+               ", ".join("%s switched %.3fs after the first node" % (host, seconds) for host, seconds in late.items()),
+               " (release_spread_action=rollback failed the run)" if action == "rollback" else
+               " (release_spread_action=warn: the run went on)"))
+    return spread
 
 
 def switch_lead(hosts, forks, configured=0, module_seconds=0):
@@ -826,20 +1148,33 @@ def controller(_value=None):
     return dict(controller=socket.getfqdn(), controller_pid=parent.pid if parent is not None else os.getpid())
 
 
-def clock_offset(node_epoch, before, after, tolerance):
-    """None when the node's clock reading lies in [before, after] give or take `tolerance`; else the offset."""
-    node_epoch, before, after = float(node_epoch), float(before), float(after)
-    if node_epoch < before - float(tolerance):
-        return round(node_epoch - before, 3)
-    if node_epoch > after + float(tolerance):
-        return round(node_epoch - after, 3)
-    return None
+def clock_offset(clock, tolerance):
+    """Why a node's clock is refused ('' when it agrees), from the release_lock action's `clock`.
+
+    `clock` is {offset, error}: the node's offset from the controller's clock and the error
+    bound of that measurement (see plugins/action/release_lock.py). The node may be off by as much
+    as |offset| + error, so it is refused when that exceeds `tolerance`; a clock that could not
+    be read is refused too. The message names the offset and the error.
+    """
+    clock = clock if isinstance(clock, dict) else {}
+    tolerance = float(tolerance)
+    if clock.get("offset") is None or clock.get("error") is None:
+        return ("could not be compared with the controller's (%s), so it may be off by more than "
+                "release_clock_tolerance %ss" % (short(clock.get("problem") or "no clock reading", 200), tolerance))
+    offset, error = float(clock["offset"]), float(clock["error"])
+    if abs(offset) + error <= tolerance:
+        return ""
+    return ("is %.3fs %s the controller's, measured to within %.3fs: up to %.3fs off, above release_clock_tolerance "
+            "%ss" % (abs(offset), "ahead of" if offset > 0 else "behind", error, abs(offset) + error, tolerance))
 
 
 class FilterModule(object):
     def filters(self):
         return {
             "release_refused_names": refused_names,
+            "release_unknown_names": unknown_names,
+            "release_unknown_names_message": unknown_names_message,
+            "release_partial_fleet": partial_fleet,
             "release_body_regex": body_regex,
             "release_input_errors": input_errors,
             "release_services": services,
@@ -852,6 +1187,7 @@ class FilterModule(object):
             "release_readback_errors": readback_errors,
             "release_failure_message": failure_message,
             "release_watch_errors": watch_errors,
+            "release_watch_plan": watch_plan,
             "release_fleet_reasons": fleet_reasons,
             "release_already_live": already_live,
             "release_live_from": live_from,
@@ -865,6 +1201,7 @@ class FilterModule(object):
             "release_node_status": node_status,
             "release_fleet_status": fleet_status,
             "release_switch_spread": switch_spread,
+            "release_spread_failures": spread_failures,
             "release_switch_lead": switch_lead,
             "release_controller": controller,
             "release_clock_offset": clock_offset,

@@ -36,6 +36,25 @@ the cap keeps the rate at most 100%. eresp and econ are reported to explain
 the failures, not added. Counters that go down were reset (a reload starts a
 new worker at 0): that read counts from 0 again instead of going negative.
 
+Only real users' requests are judged. The caller's own requests to the
+backend (the release engine's smoke requests) go through the same listener
+and land in the same counters, so they are subtracted exactly, by status
+class, and never guessed from timestamps:
+- requests the caller sent before this call (`own_requests`, status code ->
+  count) were all answered before the first read, and after the baseline;
+- requests sent during the window (`smoke`) are sent by :func:`watch` itself,
+  one round at a time, each answered before the next read. HAProxy counts a
+  response in hrsp_Nxx when it processes the response headers, before it
+  forwards them, so a request whose answer the client holds is in the next
+  read, and no smoke request is ever in flight while the counters are read.
+A smoke request that got no answer (a timeout, a reset) cannot be placed; it
+fails the smoke anyway, and is reported as unanswered, not subtracted.
+
+The verdict is `passed`, `failed` (at least `min_requests` real requests and
+the rate above the limit), `insufficient` (fewer real requests than
+`min_requests`: nothing to judge; the caller says whether that fails) or
+`baseline` (the call only read the counters: no baseline and no duration).
+
 Everything here is pure except :func:`read_counters`; :func:`watch` only
 calls the read, clock and sleep functions it is given, so the unit tests
 feed captured replies and a fake clock.
@@ -78,7 +97,49 @@ class NotHTTPBackendError(RuntimeAPIError):
     """The backend has no HTTP response counters (it is in TCP mode)."""
 
 
-def validate_options(duration, interval, max_error_rate, min_requests, baseline):
+VERDICTS = ("passed", "failed", "insufficient", "baseline")
+INSUFFICIENT_TRAFFIC = ("fail", "pass")
+
+
+def response_field(status):
+    """The `show stat` counter HAProxy adds a response with this status code to."""
+    if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+        return "hrsp_%dxx" % (status // 100)
+    return "hrsp_other"
+
+
+def own_counters(own_requests):
+    """`own_requests` as given ({status code: count}) -> {hrsp_* counter: count}; TrafficOptionError if malformed."""
+    if own_requests is None:
+        return {}
+    if not isinstance(own_requests, dict):
+        raise TrafficOptionError("own_requests must be a dict of status code -> count, got %s"
+                                 % type(own_requests).__name__)
+    counters = {}
+    for status, count in own_requests.items():
+        try:
+            code = int(str(status))
+        except ValueError:
+            raise TrafficOptionError("own_requests keys are HTTP status codes, got %r" % str(status)[:80])
+        if isinstance(count, bool):
+            count = None
+        try:
+            count = int(count)
+        except (TypeError, ValueError):
+            raise TrafficOptionError("own_requests[%s] must be a whole number, got %r" % (code, str(count)[:80]))
+        if count < 0:
+            raise TrafficOptionError("own_requests[%s] cannot be negative, got %d" % (code, count))
+        field = response_field(code)
+        counters[field] = counters.get(field, 0) + count
+    return counters
+
+
+def validate_options(duration, interval, max_error_rate, min_requests, baseline, insufficient_traffic="fail",
+                     smoke_interval=1.0):
+    if insufficient_traffic not in INSUFFICIENT_TRAFFIC:
+        raise TrafficOptionError("insufficient_traffic must be fail or pass, got %r" % str(insufficient_traffic)[:80])
+    if smoke_interval is None or smoke_interval <= 0:
+        raise TrafficOptionError("smoke_interval must be a positive number of seconds, got %r" % smoke_interval)
     if duration is None or duration < 0:
         raise TrafficOptionError("duration must be 0 (one look) or a positive number of seconds, got %r" % duration)
     if interval is None or interval <= 0:
@@ -193,19 +254,28 @@ class Window(object):
         self.last = counters
 
 
-def judge(totals, max_error_rate, min_requests):
-    """The verdict over summed deltas: requests, errors, failed_requests, error_rate, judged, passed."""
-    requests = sum(totals[name] for name in RESPONSE_FIELDS)
-    failed = min(requests, totals["hrsp_5xx"] + totals["srv_abrt"])
+def judge(totals, max_error_rate, min_requests, own=None):
+    """The verdict over summed deltas, the caller's own requests (`own`, {hrsp_* counter: count}) taken out.
+
+    Returns requests, errors, failed_requests, error_rate, judged, passed and verdict.
+    """
+    own = own or {}
+    real = dict((name, max(0, totals[name] - own.get(name, 0))) for name in RESPONSE_FIELDS)
+    requests = sum(real.values())
+    failed = min(requests, real["hrsp_5xx"] + totals["srv_abrt"])
     rate = round(100.0 * failed / requests, 3) if requests else 0.0
     judged = requests >= min_requests
+    errors = dict((name, totals[name]) for name in ERROR_FIELDS)
+    errors["hrsp_5xx"] = real["hrsp_5xx"]
+    verdict = "insufficient" if not judged else ("passed" if rate <= max_error_rate else "failed")
     return dict(
         requests=requests,
-        errors=dict((name, totals[name]) for name in ERROR_FIELDS),
+        errors=errors,
         failed_requests=failed,
         error_rate=rate,
         judged=judged,
-        passed=not judged or rate <= max_error_rate,
+        passed=verdict != "failed",
+        verdict=verdict,
     )
 
 
@@ -214,26 +284,62 @@ def _percent(value):
     return (text or "0") + "%"
 
 
+def _plural(count, noun):
+    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
+
+
 def describe(backend, result, max_error_rate, min_requests):
     """One line saying what was counted and what it means.
 
     "backend_green: 7.5% of 200 real requests failed (hrsp_5xx 12, srv_abrt 3; eresp 3, econ 0) in 12s;
     the limit is 1%"
     """
+    if result["verdict"] == "baseline":
+        return "%s: counters read as a baseline; nothing judged" % backend
     errors = result["errors"]
     counts = "hrsp_5xx %d, srv_abrt %d; eresp %d, econ %d" % (
         errors["hrsp_5xx"], errors["srv_abrt"], errors["eresp"], errors["econ"])
     window = format_seconds(result["window"])
-    if not result["judged"]:
-        return ("%s: not judged: %d real request%s in %s, fewer than min_requests %d (%d failed: %s)"
-                % (backend, result["requests"], "" if result["requests"] == 1 else "s", window, min_requests,
+    own = sum((result.get("own_requests") or {}).values())
+    own_text = " (%s of the caller's own not counted)" % _plural(own, "request") if own else ""
+    if result["verdict"] == "insufficient":
+        return ("%s: insufficient traffic to judge: %s in %s%s, fewer than min_requests %d (%d failed: %s)"
+                % (backend, _plural(result["requests"], "real request"), window, own_text, min_requests,
                    result["failed_requests"], counts))
-    return ("%s: %s of %d real requests failed (%s) in %s; the limit is %s"
-            % (backend, _percent(result["error_rate"]), result["requests"], counts, window, _percent(max_error_rate)))
+    return ("%s: %s of %s failed (%s) in %s%s; the limit is %s"
+            % (backend, _percent(result["error_rate"]), _plural(result["requests"], "real request"), counts, window,
+               own_text, _percent(max_error_rate)))
+
+
+def smoke_report(rounds, targets):
+    """What the smoke requests sent during the window gave, http_smoke's counts and one message per URL.
+
+    `rounds` is a list of rounds, each one request result (smoke.send_request) per target, in the
+    order of `targets`, a list of (url, resolve text or None).
+    """
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import build_message, summarize
+
+    every = [entry for batch in rounds for entry in batch]
+    passed_count = sum(1 for entry in every if entry["matched"])
+    messages = []
+    for index, (url, resolve_text) in enumerate(targets):
+        results = [batch[index] for batch in rounds if len(batch) > index]
+        if results:
+            messages.append(build_message(url, results, resolve_text))
+    return dict(
+        passed=passed_count == len(every),
+        passed_count=passed_count,
+        failed_count=len(every) - passed_count,
+        requests=len(every),
+        unanswered=sum(1 for entry in every if entry.get("status") is None),
+        summary=summarize(every),
+        msg="; ".join(messages) if messages else "no smoke request was sent",
+    )
 
 
 def watch(read, backend, baseline=None, duration=0.0, interval=1.0, max_error_rate=1.0, min_requests=20,
-          retry_for=5.0, clock=time.monotonic, sleep=time.sleep):
+          retry_for=5.0, clock=time.monotonic, sleep=time.sleep, own=None, smoke=None, smoke_interval=1.0,
+          insufficient_traffic="fail"):
     """Read the backend's counters for `duration` seconds and judge the error rate of the deltas.
 
     `read()` returns counters (read_counters). Without `baseline` the first
@@ -241,11 +347,27 @@ def watch(read, backend, baseline=None, duration=0.0, interval=1.0, max_error_ra
     soon as enough requests were counted and the rate is above the limit.
     A read that fails with a transient socket error (a reload) is skipped;
     the last read is retried for up to `retry_for` seconds. Returns the
-    result dict the module reports, with `passed` and `msg`.
+    result dict the module reports, with `passed`, `verdict` and `msg`.
+
+    `own` ({hrsp_* counter: count}) are the caller's requests answered after
+    the baseline and before this call. `smoke()`, when given, sends one round
+    of the caller's smoke requests and returns their results; a round is sent
+    every `smoke_interval` seconds, always between two reads and never after
+    the last one, so each of them is in the next read and subtracted exactly
+    (see the module docstring). A failed smoke request ends the watch at the
+    next read. The rounds are in the result's `_smoke_rounds`.
+
+    `passed` is false for the verdict `failed`, and for `insufficient` unless
+    `insufficient_traffic` is "pass".
     """
     started = clock()
     deadline = started + duration
     missed = []
+    own = dict(own or {})
+    own_unanswered = 0
+    rounds = []
+    next_round = started
+    only_baseline = baseline is None and duration == 0
 
     def read_retrying(until):
         while True:
@@ -264,7 +386,8 @@ def watch(read, backend, baseline=None, duration=0.0, interval=1.0, max_error_ra
         reads = 0
     window = Window(baseline)
     latest = baseline
-    verdict = judge(window.totals, max_error_rate, min_requests)
+    verdict = judge(window.totals, max_error_rate, min_requests, own)
+    smoke_failed = False
     while True:
         now = clock()
         if reads and now >= deadline:
@@ -272,19 +395,30 @@ def watch(read, backend, baseline=None, duration=0.0, interval=1.0, max_error_ra
         if reads:
             sleep(min(interval, max(0.0, deadline - now)))
         last = clock() >= deadline
+        if smoke is not None and not last and clock() >= next_round:
+            batch = smoke()
+            rounds.append(batch)
+            next_round += smoke_interval
+            for entry in batch:
+                if entry.get("status") is None:
+                    own_unanswered += 1
+                else:
+                    field = response_field(entry["status"])
+                    own[field] = own.get(field, 0) + 1
+                smoke_failed = smoke_failed or not entry["matched"]
         try:
-            latest = read_retrying(clock() + retry_for if last else clock())
+            latest = read_retrying(clock() + retry_for if (last or smoke_failed) else clock())
         except RuntimeAPIError as exc:
-            if last or not is_transient(exc):
+            if last or smoke_failed or not is_transient(exc):
                 raise
             missed.append(str(exc))
             reads += 1
             continue
         reads += 1
         window.add(latest)
-        verdict = judge(window.totals, max_error_rate, min_requests)
-        if not verdict["passed"]:
-            break  # enough requests and too many failed: no need to watch any longer
+        verdict = judge(window.totals, max_error_rate, min_requests, own)
+        if not verdict["passed"] or smoke_failed:
+            break  # enough requests and too many failed, or a smoke request failed: no need to watch longer
         if last:
             break
 
@@ -292,6 +426,10 @@ def watch(read, backend, baseline=None, duration=0.0, interval=1.0, max_error_ra
     span = elapsed
     if baseline.get(READ_AT) is not None and latest.get(READ_AT) is not None:
         span = max(0.0, latest[READ_AT] - baseline[READ_AT])
+    if only_baseline:
+        verdict = dict(verdict, verdict="baseline")
+    passed = verdict["verdict"] in ("passed", "baseline") or (
+        verdict["verdict"] == "insufficient" and insufficient_traffic == "pass")
     result = dict(
         backend=backend,
         counters=latest,
@@ -301,7 +439,10 @@ def watch(read, backend, baseline=None, duration=0.0, interval=1.0, max_error_ra
         failed_requests=verdict["failed_requests"],
         error_rate=verdict["error_rate"],
         judged=verdict["judged"],
-        passed=verdict["passed"],
+        passed=passed,
+        verdict=verdict["verdict"],
+        own_requests=dict((name, count) for name, count in sorted(own.items()) if count),
+        own_unanswered=own_unanswered,
         elapsed=elapsed,
         window=round(span, 3),
         reads=reads,
@@ -310,6 +451,8 @@ def watch(read, backend, baseline=None, duration=0.0, interval=1.0, max_error_ra
         last_missed_read_error=missed[-1] if missed else None,
         max_error_rate=max_error_rate,
         min_requests=min_requests,
+        insufficient_traffic=insufficient_traffic,
     )
     result["msg"] = describe(backend, result, max_error_rate, min_requests)
+    result["_smoke_rounds"] = rounds
     return result

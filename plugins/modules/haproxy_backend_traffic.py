@@ -17,8 +17,18 @@ description:
     watch window) or, by default, the counters read when the module starts.
   - Reads the counters every O(interval) seconds for O(duration) seconds. Fails as soon as at least
     O(min_requests) requests were counted and the error rate is above O(max_error_rate), with a
-    message naming the backend, the rate, the counts and the window. With fewer requests it does
-    not judge (RV(judged=false)) and says so in RV(msg), without failing.
+    message naming the backend, the rate, the counts and the window.
+  - With fewer than O(min_requests) real requests there is nothing to judge (RV(verdict=insufficient)),
+    which fails unless O(insufficient_traffic=pass). A call that only takes a baseline (no O(baseline),
+    O(duration=0)) judges nothing and never fails (RV(verdict=baseline)).
+  - 'Only real users'' requests are judged. The caller''s own requests to the backend (for example a
+    release''s smoke requests, which go through the same listener and land in the same counters) are
+    subtracted exactly, by status class: those answered before this call as O(own_requests), and
+    those this module sends itself during the window as O(smoke). The module sends the O(smoke)
+    requests one round at a time between two reads of the counters, each answered before the next
+    read, and never after the last read. HAProxy counts a response when it handles its headers,
+    before the client gets them, so every smoke request is in the next read and none is in flight
+    while the counters are read: nothing is guessed from timestamps.'
   - 'How requests and failures are counted (measured on HAProxy 2.6): RV(requests) is the sum of
     the deltas of C(hrsp_1xx), C(hrsp_2xx), C(hrsp_3xx), C(hrsp_4xx), C(hrsp_5xx) and C(hrsp_other),
     the responses HAProxy sent for this backend. The failed requests are the delta of C(hrsp_5xx)
@@ -32,6 +42,8 @@ description:
     status line was sent (the user got a 200 with a truncated body), which C(srv_abrt) counts. A
     5xx that is also cut off counts twice; the error rate errs towards failing.'
   - Client aborts (C(cli_abrt)) and retries that ended well (C(wretr), C(wredis)) are not failures.
+  - A smoke request that gets no answer (a timeout, a reset) cannot be placed in the counters; it is
+    reported in RV(own_unanswered), not subtracted, and fails the smoke test, so the task fails.
   - Counters that go down between two reads were reset (a reload starts a new worker at 0); that
     read counts from 0 (RV(counter_resets)), so a reload during the window never gives negative
     numbers. Requests the old worker counted after the previous read are not seen.
@@ -82,6 +94,66 @@ options:
         this module for the same backend.
       - When not set, the counters read when the module starts.
     type: dict
+  insufficient_traffic:
+    description:
+      - What fewer than O(min_requests) real requests in the window means (RV(verdict=insufficient)).
+      - V(fail) fails the task with a message naming the requests counted and required.
+      - V(pass) accepts it; the result still says RV(verdict=insufficient).
+    type: str
+    choices: [fail, pass]
+    default: fail
+  own_requests:
+    description:
+      - 'The caller''s own requests to this backend since O(baseline), all answered before this call
+        starts, as a dictionary of status code to count (for example the C(summary.status_counts)
+        of an M(bluegreen.haproxy.http_smoke) run through the listener, such as C({"200": 10})).'
+      - Subtracted from the response counters of their status class, so only real users' requests
+        are judged (RV(own_requests)).
+    type: dict
+  smoke:
+    description:
+      - Smoke requests to send through the listener during the window, one round (one request per
+        item) every O(smoke_interval) seconds, each answered before the next read of the counters.
+        They are subtracted from the counters exactly (RV(own_requests)).
+      - Every request must pass, like M(bluegreen.haproxy.http_smoke); the first failed one ends
+        the watch and fails the task (RV(smoke)).
+      - Each item must send its requests to this backend, or they would be subtracted from the
+        wrong counters.
+    type: list
+    elements: dict
+    suboptions:
+      url:
+        description: The absolute C(http://) or C(https://) URL to request (see M(bluegreen.haproxy.http_smoke)).
+        type: str
+        required: true
+      resolve:
+        description: Send the requests to this address, keeping the URL's host (as in M(bluegreen.haproxy.http_smoke)).
+        type: str
+      headers:
+        description: Extra request headers.
+        type: dict
+        default: {}
+      status_code:
+        description: The status codes a passing answer may have.
+        type: list
+        elements: int
+        default: [200]
+      body_regex:
+        description: A Python regular expression every answer's body must match.
+        type: str
+      timeout:
+        description: Seconds each request may take as a whole.
+        type: float
+        default: 5
+      validate_certs:
+        description: Whether to verify the server's TLS certificate.
+        type: bool
+        default: true
+  smoke_interval:
+    description:
+      - Seconds between two rounds of O(smoke) requests.
+    type: float
+    default: 1
 notes:
   - The counters come from the HAProxy process the socket reaches (one node). In a fleet, call it on
     every node.
@@ -113,10 +185,23 @@ EXAMPLES = r"""
     max_error_rate: 0.5
   register: green_traffic
 
+- name: Watch for 30 s, smoke-testing green through the listener meanwhile; the 10 smoke requests sent before are not users
+  bluegreen.haproxy.haproxy_backend_traffic:
+    backend: backend_green
+    baseline: "{{ green_at_switch.counters }}"
+    duration: 30
+    own_requests: {"200": 10}
+    smoke:
+      - url: http://release.example.com/release
+        resolve: 127.0.0.1:80
+        body_regex: version=green
+    insufficient_traffic: pass
+  register: green_traffic
+
 - name: Say when there was too little traffic to judge
   ansible.builtin.debug:
     msg: "{{ green_traffic.msg }}"
-  when: not green_traffic.judged
+  when: green_traffic.verdict == 'insufficient'
 """
 
 RETURN = r"""
@@ -139,7 +224,9 @@ baseline:
   returned: always
   type: dict
 requests:
-  description: Responses HAProxy sent for the backend in the window (the sum of the C(hrsp_*) deltas).
+  description:
+    - Real requests in the window - the responses HAProxy sent for the backend (the sum of the
+      C(hrsp_*) deltas) less the caller's own (RV(own_requests)).
   returned: always
   type: int
   sample: 200
@@ -149,7 +236,7 @@ errors:
   type: dict
   contains:
     hrsp_5xx:
-      description: 5xx responses, from the servers or from HAProxy itself (502, 503, 504).
+      description: 5xx responses to real requests, from the servers or from HAProxy itself (502, 503, 504).
       type: int
     srv_abrt:
       description: Responses the server cut off after their status was sent.
@@ -172,15 +259,65 @@ error_rate:
   type: float
   sample: 7.5
 judged:
-  description: Whether at least O(min_requests) requests were counted, so the rate was judged.
+  description: Whether at least O(min_requests) real requests were counted, so the rate was judged.
   returned: always
   type: bool
   sample: true
+verdict:
+  description:
+    - V(passed) (enough real requests, the rate at most O(max_error_rate)), V(failed) (enough, the
+      rate above it), V(insufficient) (fewer than O(min_requests) real requests; fails unless
+      O(insufficient_traffic=pass)) or V(baseline) (the call only read the counters).
+  returned: always
+  type: str
+  sample: insufficient
 passed:
-  description: Whether the gate passed (not judged, or the rate at most O(max_error_rate)).
+  description:
+    - Whether the gate passed - RV(verdict) V(passed) or V(baseline), or V(insufficient) with
+      O(insufficient_traffic=pass) - and every O(smoke) request passed.
   returned: always
   type: bool
   sample: false
+own_requests:
+  description:
+    - The caller's own requests subtracted, by response counter - O(own_requests) plus the O(smoke)
+      requests answered in the window.
+  returned: always
+  type: dict
+  sample: {"hrsp_2xx": 24}
+own_unanswered:
+  description: O(smoke) requests that got no answer, so could not be subtracted (they fail the smoke test).
+  returned: always
+  type: int
+  sample: 0
+smoke:
+  description: What the O(smoke) requests gave; V(null) without O(smoke).
+  returned: always
+  type: dict
+  contains:
+    passed:
+      description: Whether every smoke request passed.
+      type: bool
+    passed_count:
+      description: Smoke requests that passed.
+      type: int
+    failed_count:
+      description: Smoke requests that failed.
+      type: int
+    requests:
+      description: Smoke requests sent.
+      type: int
+    unanswered:
+      description: Smoke requests that got no answer.
+      type: int
+    summary:
+      description: Status, body and failure counts, as in M(bluegreen.haproxy.http_smoke)'s RV(bluegreen.haproxy.http_smoke#module:summary).
+      type: dict
+    msg:
+      description: One line per URL saying how many requests passed or failed, and why.
+      type: str
+  sample: {"passed": true, "passed_count": 30, "failed_count": 0, "requests": 30, "unanswered": 0,
+           "msg": "all 30 requests to http://release.example.com/release (via 127.0.0.1:80) passed"}
 elapsed:
   description: Seconds this call watched.
   returned: always
@@ -220,6 +357,11 @@ min_requests:
   returned: always
   type: int
   sample: 20
+insufficient_traffic:
+  description: What too few real requests meant, O(insufficient_traffic).
+  returned: always
+  type: str
+  sample: fail
 msg:
   description:
     - What was counted and what it means, also when the gate passes or does not judge.
@@ -239,10 +381,45 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import (
     TrafficOptionError,
     check_backend,
     normalize_baseline,
+    own_counters,
     read_counters,
+    smoke_report,
     validate_options,
     watch,
 )
+
+
+def smoke_sender(items):
+    """One round of the smoke requests (a function), and each item's (url, resolve text); options checked first.
+
+    The smoke module (and its HTTP client) is imported only when there are smoke requests.
+    """
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke
+
+    prepared, targets = [], []
+    for index, item in enumerate(items):
+        try:
+            target = smoke.parse_url(item["url"])
+            connect_address, resolve_text = (smoke.resolve_address(item["resolve"], target)
+                                             if item.get("resolve") else (None, None))
+            options = dict(
+                headers=smoke.validate_headers(item.get("headers") or {}),
+                status_codes=smoke.validate_status_codes(item.get("status_code")),
+                body_regex=smoke.compile_body_regex(item.get("body_regex")),
+                timeout=smoke.validate_timeout(item.get("timeout") if item.get("timeout") is not None else 5.0),
+                connect_address=connect_address,
+                validate_certs=item.get("validate_certs") is not False,
+            )
+            options["tls_context"] = smoke.build_tls_context(options["validate_certs"])
+        except smoke.SmokeOptionError as exc:
+            raise TrafficOptionError("smoke[%d]: %s" % (index, exc))
+        prepared.append((target.url, options))
+        targets.append((target.url, resolve_text))
+
+    def send_round():
+        return [smoke.send_request(url, **options) for url, options in prepared]
+
+    return send_round, targets
 
 
 def main():
@@ -254,6 +431,18 @@ def main():
         max_error_rate=dict(type="float", default=1.0),
         min_requests=dict(type="int", default=20),
         baseline=dict(type="dict"),
+        insufficient_traffic=dict(type="str", default="fail", choices=["fail", "pass"]),
+        own_requests=dict(type="dict"),
+        smoke=dict(type="list", elements="dict", options=dict(
+            url=dict(type="str", required=True),
+            resolve=dict(type="str"),
+            headers=dict(type="dict", default={}),
+            status_code=dict(type="list", elements="int", default=[200]),
+            body_regex=dict(type="str"),
+            timeout=dict(type="float", default=5),
+            validate_certs=dict(type="bool", default=True),
+        )),
+        smoke_interval=dict(type="float", default=1),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -264,8 +453,11 @@ def main():
         if not backend or not backend.strip():
             raise TrafficOptionError("backend must name a backend, got an empty string")
         validate_options(params["duration"], params["interval"], params["max_error_rate"],
-                         params["min_requests"], params["baseline"])
+                         params["min_requests"], params["baseline"], params["insufficient_traffic"],
+                         params["smoke_interval"])
         baseline = normalize_baseline(params["baseline"]) if params["baseline"] is not None else None
+        own = own_counters(params["own_requests"])
+        send_round, smoke_targets = smoke_sender(params["smoke"]) if params["smoke"] else (None, [])
         client = RuntimeAPIClient(params["socket"], params["timeout"])
     except (TrafficOptionError, RuntimeAPIError) as exc:
         module.fail_json(msg=str(exc), changed=False)
@@ -275,10 +467,16 @@ def main():
         result = watch(lambda: read_counters(client, backend), backend, baseline=baseline,
                        duration=params["duration"], interval=params["interval"],
                        max_error_rate=params["max_error_rate"], min_requests=params["min_requests"],
-                       retry_for=params["timeout"])
+                       retry_for=params["timeout"], own=own, smoke=send_round,
+                       smoke_interval=params["smoke_interval"], insufficient_traffic=params["insufficient_traffic"])
     except RuntimeAPIError as exc:
         module.fail_json(msg=str(exc), changed=False, backend=backend)
 
+    rounds = result.pop("_smoke_rounds")
+    result["smoke"] = smoke_report(rounds, smoke_targets) if send_round is not None else None
+    if result["smoke"] is not None and not result["smoke"]["passed"]:
+        result["passed"] = False
+        result["msg"] = "smoke requests during the window failed: %s; %s" % (result["smoke"]["msg"], result["msg"])
     if not result["passed"]:
         module.fail_json(changed=False, **result)
     module.exit_json(changed=False, **result)

@@ -162,6 +162,32 @@ taken_over:
   description: Whether another owner's lock was taken over (O(force) or O(stale_after)).
   returned: always
   type: bool
+clock:
+  description:
+    - The node's clock compared with the controller's, added by the module's action plugin after the module ran
+      (the node's C(date +%s.%N), bracketed by the controller's clock for that one command, the tightest of up to
+      three readings). The release playbooks refuse a node when RV(clock.offset) + RV(clock.error) exceeds
+      C(release_clock_tolerance).
+  returned: with O(state=present), when the module succeeded and did not run asynchronously
+  type: dict
+  contains:
+    offset:
+      description: Seconds the node's clock is ahead of the controller's (negative when behind); V(null) when it could not be read.
+      type: float
+    error:
+      description: The bound of that measurement in seconds (half the bracket, plus half the reading's resolution).
+      type: float
+    readings:
+      description: How many readings were taken.
+      type: int
+    problem:
+      description: Why the clock could not be read, when it could not.
+      type: str
+      returned: when no reading succeeded
+  sample:
+    offset: 0.0012
+    error: 0.0046
+    readings: 3
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -73,3 +73,13 @@ def lock_files(fleet):
 def nothing_switched(report):
     """No node ran haproxy_map (the only module that changes a live map) at all."""
     return [(name, host) for name, host, _result in ran(report, "haproxy_map")]
+
+
+def report_task(report):
+    """What the REPORT task showed (its debug message: outcome, switch, nodes), the last one shown."""
+    shown = {}
+    for _name, _host, result in ran(report, "debug"):
+        message = result.get("msg")
+        if isinstance(message, dict) and "outcome" in message and "nodes" in message:
+            shown = message
+    return shown

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import pytest
@@ -43,6 +44,21 @@ def test_no_documented_input_is_refused():
     with open(spec) as handle:
         names = [line.split(":")[0] for line in handle if line.startswith("release_")]
     assert names and release.refused_names(names) == []
+
+
+def test_published_artifacts_are_neither_refused_nor_unknown():
+    """An AWX workflow hands a job's set_stats artifacts to the next job as extra vars: a rollback
+    job after a cutover job gets release_summary, release_switch... and must still run."""
+    tasks = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, "roles", "release", "tasks")
+    published = set()
+    for name in os.listdir(tasks):
+        with open(os.path.join(tasks, name)) as handle:
+            text = handle.read()
+        for block in text.split("ansible.builtin.set_stats:")[1:]:
+            published.update(re.findall(r"(?m)^ {6}(release_[a-z_]+):", block.split("per_host:")[0]))
+    assert {"release_summary", "release_switch", "release_outcome", "release_status"} <= published
+    assert release.refused_names(published) == []
+    assert release.unknown_names(published, {"main": {"options": {"release_target": {}}}}) == []
 
 
 # ---------------------------------------------------------------- inputs
@@ -269,9 +285,112 @@ def test_switch_lead(hosts, forks, configured, module_seconds, expected):
     assert release.switch_lead(hosts, forks, configured, module_seconds) == expected
 
 
-@pytest.mark.parametrize("node, expected", [(100.2, None), (99.6, None), (98.0, -1.5), (103.0, 1.5)])
-def test_clock_offset(node, expected):
-    assert release.clock_offset(node, 99.5, 101.5, 0.5) == expected
+# -- issue 13: the clock bounded by its own error, the spread, partial fleets, unknown inputs --------
+
+@pytest.mark.parametrize("clock, refused", [
+    ({"offset": 0.1, "error": 0.01}, False),
+    ({"offset": -0.45, "error": 0.05}, False),
+    # Within the tolerance as measured, but not once the measurement's error is added.
+    ({"offset": 0.45, "error": 0.06}, True),
+    ({"offset": -1.0, "error": 0.004}, True),
+    ({"offset": 0.0, "error": 0.6}, True),
+    ({"offset": None, "error": None, "problem": "date: not found"}, True),
+    ({}, True),
+])
+def test_clock_is_refused_when_offset_plus_error_exceeds_the_tolerance(clock, refused):
+    assert bool(release.clock_offset(clock, 0.5)) is refused
+
+
+def test_clock_refusal_names_the_offset_and_the_error():
+    message = release.clock_offset({"offset": 1.0021, "error": 0.0042}, 0.5)
+    assert "1.002s ahead of" in message and "0.004s" in message and "1.006s" in message and "0.5" in message
+    assert "behind" in release.clock_offset({"offset": -3.0, "error": 0.01}, 0.5)
+    assert "date: not found" in release.clock_offset({"offset": None, "error": None, "problem": "date: not found"}, 0.5)
+
+
+def test_late_nodes_are_those_beyond_the_max_spread_after_the_first():
+    times = {"a": 100.0, "b": 100.4, "c": 107.5, "d": None}
+    assert release.late_nodes(times, 1.0) == {"c": 7.5}
+    assert release.late_nodes(times, 10) == {}
+    assert release.late_nodes({"a": 100.0}, 0.1) == {}
+
+
+def test_spread_failures_fail_only_the_late_node():
+    hostvars = {"a": {"_release_switch": {"switched_at": 100.0}}, "b": {"_release_switch": {"switched_at": 100.2}},
+                "c": {"_release_switch": {"switched_at": 107.5}}, "d": {"_release_switch": {}}}
+    hosts = ["a", "b", "c", "d"]
+    (failure,) = release.spread_failures(hostvars, "c", hosts, 1.0)
+    assert "7.500s after a" in failure and "release_max_spread 1.0s" in failure
+    assert release.spread_failures(hostvars, "a", hosts, 1.0) == []
+    assert release.spread_failures(hostvars, "d", hosts, 1.0) == []
+    assert release.spread_failures(hostvars, "c", hosts, 8) == []
+
+
+def test_switch_spread_warns_in_words_when_above_the_max():
+    summary = {"a": {"switched_at": 100.0}, "b": {"switched_at": 107.5}}
+    warned = release.switch_spread(summary, 1.0, "warn")
+    assert warned["late"] == {"b": 7.5} and warned["max_spread_ms"] == 1000.0
+    assert "b switched 7.500s after the first node" in warned["warning"] and "warn" in warned["warning"]
+    assert "rollback" in release.switch_spread(summary, 1.0, "rollback")["warning"]
+    assert release.switch_spread(summary, 10.0, "warn")["warning"] is None
+    assert "warning" not in release.switch_spread(summary)
+
+
+def test_spread_inputs_are_checked():
+    assert release.input_errors(good_inputs(max_spread=1.0, spread_action="warn")) == []
+    assert "release_max_spread" in " ".join(release.input_errors(good_inputs(max_spread=0, spread_action="warn")))
+    assert "release_spread_action" in " ".join(release.input_errors(good_inputs(max_spread=1, spread_action="fail")))
+
+
+def test_partial_fleet_is_refused_unless_allowed():
+    full = release.partial_fleet(["a", "b", "c"], ["a", "b", "c"], False)
+    assert full["partial"] is False and full["message"] == "" and full["summary"] == ""
+    limited = release.partial_fleet(["a", "b", "c"], ["a"], False)
+    assert limited["hosts_missing"] == ["b", "c"] and "release_allow_partial=true" in limited["message"]
+    assert "2 of the 3 hosts" in limited["message"]
+    allowed = release.partial_fleet(["a", "b", "c"], ["a"], True)
+    assert allowed["message"] == "" and allowed["summary"].startswith("PARTIAL RUN") and "b, c" in allowed["summary"]
+
+
+def _argument_specs():
+    import yaml
+    path = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, "roles", "release", "meta", "argument_specs.yml")
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def test_unknown_inputs_are_named_with_the_closest_known_name():
+    names = ["release_watch_secnds", "release_max_eror_rate", "release_target", "_release_failures",
+             "release_failures", "release_zzz_qqq"]
+    unknown = release.unknown_names(names, _argument_specs())
+    assert unknown == [dict(name="release_max_eror_rate", suggestion="release_max_error_rate"),
+                       dict(name="release_watch_secnds", suggestion="release_watch_seconds"),
+                       dict(name="release_zzz_qqq", suggestion=None)]
+    message = release.unknown_names_message(unknown)
+    assert "release_watch_secnds (did you mean `release_watch_seconds`?)" in message
+    assert "release_max_eror_rate (did you mean `release_max_error_rate`?)" in message
+    assert "Nothing was read or changed" in message
+    assert release.unknown_names_message([]) == ""
+
+
+def test_every_documented_and_playbook_name_is_known():
+    """Every default, every name the README's inputs table and the playbooks use, and the published artifacts."""
+    root = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)
+    names = set()
+    with open(os.path.join(root, "roles", "release", "defaults", "main.yml")) as handle:
+        names.update(line.split(":")[0] for line in handle if line.startswith("release_"))
+    for folder in ("playbooks", os.path.join("roles", "release", "tasks")):
+        for name in os.listdir(os.path.join(root, folder)):
+            if name.endswith(".yml"):
+                with open(os.path.join(root, folder, name)) as handle:
+                    # Variables read as `release_x` (not filters: `| bluegreen.haproxy.release_x`).
+                    code = "\n".join(line for line in handle if not line.lstrip().startswith("#"))
+                    names.update(re.findall(r"(?<![._\w])(release_[a-z_]+)(?![a-z_(])", code))
+    with open(os.path.join(root, "README.md")) as handle:
+        names.update(re.findall(r"^\| `(release_[a-z_]+)`", handle.read(), re.M))
+    names.update(["release_outcome", "release_fleet", "release_partial"])
+    assert "release_hosts" in names and "release_max_spread" in names
+    assert release.unknown_names(sorted(names), _argument_specs()) == []
 
 
 def test_controller_names_this_process_when_not_in_a_worker():
@@ -308,6 +427,130 @@ def test_fleet_status_flags_nodes_that_disagree():
     assert fleet["runtime"] == {"backend_blue": ["b"], "backend_green": ["a"]}
     same = release.fleet_status({"a": {"runtime": "x"}, "b": {"runtime": "x"}}, ["a", "b"], ["a", "b"])
     assert same["consistent"] is True
+
+
+# ---------------------------------------------------------------- the report says what was read back
+
+HAND = "backend_hand"
+
+
+def read_by_hand_node():
+    """A node whose key a hand moved between READ and SWITCH: the compare-and-set refused (haproxy_map
+    returns the values live at the refusal, `refused`), nothing switched there."""
+    node = switched_node(host_failures=["SWITCH: refusing to change active: its live value is 'backend_hand'"],
+                         persisted=False)
+    node["_release_switch"] = {"failed": True, "msg": "refusing to change active", "map": "/m", "changed": False,
+                               "refused": True, "runtime_changed": False, "runtime_entries": {KEY: HAND},
+                               "previous": {KEY: HAND}, "switched_at": None, "late_by": 0.0}
+    node["_release_switched"] = False
+    return node
+
+
+def test_a_refused_switch_reports_the_value_live_at_the_refusal_not_reads():
+    summary = release.node_summary({"n2": read_by_hand_node()}, "n2", KEY)
+    assert (summary["live_runtime"], summary["live_known"], summary["live_unknown_reason"]) == (HAND, True, None)
+    assert (summary["live_disk"], summary["drift"], summary["outcome"]) == ("backend_blue", True, "failed")
+    assert summary["previous"] == "backend_blue"  # what READ saw, as the switch's compare-and-set source
+
+
+def test_a_fleet_where_a_hand_kept_one_node_is_split_and_says_who_runs_what():
+    n1 = release.node_summary({"n1": switched_node(host_failures=[], rolled_back=True, persisted=False)}, "n1", KEY)
+    n2 = release.node_summary({"n2": read_by_hand_node()}, "n2", KEY)
+    summary = {"n1": n1, "n2": n2}
+    assert n1["live_runtime"] == "backend_blue" and n1["outcome"] == "rolled back"
+    assert release.run_outcome(summary) == "split"
+    assert release.split_keys(summary) == {None: {"backend_blue": ["n1"], HAND: ["n2"]}}
+    message = release.run_message(summary, "cutover", "backend_green", "backend_blue")
+    assert "the fleet is split: n1 rolled back (live backend_blue), n2 failed (live backend_hand)" in message
+    assert "every node was rolled back" not in message
+
+
+def test_a_node_that_cannot_be_read_is_unknown_and_no_second_value():
+    unread = {"_release_read": {"failed": True, "msg": "cannot connect to /run/haproxy/missing.sock"},
+              "_release_failures": ["READ: cannot connect to /run/haproxy/missing.sock"],
+              "_release_fleet_failed": True, "_release_run": {"started": 0}}
+    n2 = release.node_summary({"n2": unread}, "n2", KEY)
+    assert n2["live_runtime"] is None and n2["live_known"] is False and n2["drift"] is None
+    assert n2["live_unknown_reason"] == "READ: cannot connect to /run/haproxy/missing.sock"
+    n1 = release.node_summary({"n1": {"_release_read": read_result({KEY: "backend_blue"}), "_release_failures": [],
+                                      "_release_fleet_failed": True}}, "n1", KEY)
+    assert n1["live_known"] is True and n1["outcome"] == "refused"
+    summary = {"n1": n1, "n2": n2}
+    assert release.split_keys(summary) == {}
+    assert release.run_outcome(summary) == "failed"
+    assert release.run_message(summary, "cutover", "g", "b") == (
+        "cutover to g failed, nothing was switched; live value unknown on n2: "
+        "n2: READ: cannot connect to /run/haproxy/missing.sock")
+
+
+def test_a_read_that_failed_on_its_lock_still_reports_the_map_it_read():
+    node = {"_release_read": dict(read_result({KEY: "backend_blue"}), failed=True,
+                                  msg="cannot read release lock /m.lock: [Errno 21] Is a directory"),
+            "_release_failures": ["READ: cannot read release lock /m.lock: [Errno 21] Is a directory"],
+            "_release_fleet_failed": True}
+    summary = release.node_summary({"n2": node}, "n2", KEY)
+    assert (summary["live_runtime"], summary["live_known"], summary["drift"]) == ("backend_blue", True, False)
+
+
+@pytest.mark.parametrize("switch, known, live", [
+    # The reply to the switch was lost and the read-back failed too: never READ's value.
+    ({"failed": True, "msg": "reply lost", "map": "/m", "changed": True, "runtime_unknown": True,
+      "runtime_entries": None, "runtime_changed": None}, False, None),
+    # No module result came back at all (the async job was lost): it may have switched.
+    ({"failed": True, "msg": "async task did not complete within the requested time"}, False, None),
+    # The module failed before it changed anything (its plan): READ's value still stands.
+    ({"failed": True, "msg": "cannot connect to /s", "map": "/m", "changed": False}, True, "backend_blue"),
+])
+def test_a_switch_that_read_nothing_back_leaves_the_value_unknown_only_if_it_may_have_moved(switch, known, live):
+    node = {"_release_read": read_result({KEY: "backend_blue"}), "_release_switch": switch,
+            "_release_failures": ["SWITCH: " + switch["msg"]]}
+    summary = release.node_summary({"n1": node}, "n1", KEY)
+    assert (summary["live_known"], summary["live_runtime"]) == (known, live)
+    if not known:
+        assert summary["live_unknown_reason"] == "SWITCH: " + switch["msg"]
+        # A later read (the rollback's read-back) knows again.
+        node["_release_rollback"] = {"changed": True, "runtime_entries": {KEY: "backend_blue"},
+                                     "disk_value": "backend_blue", "key": KEY}
+        again = release.node_summary({"n1": node}, "n1", KEY)
+        assert (again["live_known"], again["live_runtime"]) == (True, "backend_blue")
+
+
+def test_a_watch_verify_read_is_newer_than_the_switch():
+    node = switched_node(persisted=False)
+    node["_release_watch_verify"] = read_result({KEY: "backend_blue"})  # a reload put the file's value back
+    summary = release.node_summary({"n1": node}, "n1", KEY, persist="manual")
+    assert summary["live_runtime"] == "backend_blue"
+
+
+def test_split_counts_only_keys_read_back_on_two_nodes():
+    known = dict(live_runtime={"shop.test": "shop_green", "api.test": "api_blue"}, live_known=True,
+                 live_unknown_reason={"shop.test": None, "api.test": None})
+    partly = dict(live_runtime={"shop.test": None, "api.test": "api_blue"}, live_known=False,
+                  live_unknown_reason={"shop.test": "SWITCH: lost", "api.test": None})
+    assert release.split_keys({"a": known, "b": partly}) == {}
+    partly["live_runtime"]["api.test"] = "api_green"
+    assert release.split_keys({"a": known, "b": partly}) == {"api.test": {"api_blue": ["a"], "api_green": ["b"]}}
+    # An absent key is a value read back, not an unknown one.
+    absent = dict(known, live_runtime={"shop.test": "shop_green", "api.test": None})
+    assert release.split_keys({"a": known, "c": absent}) == {"api.test": {"api_blue": ["a"], "absent": ["c"]}}
+
+
+def test_status_of_a_node_that_cannot_be_read_is_unknown_with_the_reason():
+    failed = {"failed": True, "msg": "cannot connect to /run/haproxy/missing.sock: No such file or directory"}
+    status = release.node_status(failed, KEY, {}, [])
+    assert (status["runtime"], status["runtime_known"], status["drift"]) == (None, False, None)
+    assert status["unknown_reason"] == failed["msg"] and status["lock"]["error"] == failed["msg"]
+    # The map was read, the lock was not: the value stands.
+    lock_failed = dict(failed, msg="cannot read release lock /m.lock", entries={KEY: "b"}, disk_entries={KEY: "b"})
+    assert release.node_status(lock_failed, KEY, {}, [])["runtime_known"] is True
+    statuses = {"a": release.node_status({"entries": {KEY: "b"}, "disk_entries": {KEY: "b"}}, KEY, {}, []),
+                "c": release.node_status({"entries": {}, "disk_entries": {}}, KEY, {}, []), "b": status}
+    assert statuses["c"]["runtime_known"] is True and statuses["c"]["runtime"] is None  # absent, read back
+    fleet = release.fleet_status({"a": statuses["a"], "b": status}, ["a", "b"], ["a", "b"])
+    assert fleet["runtime"] == {"b": ["a"]} and fleet["unknown"] == {"b": failed["msg"]}
+    assert fleet["consistent"] is False
+    assert "split" not in fleet["message"] and "live value unknown on b (cannot connect" in fleet["message"]
+    assert release.fleet_status(statuses, ["a", "b", "c"], ["a", "b", "c"])["message"].startswith("the fleet is split")
 
 
 def test_every_filter_is_registered():
@@ -477,3 +720,43 @@ def test_report_keys_and_describe():
     assert release.report_keys([SHOP, API, "x"], True, "active") == ["shop.test", "api.test"]
     assert release.describe({"active": "backend_green"}) == "backend_green"
     assert release.describe({"shop.test": "shop_green", "api.test": "api_green"}) == "api.test=api_green, shop.test=shop_green"
+
+
+# -- the live-traffic gate of the watch window (release_watch_plan, the node summary's traffic) -------
+
+def _looped(results):
+    return {"results": [dict(result, item=dict(key=key)) for key, result in results]}
+
+
+def test_watch_plan_subtracts_every_smoke_request_sent_to_the_backend_and_watches_it_once():
+    services = release.services([SHOP, API, dict(SHOP, key="www.shop.test", smoke_url="http://www.shop.test/")],
+                                DEFAULTS)
+    targets = {"shop.test": "shop_green", "api.test": "api_green", "www.shop.test": "shop_green"}
+    baselines = _looped([("shop.test", {"counters": {"hrsp_2xx": 5, "read_at": 10.2}}),
+                         ("api.test", {"counters": {"hrsp_2xx": 7, "read_at": 10.3}}),
+                         ("www.shop.test", {"counters": {"hrsp_2xx": 4, "read_at": 10.1}})])
+    smoke = _looped([("shop.test", {"summary": {"status_counts": {"200": 10}}}),
+                     ("api.test", {"summary": {"status_counts": {"200": 9, "204": 1}}}),
+                     ("www.shop.test", {"summary": {"status_counts": {"200": 10}}})])
+    plan = release.watch_plan(services, targets, baselines, smoke, 3, False)
+    assert [(item["key"], item["backend"], item["watch"]) for item in plan] == [
+        ("shop.test", "shop_green", True), ("api.test", "api_green", True), ("www.shop.test", "shop_green", False)]
+    shop, api = plan[0], plan[1]
+    # shop_green gets both keys' smoke requests, sent before the window and during it, and the earliest baseline.
+    assert shop["own_requests"] == {"200": 20} and shop["shared_with"] == ["www.shop.test"]
+    assert shop["baseline"] == {"hrsp_2xx": 4, "read_at": 10.1}
+    assert [spec["url"] for spec in shop["smoke"]] == ["http://shop.test/", "http://www.shop.test/"]
+    assert shop["smoke"][0] == dict(url="http://shop.test/", resolve="127.0.0.1:80", headers={}, status_code=[200],
+                                    body_regex="version=shop_green", timeout=3.0, validate_certs=False)
+    assert api["own_requests"] == {"200": 9, "204": 1} and len(api["smoke"]) == 1
+
+
+def test_node_summary_names_insufficient_traffic_and_the_windows_smoke():
+    node = switched_node()
+    node["_release_traffic"] = _looped([(KEY, {
+        "requests": 3, "errors": {"hrsp_5xx": 0}, "error_rate": 0.0, "judged": False, "verdict": "insufficient",
+        "msg": "backend_green: insufficient traffic to judge: 3 real requests in 30s, fewer than min_requests 20",
+        "smoke": {"passed_count": 30, "failed_count": 0}})])
+    traffic = release.node_summary({"n1": node}, "n1", KEY)["traffic"]
+    assert traffic["verdict"] == "insufficient" and traffic["smoke"] == {"passed": 30, "failed": 0}
+    assert traffic["note"].startswith("backend_green: insufficient traffic to judge: 3 real requests"), traffic

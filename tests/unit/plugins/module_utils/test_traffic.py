@@ -85,7 +85,7 @@ def test_judge_counts_5xx_and_cut_off_responses_not_eresp_or_econ():
     totals = counters(hrsp_2xx=180, hrsp_4xx=5, hrsp_5xx=12, srv_abrt=3, eresp=9, econ=4, cli_abrt=7, wretr=30)
     verdict = traffic.judge(totals, max_error_rate=1.0, min_requests=20)
     assert verdict == dict(requests=197, errors=dict(hrsp_5xx=12, srv_abrt=3, eresp=9, econ=4), failed_requests=15,
-                           error_rate=7.614, judged=True, passed=False)
+                           error_rate=7.614, judged=True, passed=False, verdict='failed')
 
 
 def test_judge_caps_failed_at_requests():
@@ -178,15 +178,15 @@ def test_baseline_from_a_previous_result_round_trips():
 
 # -- watching -------------------------------------------------------------------------------------
 
-def test_one_look_without_baseline_is_not_judged():
+def test_one_look_without_baseline_is_only_a_baseline():
     clock = Clock()
     read = reader(clock, counters(hrsp_2xx=500))
     result = traffic.watch(read, 'backend_green', duration=0, clock=clock, sleep=clock.sleep)
     assert len(read.calls) == 1
     assert (result['requests'], result['judged'], result['passed'], result['reads']) == (0, False, True, 1)
+    assert result['verdict'] == 'baseline'
     assert result['baseline'] == result['counters']
-    assert result['msg'] == ('backend_green: not judged: 0 real requests in 0s, fewer than min_requests 20 '
-                             '(0 failed: hrsp_5xx 0, srv_abrt 0; eresp 0, econ 0)')
+    assert result['msg'] == 'backend_green: counters read as a baseline; nothing judged'
 
 
 def test_one_look_against_a_baseline():
@@ -319,3 +319,113 @@ def test_socket_errors_are_transient_only_when_they_can_pass():
     assert not is_transient(SocketPermissionError('x'))
     assert not is_transient(CommandError('show stat', 'Unknown command\n'))
     assert not is_transient(RuntimeAPIError('x'))
+
+
+# --- the caller's own requests are not real requests ------------------------------------
+
+class Backend(object):
+    """HAProxy's backend counters as a model: users and the caller's smoke requests both land in them."""
+
+    def __init__(self, clock, users_per_second=0, users_failing_every=0):
+        self.clock = clock
+        self.users_per_second = users_per_second
+        self.failing_every = users_failing_every
+        self.started = clock()
+        self.users_seen = 0
+        self.state = counters()
+        self.events = []
+
+    def _users(self):
+        due = int(round((self.clock() - self.started) * self.users_per_second))
+        while self.users_seen < due:
+            self.users_seen += 1
+            failed = self.failing_every and self.users_seen % self.failing_every == 0
+            self.state['hrsp_5xx' if failed else 'hrsp_2xx'] += 1
+
+    def read(self):
+        self._users()
+        self.events.append('read')
+        return dict(self.state, read_at=self.clock())
+
+    def smoke(self, statuses=(200,)):
+        def send_round():
+            self._users()
+            self.events.append('smoke')
+            batch = []
+            for status in statuses:
+                if status is not None:
+                    self.state[traffic.response_field(status)] += 1
+                batch.append(dict(status=status, matched=status == 200, error=None if status else 'timed out',
+                                  reason=None, elapsed=0.01, body_excerpt=None, body_truncated=False,
+                                  _body_key='version=green' if status else None))
+            self.clock.now += 0.05  # a request takes time
+            return batch
+        return send_round
+
+
+def test_smoke_requests_in_the_window_do_not_dilute_the_users_error_rate():
+    """Users fail 5% (1 in 20); 10 smoke requests a round, all 200, would bring it under 2% if counted."""
+    clock = Clock()
+    backend = Backend(clock, users_per_second=20, users_failing_every=20)
+    baseline = backend.read()
+    result = traffic.watch(backend.read, 'backend_green', baseline=baseline, duration=10, interval=1,
+                           max_error_rate=2.0, min_requests=200, clock=clock, sleep=clock.sleep,
+                           smoke=backend.smoke(statuses=(200,) * 10), smoke_interval=1)
+    smoke_sent = sum(len(batch) for batch in result['_smoke_rounds'])
+    assert smoke_sent >= 90
+    # Exact: every response HAProxy counted is either a user's or a smoke request.
+    assert result['requests'] == backend.users_seen and result['own_requests'] == dict(hrsp_2xx=smoke_sent)
+    assert result['failed_requests'] == backend.users_seen // 20
+    assert (result['error_rate'], result['verdict'], result['passed']) == (5.0, 'failed', False), result
+    assert "%d requests of the caller's own not counted" % smoke_sent in result['msg']
+
+
+def test_smoke_requests_are_sent_between_reads_never_after_the_last():
+    clock = Clock()
+    backend = Backend(clock, users_per_second=50)
+    baseline = backend.read()
+    backend.events = []
+    result = traffic.watch(backend.read, 'backend_green', baseline=baseline, duration=5, interval=1,
+                           min_requests=20, clock=clock, sleep=clock.sleep, smoke=backend.smoke(), smoke_interval=1)
+    assert result['verdict'] == 'passed', result
+    # Every smoke round is answered before the next read, and the last read has no smoke after it.
+    assert backend.events[-1] == 'read' and backend.events[0] == 'smoke'
+    assert all(backend.events[i + 1] == 'read' for i, event in enumerate(backend.events) if event == 'smoke')
+    assert len(result['_smoke_rounds']) == 5
+
+
+def test_only_the_callers_smoke_in_the_window_is_insufficient_traffic():
+    clock = Clock()
+    backend = Backend(clock)  # no users at all
+    baseline = backend.read()
+    backend.state['hrsp_2xx'] += 10  # the SMOKE requests before the window
+    kwargs = dict(baseline=baseline, duration=5, interval=1, min_requests=1, clock=clock, sleep=clock.sleep,
+                  own=traffic.own_counters({'200': 10}), smoke=backend.smoke(), smoke_interval=1)
+    result = traffic.watch(backend.read, 'backend_green', **kwargs)
+    assert (result['requests'], result['judged'], result['verdict'], result['passed']) == \
+        (0, False, 'insufficient', False), result
+    assert result['own_requests'] == dict(hrsp_2xx=15)
+    assert result['msg'].startswith("backend_green: insufficient traffic to judge: 0 real requests in 5s (15 requests "
+                                    "of the caller's own not counted), fewer than min_requests 1"), result['msg']
+    backend.events = []
+    accepted = traffic.watch(backend.read, 'backend_green', insufficient_traffic='pass',
+                             **dict(kwargs, baseline=backend.read()))
+    assert (accepted['verdict'], accepted['passed']) == ('insufficient', True), accepted
+
+
+def test_a_failed_smoke_request_ends_the_watch_and_an_unanswered_one_is_not_subtracted():
+    clock = Clock()
+    backend = Backend(clock, users_per_second=100)
+    baseline = backend.read()
+    result = traffic.watch(backend.read, 'backend_green', baseline=baseline, duration=30, interval=1,
+                           min_requests=20, clock=clock, sleep=clock.sleep, smoke=backend.smoke(statuses=(200, None)),
+                           smoke_interval=1)
+    assert len(result['_smoke_rounds']) == 1 and result['elapsed'] < 2, result
+    assert (result['own_requests'], result['own_unanswered']) == (dict(hrsp_2xx=1), 1)
+    assert result['requests'] == backend.users_seen
+
+
+def test_own_counters_by_status_class():
+    assert traffic.own_counters({'200': 3, 204: 2, '302': 1, '404': 4, '503': 5, '101': 1, '999': 2}) == dict(
+        hrsp_2xx=5, hrsp_3xx=1, hrsp_4xx=4, hrsp_5xx=5, hrsp_1xx=1, hrsp_other=2)
+    assert traffic.own_counters(None) == {}

@@ -82,19 +82,58 @@ def test_passes_within_the_limit_and_with_a_baseline_in_check_mode(haproxy):
     assert len(sent) == 2
 
 
-def test_too_few_requests_is_not_judged_and_says_so(haproxy):
+ZERO = dict(hrsp_1xx=0, hrsp_2xx=0, hrsp_3xx=0, hrsp_4xx=0, hrsp_5xx=0, hrsp_other=0, econ=0, eresp=0, srv_abrt=0)
+
+
+@pytest.mark.parametrize('insufficient', ['fail', 'pass', None])
+def test_too_few_requests_is_its_own_outcome(haproxy, insufficient):
     replies, sent = haproxy
     replies['show backend'] = SHOW_BACKEND
     replies['show stat backend_green 2 -1'] = fixture('2.6', 'backend_green_traffic.csv')
-    outcome = run(dict(backend='backend_green', min_requests=100,
-                       baseline=dict(hrsp_1xx=0, hrsp_2xx=0, hrsp_3xx=0, hrsp_4xx=0, hrsp_5xx=0, hrsp_other=0,
-                                     econ=0, eresp=0, srv_abrt=0)))
-    assert not outcome.failed
-    assert (outcome.result['judged'], outcome.result['passed'], outcome.result['error_rate']) == (False, True, 16.667)
-    assert outcome.result['msg'].startswith('backend_green: not judged: 60 real requests in ')
-    # Ansible reads a `failed` key as the task's outcome: the count has another name.
-    assert 'failed' not in outcome.result and outcome.result['failed_requests'] == 10
+    args = dict(backend='backend_green', min_requests=100, baseline=ZERO)
+    if insufficient:
+        args['insufficient_traffic'] = insufficient
+    outcome = run(args)
+    # Not enough requests to judge fails unless the caller accepts it (the default is fail).
+    assert outcome.failed is (insufficient != 'pass')
+    assert (outcome.result['judged'], outcome.result['verdict'], outcome.result['error_rate']) == \
+        (False, 'insufficient', 16.667)
+    assert outcome.result['passed'] is (insufficient == 'pass')
+    assert outcome.result['msg'].startswith('backend_green: insufficient traffic to judge: 60 real requests in ')
+    assert outcome.result['failed_requests'] == 10
     assert 'fewer than min_requests 100 (10 failed' in outcome.result['msg']
+    if insufficient == 'pass':
+        # Ansible reads a `failed` key as the task's outcome: the count has another name.
+        assert 'failed' not in outcome.result
+
+
+def test_own_requests_are_not_real_requests(haproxy):
+    """The fixture's 60 responses (40 2xx, 10 4xx, 10 5xx): 35 of the 2xx and 5 of the 5xx were the caller's own."""
+    replies, sent = haproxy
+    replies['show backend'] = SHOW_BACKEND
+    replies['show stat backend_green 2 -1'] = fixture('2.6', 'backend_green_traffic.csv')
+    outcome = run(dict(backend='backend_green', min_requests=10, max_error_rate=20, baseline=ZERO,
+                       own_requests={'200': 30, '204': 5, 503: 5}))
+    result = outcome.result
+    assert (result['requests'], result['failed_requests'], result['errors']['hrsp_5xx']) == (20, 5, 5), result
+    assert (result['error_rate'], result['verdict']) == (25.0, 'failed'), result
+    assert result['own_requests'] == dict(hrsp_2xx=35, hrsp_5xx=5)
+    assert outcome.failed
+    assert '25% of 20 real requests failed' in result['msg'], result['msg']
+    assert "40 requests of the caller's own not counted" in result['msg'], result['msg']
+
+
+@pytest.mark.parametrize('own, message', [
+    ('x', "argument 'own_requests' is of type str"),
+    ({'OK': 1}, "own_requests keys are HTTP status codes, got 'OK'"),
+    ({'200': -1}, 'own_requests[200] cannot be negative, got -1'),
+    ({'200': 'many'}, "own_requests[200] must be a whole number, got 'many'"),
+])
+def test_bad_own_requests_change_nothing(haproxy, own, message):
+    replies, sent = haproxy
+    outcome = run(dict(backend='backend_green', baseline=ZERO, own_requests=own))
+    assert outcome.failed and message in outcome.result['msg'], outcome.result
+    assert sent == []
 
 
 def test_unknown_backend(haproxy):
@@ -113,4 +152,16 @@ def test_bad_options_fail_before_anything_is_sent(haproxy):
     assert outcome.failed and outcome.result['msg'].startswith('baseline lacks hrsp_1xx')
     outcome = run(dict(backend=' '))
     assert outcome.failed and outcome.result['msg'] == 'backend must name a backend, got an empty string'
+    assert sent == []
+
+
+@pytest.mark.parametrize('smoke, message', [
+    ([dict(url='ftp://release.test/')], 'smoke[0]: '),
+    ([dict(url='http://release.test/', body_regex='(')], 'smoke[0]: body_regex'),
+    ([dict(url='http://release.test/'), dict(url='http://release.test/', status_code=[])], 'smoke[1]: status_code'),
+])
+def test_bad_smoke_options_change_nothing(haproxy, smoke, message):
+    replies, sent = haproxy
+    outcome = run(dict(backend='backend_green', baseline=ZERO, duration=5, smoke=smoke))
+    assert outcome.failed and outcome.result['msg'].startswith(message), outcome.result
     assert sent == []
