@@ -23,7 +23,7 @@ def parse_show_proc(text):
     """
     result = {"master": None, "workers": [], "old_workers": []}
     section = "master"
-    for raw_line in text.splitlines():
+    for raw_line in text.split("\n"):  # LF only, as HAProxy ends lines (not U+2028, U+0085...)
         line = raw_line.strip()
         if not line:
             continue

@@ -75,7 +75,7 @@ def query_servers(client, backend):
     if backend not in backends:
         raise BackendNotFoundError(backend, backends)
     reply = client.run("show servers state", backend)
-    if not any(line.startswith("# be_id") for line in reply.splitlines()):
+    if not any(line.startswith("# be_id") for line in reply.split("\n")):
         if reply.startswith("Can't find backend"):
             raise BackendNotFoundError(backend, backends)
         raise PreflightError("HAProxy answered 'show servers state %s' with %r, not a server list"

@@ -239,6 +239,20 @@ def _too_long_hint(text):
             % (len(text), MAX_COMMAND_BYTES))
 
 
+def checked_reply(line, reply, expect_empty=False):
+    """`reply` to the command `line`, or CommandError when it is an error.
+
+    expect_empty=True is for commands that print nothing on success (set/add/del/clear map,
+    set server): any other reply is an error. Otherwise a first line HAProxy uses for errors is.
+    """
+    if expect_empty:
+        if reply.strip():
+            raise CommandError(line, reply)
+    elif first_line(reply).startswith(_ERROR_PREFIXES):
+        raise CommandError(line, reply)
+    return reply
+
+
 class RuntimeAPIClient(object):
     """Sends commands to one HAProxy Runtime API socket, one connection per command."""
 
@@ -403,15 +417,8 @@ class RuntimeAPIClient(object):
         expect_empty=True is for commands that print nothing on success
         (set/add/del/clear map, set server): any other reply is an error.
         """
-        expect_empty = kwargs.pop("expect_empty", False)
         line = format_command(verb, *arguments)
-        reply = self.raw(line)
-        if expect_empty:
-            if reply.strip():
-                raise CommandError(line, reply)
-        elif first_line(reply).startswith(_ERROR_PREFIXES):
-            raise CommandError(line, reply)
-        return reply
+        return checked_reply(line, self.raw(line), kwargs.pop("expect_empty", False))
 
 
 class RuntimeAPISession(object):
@@ -505,12 +512,5 @@ class RuntimeAPISession(object):
 
     def run(self, verb, *arguments, **kwargs):
         """As RuntimeAPIClient.run, on this connection."""
-        expect_empty = kwargs.pop("expect_empty", False)
         line = format_command(verb, *arguments)
-        reply = self.raw(line)
-        if expect_empty:
-            if reply.strip():
-                raise CommandError(line, reply)
-        elif first_line(reply).startswith(_ERROR_PREFIXES):
-            raise CommandError(line, reply)
-        return reply
+        return checked_reply(line, self.raw(line), kwargs.pop("expect_empty", False))

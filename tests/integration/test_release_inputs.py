@@ -86,6 +86,23 @@ def test_a_misspelled_input_is_refused_with_the_closest_name_and_nothing_moves(f
     assert_nothing_moved(fleet, report, disks)
 
 
+def test_an_input_no_haproxy_command_can_carry_is_refused_at_init_without_being_echoed(fleet_factory, tmp_path):
+    fleet = fleet_factory(nodes=1)
+    disks = [node.disk_text() for node in fleet.nodes]
+
+    rc, report = cutover(fleet, tmp_path, {"release_target": "backend_" + "g" * 100000})
+
+    message = final_message(report)
+    assert rc != 0
+    assert "node1: INIT: invalid release inputs: release_target is 100008 bytes, more than the 12000" in message, message
+    assert len(message) < 600 and "g" * 100 not in message
+    # The play's name shows at most the start of the value.
+    names = [play["play"]["name"] for play in report["plays"]]
+    assert all(len(name) < 200 for name in names), [name[:300] for name in names]
+    assert ran(report, "haproxy_map_info") == [], "nothing may even be read"
+    assert_nothing_moved(fleet, report, disks)
+
+
 # --- 2. a run on part of the fleet --------------------------------------------------------
 
 def test_a_limited_run_is_refused_unless_partial_runs_are_allowed(fleet_factory, tmp_path):
@@ -114,6 +131,37 @@ def test_a_limited_run_is_refused_unless_partial_runs_are_allowed(fleet_factory,
     written = json.loads(report_file.read_text())
     assert written["partial"] == {"allowed": True, "hosts_missing": ["node2"]}
     assert written["outcome"] == "succeeded"
+
+
+def test_a_node_unreachable_at_the_start_is_refused_unless_partial_runs_are_allowed(fleet_factory, tmp_path):
+    """Unreachable when the run starts (tests/integration/connection_plugins/flaky_local.py with its
+    marker already there): the same as a --limit that left the node out."""
+    fleet = fleet_factory(nodes=2)
+    disks = [node.disk_text() for node in fleet.nodes]
+    marker = tmp_path / "node2-unreachable"
+    marker.write_text("")
+    set_host_vars(fleet.inventory, "node2", "ansible_connection=flaky_local flaky_local_marker=%s" % marker)
+    report_file = tmp_path / "report.json"
+
+    rc, report = cutover(fleet, tmp_path, GREEN)
+
+    message = final_message(report)
+    assert rc != 0
+    assert "node2: left the play" in message, message
+    assert_nothing_moved(fleet, report, disks)
+
+    rc, report = cutover(fleet, tmp_path, dict(GREEN, release_allow_partial=True, release_report_file=str(report_file)))
+
+    # ansible-playbook's own exit code for "some host was unreachable"; the release succeeded.
+    assert rc == 4, final_message(report)
+    assert fleet.map_values() == ["backend_green", "backend_blue"]
+    assert fleet.nodes[1].disk_text() == disks[1], "the unreachable node is not touched"
+    messages = debug_messages(report)
+    assert isinstance(messages[0], str) and messages[0].startswith("PARTIAL RUN") and "unreachable" in messages[0] \
+        and messages[0].endswith(": node2"), messages
+    written = json.loads(report_file.read_text())
+    assert written["partial"] == {"allowed": True, "hosts_missing": ["node2"]}
+    assert (written["outcome"], sorted(written["nodes"])) == ("succeeded", ["node1"]), written
 
 
 # --- 3. no PRECHECK anywhere unless every node is locked ------------------------------------
