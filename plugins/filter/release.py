@@ -133,7 +133,8 @@ def partial_fleet(group_hosts, play_hosts, allowed=False):
     summary = ""
     if partial and allowed:
         summary = ("PARTIAL RUN (release_allow_partial): %d of the %d hosts of the release_hosts group were not "
-                   "in this run and were not changed: %s" % (len(missing), len(group), ", ".join(missing)))
+                   "in this run (--limit, or unreachable at the start) and were not changed: %s"
+                   % (len(missing), len(group), ", ".join(missing)))
     return dict(partial=partial, allowed=allowed, hosts_missing=missing, message=message, summary=summary)
 
 
@@ -308,6 +309,42 @@ def _services_errors(errors, items, given):
     return not errors
 
 
+def _strings(value, path=""):
+    """(path, text) of every string inside `value` (nested lists and dicts; keys count too)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key, "%s key" % path)
+            yield from _strings(item, "%s.%s" % (path, short(str(key), 40)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _strings(item, "%s[%d]" % (path, index))
+
+
+def _oversized_inputs(inputs):
+    """Inputs no HAProxy command could carry: one message each, naming the input and its size only.
+
+    HAProxy drops (or, on 2.6, may crash on) a command longer than tune.bufsize; the modules
+    refuse anything over their command budget before connecting. Refusing here, at INIT, stops
+    the run before any node is read, and the message never quotes the value.
+    """
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import COMMAND_BUDGET
+
+    errors = []
+    for name, value in sorted(inputs.items()):
+        if name == "services":  # the normalized copy of given_services (or of the single-key inputs)
+            continue
+        label = "release_services" if name == "given_services" else "release_" + name
+        for path, text in _strings(value):
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > COMMAND_BUDGET:
+                errors.append("%s%s is %d bytes, more than the %d an HAProxy Runtime API command may carry "
+                              "(tune.bufsize 16384 with the command around it); nothing was read or changed"
+                              % (label, path, size, COMMAND_BUDGET))
+    return errors
+
+
 def input_errors(inputs):
     """Every problem with the run's inputs, as a list of messages (empty: all good).
 
@@ -316,7 +353,10 @@ def input_errors(inputs):
     smoke options are parsed and every body regex compiled with the same functions
     http_smoke uses on the node, so a typo is found before any node switches.
     """
-    errors = []
+    errors = _oversized_inputs(inputs)
+    if errors:
+        # Every later check would quote the value: a 100 KB input must not become the message.
+        return errors
     action = inputs.get("action", "cutover")
     if inputs.get("persist") not in ("on_success", "manual"):
         errors.append("release_persist must be on_success or manual, got %s" % short(inputs.get("persist")))
@@ -955,7 +995,7 @@ def run_message(summary, action, target, previous):
     its switch makes the fleet split, and the message says where that node was last seen.
     """
     outcomes = dict((host, node.get("outcome")) for host, node in summary.items())
-    head = "%s to %s failed" % (action, target)
+    head = "%s to %s failed" % (action, short(str(target)))
     if run_outcome(summary) == "split":
         parts = []
         for host, node in sorted(summary.items()):
@@ -1124,18 +1164,45 @@ def switch_spread(summary, max_spread=None, action="rollback"):
     return spread
 
 
-def switch_lead(hosts, forks, configured=0, module_seconds=0):
+# How the switch lead is estimated (see switch_lead). Arming a batch costs about twice what the
+# same batch's lock module runs cost: the async wrapper is one more Python process per node, and
+# each armed module starts and does its reads in the background while the next ones are armed
+# (measured on 2 cores, 4 and 10 nodes at forks 2, 5 and 10: 1.5-2.5 times).
+ARM_COST_RATIO = 2.0
+# Each node run at once beyond the controller's cores adds this share of a core's worth of time.
+OVERSUBSCRIPTION_SHARE = 0.125
+# A module run is never assumed cheaper than this (a run without a lock measured nothing).
+MIN_MODULE_SECONDS = 0.3
+# Seconds to spare.
+LEAD_MARGIN = 0.5
+
+
+def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_seconds=0):
     """Seconds between choosing the switch instant and the instant itself.
 
-    Every node's switch must be armed before the instant. Arming runs in batches of `forks`
-    nodes, each about as long as one module run (`module_seconds`, measured when the lock was
-    taken; at least half a second), with half a second to spare.
+    Every node's switch must be armed, and its armed module started and done with its reads,
+    before the instant. Arming runs in batches of `forks` nodes; a batch costs ARM_COST_RATIO
+    times one batch of the LOCK phase at this forks setting: `phase_seconds` (the first lock
+    module run's start to the last one's end, controller times from the release_lock action)
+    divided by the batches, or without it `module_seconds`. When more nodes run at once than
+    the controller has `cores` (os.cpu_count() by default), every node beyond them adds
+    OVERSUBSCRIPTION_SHARE per core. The last batch's armed modules then start on their own:
+    about one module run (`module_seconds`, the slowest host's lock run). Plus LEAD_MARGIN.
+    The estimate grows with the batches, not their square (the LOCK phase already holds every
+    batch). `configured` above 0 (release_switch_lead) wins.
     """
     if configured and float(configured) > 0:
         return float(configured)
-    batches = max(1, int(math.ceil(max(1, int(hosts)) / float(max(1, int(forks or 5))))))
-    per_batch = max(0.5, 1.5 * float(module_seconds or 0))
-    return round(0.5 + batches * per_batch, 1)
+    hosts = max(1, int(hosts))
+    forks = max(1, int(forks or 5))
+    cores = max(1, int(cores or os.cpu_count() or 1))
+    batches = int(math.ceil(hosts / float(forks)))
+    parallel = min(forks, hosts)
+    contention = 1.0 + OVERSUBSCRIPTION_SHARE * max(0, parallel - cores) / float(cores)
+    module_seconds = max(MIN_MODULE_SECONDS, float(module_seconds or 0))
+    phase_seconds = float(phase_seconds or 0)
+    per_batch = max(MIN_MODULE_SECONDS, phase_seconds / batches) if phase_seconds > 0 else module_seconds
+    return round(LEAD_MARGIN + batches * per_batch * ARM_COST_RATIO * contention + module_seconds, 1)
 
 
 def controller(_value=None):
@@ -1166,6 +1233,35 @@ def clock_offset(clock, tolerance):
         return ""
     return ("is %.3fs %s the controller's, measured to within %.3fs: up to %.3fs off, above release_clock_tolerance "
             "%ss" % (abs(offset), "ahead of" if offset > 0 else "behind", error, abs(offset) + error, tolerance))
+
+
+def strategy_refusal(configured_strategy, play_hosts, loaded_modules=None):
+    """The refusal of a fleet run under Mitogen ('' when the run may go on).
+
+    A fleet's switch is an async task armed for one instant; under Mitogen's strategies the
+    forked async child deadlocks importing this collection's module_utils (measured with
+    mitogen 0.3.54 and ansible-core 2.19: every node's switch timed out, nothing switched), so
+    such a run is refused at INIT, before anything is read. Mitogen is detected from the
+    configured strategy (ANSIBLE_STRATEGY, ansible.cfg) and from its strategy being loaded in
+    this controller process, which also catches a play's `strategy:` keyword.
+    `loaded_modules` (sys.modules by default) is a parameter so tests need no Mitogen.
+    """
+    import sys
+
+    modules = sys.modules if loaded_modules is None else loaded_modules
+    configured = str(configured_strategy or "")
+    loaded = sorted(name for name in modules if name == "ansible_mitogen" or name.startswith("ansible_mitogen."))
+    if not configured.startswith("mitogen") and not loaded:
+        return ""
+    hosts = list(play_hosts or [])
+    if len(hosts) < 2:
+        return ""  # one node switches in a plain synchronous module run, which works under Mitogen
+    strategy = configured if configured.startswith("mitogen") else "a Mitogen strategy (ansible_mitogen is loaded)"
+    return ("this run uses %s on a fleet of %d nodes: the fleet's switch is an async task armed for one instant, "
+            "and under Mitogen its forked async child deadlocks importing this collection's module_utils, so "
+            "every switch would time out; nothing was read or changed. Run with the linear strategy "
+            "(ANSIBLE_STRATEGY=linear, or strategy = linear in ansible.cfg, and no strategy: mitogen_* on the play)"
+            % (strategy, len(hosts)))
 
 
 class FilterModule(object):
@@ -1205,4 +1301,5 @@ class FilterModule(object):
             "release_switch_lead": switch_lead,
             "release_controller": controller,
             "release_clock_offset": clock_offset,
+            "release_strategy_refusal": strategy_refusal,
         }

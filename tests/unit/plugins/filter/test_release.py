@@ -95,6 +95,23 @@ def test_each_bad_input_is_named(changes, expected):
     assert len(errors) == 1 and expected in errors[0], errors
 
 
+@pytest.mark.parametrize("changes, named", [
+    (dict(target="b" * 100000), "release_target is 100000 bytes"),
+    (dict(smoke_headers={"X-Big": "v" * 20000}), "release_smoke_headers.X-Big is 20000 bytes"),
+    (dict(given_services=[{"key": "k" * 13000, "target": "backend_green"}]), "release_services[0].key is 13000 bytes"),
+])
+def test_an_input_no_haproxy_command_can_carry_is_refused_without_being_quoted(changes, named):
+    inputs = good_inputs(**changes)
+    inputs.pop("services", None)
+    errors = release.input_errors(inputs)
+    assert len(errors) == 1 and errors[0].startswith(named), errors
+    assert "more than the 12000" in errors[0] and len(errors[0]) < 300, errors
+
+
+def test_an_input_at_the_budget_passes_the_size_check():
+    assert release.input_errors(good_inputs(smoke_headers={"X-Big": "v" * 12000})) == []
+
+
 def test_rollback_may_leave_the_target_to_the_engine():
     assert release.input_errors(good_inputs(action="rollback", target="")) == []
 
@@ -277,12 +294,58 @@ def test_switch_spread():
     assert release.switch_spread({})["spread_ms"] is None
 
 
-@pytest.mark.parametrize("hosts, forks, configured, module_seconds, expected", [
-    (1, 5, 0, 0, 1.0), (5, 5, 0, 0.2, 1.0), (10, 5, 0, 0.2, 1.5), (10, 10, 0, 0.2, 1.0),
-    (2, 5, 0, 3.0, 5.0), (10, 5, 0, 1.0, 3.5), (10, 5, 7.5, 3.0, 7.5),
+@pytest.mark.parametrize("hosts, forks, cores, module_seconds, expected", [
+    # Nothing measured (no lock): a module run is assumed to cost 0.3 s.
+    (2, 5, 2, 0, 1.4),
+    # forks <= cores: 0.5 + batches x one run x 2 (arming) + one run (the last armed modules start).
+    (2, 2, 2, 1.0, 3.5), (4, 2, 2, 1.0, 5.5), (10, 2, 2, 1.0, 11.5),
+    # forks > cores: every node at once beyond the cores adds 1/8 per core: 5 on 2 cores 1.1875x.
+    (10, 5, 2, 2.0, 12.0), (20, 5, 2, 1.0, 11.0), (10, 10, 2, 2.0, 8.5), (20, 20, 2, 4.0, 21.5),
+    # Only the nodes there run at once: 3 nodes at forks 10 on 1 core is 3 at once.
+    (3, 10, 1, 1.0, 4.0),
+    # forks 0 or empty means Ansible's default, 5.
+    (10, 0, 2, 2.0, 12.0), (10, None, 2, 2.0, 12.0),
 ])
-def test_switch_lead(hosts, forks, configured, module_seconds, expected):
-    assert release.switch_lead(hosts, forks, configured, module_seconds) == expected
+def test_switch_lead_from_one_batch_with_headroom_above_the_cores(hosts, forks, cores, module_seconds, expected):
+    assert release.switch_lead(hosts, forks, 0, module_seconds, cores=cores) == expected
+
+
+def test_switch_lead_from_the_lock_phase_is_one_batch_of_it_per_batch():
+    """The LOCK phase already holds every batch: it is divided by the batches, not multiplied."""
+    # 10 nodes at forks 5 locked in 8 s: 4 s a batch, 2 batches, x2 x 1.1875 on 2 cores, + 3 s.
+    assert release.switch_lead(10, 5, 0, 3.0, cores=2, phase_seconds=8.0) == 22.5
+    # One batch: the phase is the batch (3.7 s), 10 at once on 2 cores is 1.5x.
+    assert release.switch_lead(10, 10, 0, 3.0, cores=2, phase_seconds=3.7) == 14.6
+    # The lead is proportional to the phase, whatever the number of batches.
+    for forks in (1, 2, 5):
+        lead = release.switch_lead(20, forks, 0, 0, cores=64, phase_seconds=20.0)
+        assert lead - release.LEAD_MARGIN - release.MIN_MODULE_SECONDS == pytest.approx(20.0 * release.ARM_COST_RATIO)
+
+
+def test_switch_lead_grows_with_the_batches_not_their_square():
+    lead = dict((hosts, release.switch_lead(hosts, 5, 0, 2.0, cores=2) - release.LEAD_MARGIN - 2.0)
+                for hosts in (5, 10, 20))
+    # (the lead is rounded to 0.1 s)
+    assert lead[10] == pytest.approx(2 * lead[5], abs=0.2) and lead[20] == pytest.approx(4 * lead[5], abs=0.4)
+
+
+def test_switch_lead_has_headroom_only_when_forks_exceed_the_cores():
+    assert release.switch_lead(10, 10, 0, 1.0, cores=16) == release.switch_lead(10, 10, 0, 1.0, cores=10) == 3.5
+    assert release.switch_lead(10, 10, 0, 1.0, cores=1) > release.switch_lead(10, 10, 0, 1.0, cores=2) \
+        > release.switch_lead(10, 10, 0, 1.0, cores=8) > 3.5
+
+
+def test_switch_lead_reads_the_controllers_cores_by_default(monkeypatch):
+    monkeypatch.setattr(release.os, "cpu_count", lambda: 2)
+    assert release.switch_lead(10, 10, 0, 1.0) == release.switch_lead(10, 10, 0, 1.0, cores=2) == 4.5
+    monkeypatch.setattr(release.os, "cpu_count", lambda: None)  # unknown: one core
+    assert release.switch_lead(10, 10, 0, 1.0) == release.switch_lead(10, 10, 0, 1.0, cores=1)
+
+
+def test_switch_lead_configured_wins():
+    assert release.switch_lead(20, 5, 7.5, 3.0, cores=2, phase_seconds=30) == 7.5
+    assert release.switch_lead(20, 5, "0.25", 3.0, cores=2) == 0.25
+    assert release.switch_lead(20, 5, 0, 3.0, cores=2) == release.switch_lead(20, 5, "", 3.0, cores=2)
 
 
 # -- issue 13: the clock bounded by its own error, the spread, partial fleets, unknown inputs --------
