@@ -714,11 +714,12 @@ def test_real_socket_failures_during_a_reload_are_transient(tmp_path):
 
 # ---------------------------------------------------------------- UP is not enough: the last check must pass
 
-def test_up_with_a_failing_last_check_is_refused():
-    """A real HAProxy 2.6 capture: green1 `UP` at full health while its last check failed (L7STS/503),
-    right after `set server ... health up` on a failing server (capture.py, capture_up_with_failed_check).
-    A status of exactly UP is not enough: the gate must read the check too."""
-    result = health.evaluate('backend_green', servers('haproxy-2.6', 'green1_up_failed_check.csv'), MinHealthy())
+@pytest.mark.parametrize('version', EXPECTED_VERSIONS)
+def test_up_with_a_failing_last_check_is_refused(version):
+    """A real capture (HAProxy 2.6 and 3.0): green1 `UP` at full health while its last check failed
+    (L7STS/503), right after `set server ... health up` on a failing server (capture.py,
+    capture_up_with_failed_check). A status of exactly UP is not enough: the gate must read the check too."""
+    result = health.evaluate('backend_green', servers(version, 'green1_up_failed_check.csv'), MinHealthy())
     by_name = dict((server['name'], server) for server in result['servers'])
     assert by_name['green1']['status'] == 'UP' and by_name['green1']['check_status'] == 'L7STS'
     assert by_name['green1']['healthy'] is False

@@ -339,19 +339,20 @@ def test_session_against_real_framing_of_a_closed_socket(tmp_path):
 # -- the socket's level -----------------------------------------------------
 
 
-def captured(name):
-    with open(os.path.join(FIXTURES, name), encoding="utf-8", newline="") as handle:
+def captured(name, version="haproxy-2.6"):
+    with open(os.path.join(os.path.dirname(FIXTURES), version, name), encoding="utf-8", newline="") as handle:
         return handle.read()
 
 
+@pytest.mark.parametrize("version", ["haproxy-2.6", "haproxy-3.0"])
 @pytest.mark.parametrize("fixture,level", [
     ("show_cli_level_admin.txt", "admin"),
     ("show_cli_level_operator.txt", "operator"),
     ("show_cli_level_user.txt", "user"),
     ("unknown_command.txt", None),
 ])
-def test_cli_level_from_captured_replies(fixture, level):
-    client = RecordingClient(captured(fixture))
+def test_cli_level_from_captured_replies(fixture, level, version):
+    client = RecordingClient(captured(fixture, version))
     assert client.cli_level() == level
     assert client.sent == ["show cli level\n"]
 
