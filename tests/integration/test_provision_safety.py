@@ -244,8 +244,8 @@ class KeepAliveLoad:
         self.lock = threading.Lock()
         self.requests = self.reused = self.closed_by_server = 0
         self.failed = []
-        self.threads = ([threading.Thread(target=self._client, args=(True,), daemon=True) for _ in range(keepalive)]
-                        + [threading.Thread(target=self._client, args=(False,), daemon=True) for _ in range(fresh)])
+        self.threads = ([threading.Thread(target=self._client, args=(True,), daemon=True) for _client in range(keepalive)]
+                        + [threading.Thread(target=self._client, args=(False,), daemon=True) for _client in range(fresh)])
 
     def __enter__(self):
         for thread in self.threads:
@@ -307,7 +307,7 @@ class CPUBurners:
 
     def __enter__(self):
         code = "import time\nend = time.monotonic() + %d\nwhile time.monotonic() < end: pass\n" % self.max_seconds
-        self.processes = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.count)]
+        self.processes = [subprocess.Popen([sys.executable, "-c", code]) for _burner in range(self.count)]
         return self
 
     def __exit__(self, *exc):

@@ -58,9 +58,9 @@ def test_the_fleet_switches_at_one_instant_at_any_forks(fleet_factory, run_playb
                for started, seconds in runs.values()), runs
     # The lead is one estimate from those runs (the whole phase, first start to last end), the
     # batches of forks and the cores: the phase is not multiplied by the batches again.
-    phase = max(started + seconds for started, seconds in runs.values()) - min(started for started, _ in runs.values())
+    phase = max(started + seconds for started, seconds in runs.values()) - min(started for started, _seconds in runs.values())
     lead, instant = chosen_lead(report)
-    expected = release.switch_lead(NODES, forks, 0, max(seconds for _, seconds in runs.values()), cores=os.cpu_count(),
+    expected = release.switch_lead(NODES, forks, 0, max(seconds for _started, seconds in runs.values()), cores=os.cpu_count(),
                                    phase_seconds=phase)
     assert lead == pytest.approx(expected, abs=0.11), (lead, expected, runs)
 

@@ -408,8 +408,8 @@ def test_only_the_callers_smoke_in_the_window_is_insufficient_traffic():
     assert result['msg'].startswith("backend_green: insufficient traffic to judge: 0 real requests in 5s (15 requests "
                                     "of the caller's own not counted), fewer than min_requests 1"), result['msg']
     backend.events = []
-    accepted = traffic.watch(backend.read, 'backend_green', insufficient_traffic='pass',
-                             **dict(kwargs, baseline=backend.read()))
+    kwargs['baseline'] = backend.read()
+    accepted = traffic.watch(backend.read, 'backend_green', insufficient_traffic='pass', **kwargs)
     assert (accepted['verdict'], accepted['passed']) == ('insufficient', True), accepted
 
 
