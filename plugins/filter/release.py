@@ -110,6 +110,12 @@ def unknown_names_message(unknown):
             % ("" if len(unknown) == 1 else "s", ", ".join(parts), "it" if len(unknown) == 1 else "them"))
 
 
+def _host_list(hosts, most=20):
+    """Host names for a message: the first `most`, shortened, then '...' when there are more."""
+    more = ", ..." if len(hosts) > most else ""
+    return ", ".join(short(host, 40) for host in hosts[:most]) + more
+
+
 def partial_fleet(group_hosts, play_hosts, allowed=False):
     """Whether this run covers the whole release_hosts group: {partial, allowed, hosts_missing, message}.
 
@@ -128,8 +134,7 @@ def partial_fleet(group_hosts, play_hosts, allowed=False):
                    "this run (%s), by --limit or because they are unreachable; the fleet moves all or nothing. Run "
                    "on the whole group, or set release_allow_partial=true to move only these hosts (the report "
                    "then says so). Nothing was read or changed."
-                   % (len(missing), len(group), ", ".join(short(host, 40) for host in missing[:20])
-                      + (", ..." if len(missing) > 20 else "")))
+                   % (len(missing), len(group), _host_list(missing)))
     summary = ""
     if partial and allowed:
         summary = ("PARTIAL RUN (release_allow_partial): %d of the %d hosts of the release_hosts group were not "
