@@ -4,7 +4,7 @@ Against real HAProxy on loopback, a 4-node fleet at forks 2 (two batches) and at
 batch, more nodes at once than this machine's cores on a 2-core CI runner):
 - the lead is estimated from the slowest host's lock module run (timed per host by the
   release_lock action), the batches of forks and the controller's cores: the role chooses
-  exactly what the release_switch_lead filter computes from those;
+  exactly what the engine's switch_lead step computes from those;
 - every node is armed for one instant, switches, and reports how late it was (`late_by`), and
   the fleet's spread is within release_max_spread (a later node would fail the run).
 Timings are not asserted (a loaded CI machine): states, the recorded fields and the estimate's

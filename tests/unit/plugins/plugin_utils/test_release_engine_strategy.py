@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.bluegreen.haproxy.plugins.filter.release import strategy_refusal
+from ansible_collections.bluegreen.haproxy.plugins.plugin_utils.release_engine import strategy_refusal
 
 NO_MITOGEN = {"ansible": object(), "ansible.plugins.strategy.linear": object()}
 MITOGEN_LOADED = dict(NO_MITOGEN, ansible_mitogen=object(), **{"ansible_mitogen.strategy": object()})

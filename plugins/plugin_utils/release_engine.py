@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Data shaping for the release role, on the controller.
+"""The release engine's decisions, on the controller (private: not a public API).
 
-The release playbooks decide with these filters instead of long Jinja: which inputs
-are wrong, which internal names an extra var tries to set, every node's verdict
-after a phase, each node's outcome, the run's outcome and its message. They are
-pure functions of what the playbook hands them, so they are unit tested in
-tests/unit/plugins/filter/test_release.py.
+The release role decides with these functions instead of long Jinja: which inputs are
+wrong, which internal names an extra var tries to set, every node's verdict after a
+phase, each node's outcome, the run's outcome and its message. The role reaches them
+through the private filter `bluegreen.haproxy._release` (plugins/filter/_release.py),
+which names the step: `value | bluegreen.haproxy._release('read_plan', ...)`. They
+are pure functions of what the role hands them, unit tested in
+tests/unit/plugins/plugin_utils/test_release_engine.py.
 """
 
 from __future__ import annotations
@@ -1269,42 +1271,41 @@ def strategy_refusal(configured_strategy, play_hosts, loaded_modules=None):
             % (strategy, len(hosts)))
 
 
-class FilterModule(object):
-    def filters(self):
-        return {
-            "release_refused_names": refused_names,
-            "release_unknown_names": unknown_names,
-            "release_unknown_names_message": unknown_names_message,
-            "release_partial_fleet": partial_fleet,
-            "release_body_regex": body_regex,
-            "release_input_errors": input_errors,
-            "release_services": services,
-            "release_describe": describe,
-            "release_report_keys": report_keys,
-            "release_read_plan": read_plan,
-            "release_lock_entries": lock_entries,
-            "release_precheck_errors": precheck_errors,
-            "release_precheck_services": precheck_services,
-            "release_readback_errors": readback_errors,
-            "release_failure_message": failure_message,
-            "release_watch_errors": watch_errors,
-            "release_watch_plan": watch_plan,
-            "release_fleet_reasons": fleet_reasons,
-            "release_already_live": already_live,
-            "release_live_from": live_from,
-            "release_disk_from": disk_from,
-            "release_node_outcome": node_outcome,
-            "release_fleet_summary": fleet_summary,
-            "release_node_summary": node_summary,
-            "release_run_outcome": run_outcome,
-            "release_run_message": run_message,
-            "release_seconds_since": seconds_since,
-            "release_node_status": node_status,
-            "release_fleet_status": fleet_status,
-            "release_switch_spread": switch_spread,
-            "release_spread_failures": spread_failures,
-            "release_switch_lead": switch_lead,
-            "release_controller": controller,
-            "release_clock_offset": clock_offset,
-            "release_strategy_refusal": strategy_refusal,
-        }
+# What the role may call through bluegreen.haproxy._release: the engine's steps by name.
+STEPS = {
+    "refused_names": refused_names,
+    "unknown_names": unknown_names,
+    "unknown_names_message": unknown_names_message,
+    "partial_fleet": partial_fleet,
+    "body_regex": body_regex,
+    "input_errors": input_errors,
+    "services": services,
+    "describe": describe,
+    "report_keys": report_keys,
+    "read_plan": read_plan,
+    "lock_entries": lock_entries,
+    "precheck_errors": precheck_errors,
+    "precheck_services": precheck_services,
+    "readback_errors": readback_errors,
+    "failure_message": failure_message,
+    "watch_errors": watch_errors,
+    "watch_plan": watch_plan,
+    "fleet_reasons": fleet_reasons,
+    "already_live": already_live,
+    "live_from": live_from,
+    "disk_from": disk_from,
+    "node_outcome": node_outcome,
+    "fleet_summary": fleet_summary,
+    "node_summary": node_summary,
+    "run_outcome": run_outcome,
+    "run_message": run_message,
+    "seconds_since": seconds_since,
+    "node_status": node_status,
+    "fleet_status": fleet_status,
+    "switch_spread": switch_spread,
+    "spread_failures": spread_failures,
+    "switch_lead": switch_lead,
+    "controller": controller,
+    "clock_offset": clock_offset,
+    "strategy_refusal": strategy_refusal,
+}

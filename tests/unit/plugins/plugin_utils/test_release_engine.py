@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Unit tests for the release role's filter plugin (plugins/filter/release.py)."""
+"""Unit tests for the release engine (plugins/plugin_utils/release_engine.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ _COLLECTIONS = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.colle
 if os.path.isdir(_COLLECTIONS):
     sys.path.insert(0, os.path.abspath(_COLLECTIONS))
 
-from ansible_collections.bluegreen.haproxy.plugins.filter import release  # noqa: E402
-from ansible_collections.bluegreen.haproxy.plugins.filter.release import FilterModule  # noqa: E402
+from ansible_collections.bluegreen.haproxy.plugins.plugin_utils import release_engine as release  # noqa: E402
 
 KEY = "active"
 
@@ -616,10 +615,10 @@ def test_status_of_a_node_that_cannot_be_read_is_unknown_with_the_reason():
     assert release.fleet_status(statuses, ["a", "b", "c"], ["a", "b", "c"])["message"].startswith("the fleet is split")
 
 
-def test_every_filter_is_registered():
-    filters = FilterModule().filters()
-    assert all(name.startswith("release_") for name in filters)
-    assert filters["release_input_errors"] is release.input_errors
+def test_every_engine_step_is_an_engine_function_of_its_own_name():
+    for name, function in release.STEPS.items():
+        assert function is getattr(release, name) and function.__module__ == release.__name__
+    assert release.STEPS["input_errors"] is release.input_errors
 
 
 # -- several services in one release ----------------------------------------------------------
