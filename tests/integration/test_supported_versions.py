@@ -13,13 +13,11 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import shutil
 import stat
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -103,7 +101,8 @@ def node_python(version):
     """An interpreter of `version` for the managed node: Debian's python3 when it is that version
     (what a Debian 12 node runs), else pyenv's."""
     system = "/usr/bin/python3"
-    candidates = [system] + sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/%s.*/bin/python%s" % (version, version))))
+    pyenv = os.path.expanduser("~/.pyenv/versions/%s.*/bin/python%s" % (version, version))
+    candidates = [system] + sorted(glob.glob(pyenv))
     for candidate in candidates:
         if os.path.exists(candidate):
             found = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -158,7 +157,6 @@ def test_cutover_and_rollback_with_the_node_python(version, fleet_factory, tmp_p
     assert runs.read_text().count("run") >= 5, "the modules did not run through %s" % wrapper
 
 
-
 # ------------------------------------------------------------------ the execution environment
 
 def run_ee(tmp_path, *args):
@@ -188,7 +186,8 @@ def test_ee_with_the_collection_writes_a_context_that_holds_it(tmp_path):
     assert rc == 0, output
     context = tmp_path / "ee" / "context"
     assert (context / "_build" / "collections" / "bluegreen-haproxy.tar.gz").stat().st_size > 0
-    assert (tmp_path / "ee" / "collections" / "ansible_collections" / "bluegreen" / "haproxy" / "MANIFEST.json").exists()
+    installed = tmp_path / "ee" / "collections" / "ansible_collections" / "bluegreen" / "haproxy"
+    assert (installed / "MANIFEST.json").exists()
     # The definition in the repository is left as it is (no tarball copied into it).
     assert not glob.glob(os.path.join(REPO, "execution-environment", "*.tar.gz"))
 
@@ -231,7 +230,7 @@ def test_the_image_build_stops_at_its_first_galaxy_step_without_the_collection(t
 def test_ee_base_image_is_a_fixed_release():
     definition = yaml.safe_load(read("execution-environment/execution-environment.yml"))
     image = definition["images"]["base_image"]["name"]
-    name, _, tag = image.rpartition(":")
+    name, tag = image.rsplit(":", 1)
     assert name == "docker.io/redhat/ubi9" and re.fullmatch(r"9\.\d+", tag), image
 
 
