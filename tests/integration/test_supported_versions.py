@@ -3,8 +3,9 @@
 - The ansible-core range: meta/runtime.yml `requires_ansible`, the roles' `min_ansible_version`,
   the execution environment's pin and the README all state the range whose every minor version
   CI tests (requirements/test.txt's in `make test`, the Makefile's MATRIX in `make matrix`).
-- The managed-node Python range: a cutover and rollback, and the modules the release flow does
-  not run, with `ansible_python_interpreter` set to each Python of the stated range.
+- The managed-node Python range: every module and module_util compiles on each Python of it; a
+  cutover and rollback run with `ansible_python_interpreter` set to 3.9, 3.10 and 3.13 here (3.11
+  and 3.12 run them elsewhere, see below).
 - The execution environment: refused without the collection tarball (`scripts/ee.sh`, and the
   Containerfile's own first galaxy step); its base image is a fixed release.
 - scripts/system-packages.sh leaves a machine's own /usr/sbin/policy-rc.d as it found it.
