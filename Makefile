@@ -9,7 +9,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # ansible-core versions proven besides requirements/test.txt's (meta/runtime.yml requires_ansible).
-MATRIX ?= 2.17.14 2.18.19
+MATRIX ?= 2.17.14 2.18.19 2.20.10 2.21.5
 VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 DIST := .tmp/dist
 

@@ -27,7 +27,26 @@ fi
 echo "installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# policy-rc.d keeps the haproxy package from starting the distribution's own service.
-printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+# policy-rc.d keeps the haproxy package from starting the distribution's own service. The
+# machine's own policy-rc.d, if it has one, is moved aside (same directory: owner, mode and
+# content kept) and put back on exit, whatever apt-get did. POLICY_RC_D: another path (tests).
+policy=${POLICY_RC_D:-/usr/sbin/policy-rc.d}
+had_own=false moved=false own_policy=""
+if [ -e "$policy" ] || [ -L "$policy" ]; then had_own=true; fi
+restore_policy() {
+  if $moved; then
+    mv -f "$own_policy" "$policy"
+  else
+    [ -z "$own_policy" ] || rm -f "$own_policy"
+    $had_own || rm -f "$policy"
+  fi
+}
+trap restore_policy EXIT
+trap 'exit 130' INT TERM
+if $had_own; then
+  own_policy=$(mktemp "$policy.own.XXXXXX")
+  mv -f "$policy" "$own_policy"
+  moved=true
+fi
+printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
