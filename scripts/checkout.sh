@@ -2,7 +2,12 @@
 # A plain checkout of this repository, as a contributor or CI gets it, for the ecosystem's own
 # tools to run in exactly as their users run them (make lint, make sanity, make test-unit):
 #
-#   scripts/checkout.sh NAME    # prints .tmp/checkouts/NAME/ansible_collections/bluegreen/haproxy
+#   scripts/checkout.sh NAME         # prints .tmp/checkouts/NAME/ansible_collections/bluegreen/haproxy
+#   scripts/checkout.sh --dest DIR   # the same checkout in DIR (the tests' AWX projects)
+#   scripts/checkout.sh NAME -- COMMAND [ARG...]
+#                                    # runs COMMAND in the checkout, with no ANSIBLE_* variable
+#                                    # from the caller (`make` exports ANSIBLE_COLLECTIONS_PATH):
+#                                    # a plain clone in a plain environment
 #
 # It is a `git clone` (sharing this repository's objects, so it takes a second) placed where
 # ansible-test wants a collection: under ansible_collections/<namespace>/<name>. It holds the
@@ -10,14 +15,22 @@
 # nothing .gitignore ignores), so uncommitted work is checked too; the snapshot commit is made
 # with a temporary index, so this repository's index, stash and refs are left as they are.
 # Nothing is copied or filtered around the tools: what they see is what git ships.
-# The previous checkout of the same NAME is replaced.
+# The previous checkout of the same NAME (or DIR) is replaced.
 set -euo pipefail
-name=${1:?usage: scripts/checkout.sh NAME}
+usage="usage: scripts/checkout.sh NAME | --dest DIR [-- COMMAND [ARG...]]"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-namespace=$(sed -n 's/^namespace: *//p' "$repo/galaxy.yml")
-collection=$(sed -n 's/^name: *//p' "$repo/galaxy.yml")
-base="$repo/.tmp/checkouts/$name"
-dest="$base/ansible_collections/$namespace/$collection"
+if [ "${1:-}" = --dest ]; then
+  dest=${2:?$usage}
+  base=$dest
+  shift 2
+else
+  name=${1:?$usage}
+  shift
+  namespace=$(sed -n 's/^namespace: *//p' "$repo/galaxy.yml")
+  collection=$(sed -n 's/^name: *//p' "$repo/galaxy.yml")
+  base="$repo/.tmp/checkouts/$name"
+  dest="$base/ansible_collections/$namespace/$collection"
+fi
 
 index=$(mktemp)
 trap 'rm -f "$index"' EXIT
@@ -34,6 +47,7 @@ commit=$(
     git commit-tree "$tree" -p HEAD -m "scripts/checkout.sh: the working tree of $(git rev-parse --short HEAD)"
   fi
 )
+rm -f "$index"
 
 rm -rf "$base"
 mkdir -p "$(dirname "$dest")"
@@ -41,4 +55,12 @@ mkdir -p "$(dirname "$dest")"
 # plain clone would not carry it).
 git clone -q --shared --no-checkout "$repo" "$dest"
 git -C "$dest" -c advice.detachedHead=false checkout -q "$commit"
-echo "$dest"
+if [ "${1:-}" != -- ]; then
+  echo "$dest"
+  exit 0
+fi
+shift
+cd "$dest"
+while IFS= read -r variable; do unset "$variable"; done < <(compgen -e | grep '^ANSIBLE_' || true)
+echo "checkout.sh: $* (in $dest)" >&2
+exec "$@"
