@@ -44,7 +44,10 @@ commit=$(
   if [ "$tree" = "$(git rev-parse 'HEAD^{tree}')" ]; then
     git rev-parse HEAD
   else
-    git commit-tree "$tree" -p HEAD -m "scripts/checkout.sh: the working tree of $(git rev-parse --short HEAD)"
+    # A fixed identity: CI machines and fresh containers often have none configured.
+    GIT_AUTHOR_NAME=checkout.sh GIT_AUTHOR_EMAIL=checkout.sh@localhost \
+      GIT_COMMITTER_NAME=checkout.sh GIT_COMMITTER_EMAIL=checkout.sh@localhost \
+      git commit-tree "$tree" -p HEAD -m "scripts/checkout.sh: the working tree of $(git rev-parse --short HEAD)"
   fi
 )
 rm -f "$index"
