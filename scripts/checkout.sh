@@ -15,7 +15,7 @@
 # nothing .gitignore ignores), so uncommitted work is checked too; the snapshot commit is made
 # with a temporary index, so this repository's index, stash and refs are left as they are.
 # Nothing is copied or filtered around the tools: what they see is what git ships.
-# The previous checkout of the same NAME (or DIR) is replaced.
+# The previous checkout of the same NAME is replaced; --dest wants a DIR that does not exist.
 set -euo pipefail
 usage="usage: scripts/checkout.sh NAME | --dest DIR [-- COMMAND [ARG...]]"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +23,7 @@ if [ "${1:-}" = --dest ]; then
   dest=${2:?$usage}
   base=$dest
   shift 2
+  if [ -e "$dest" ]; then echo "checkout.sh: $dest exists; give a new directory" >&2; exit 2; fi
 else
   name=${1:?$usage}
   shift
