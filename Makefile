@@ -28,8 +28,12 @@ collection:
 	@mkdir -p $(COLLECTIONS)/ansible_collections/bluegreen
 	@ln -sfn ../../.. $(COLLECTIONS)/ansible_collections/bluegreen/haproxy
 
-test-unit: venv collection
-	$(BIN)/pytest -q -rs tests/unit
+# ansible-test units as a contributor runs it: every unit test, in a plain clone under
+# ansible_collections/bluegreen/haproxy with no ANSIBLE_* variable (scripts/checkout.sh).
+# (`pytest tests/unit` from the repo root runs the same tests faster while developing.)
+test-unit: venv
+	scripts/checkout.sh units -- ansible-test units --color no \
+		--python $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 # Three workers, one test file each at a time: the tests spend most of their time waiting for
 # HAProxy's health checks, watch windows and reloads, not on the CPU, and every test has its own
@@ -37,12 +41,12 @@ test-unit: venv collection
 test-integration: venv collection
 	$(BIN)/pytest -q -rs -n 3 --dist loadfile tests/integration
 
-# ansible-lint (production profile, .ansible-lint), the docsite's documentation linter on every
-# module, plugin and role entry point, and the changelog fragments.
-# The Molecule scenarios use community.docker and community.crypto from the `ansible` package in
-# .venv: ansible-lint resolves them through Python's path (Molecule does the same).
+# ansible-lint (production profile, .ansible-lint) as a contributor runs it: in a plain clone
+# with no ANSIBLE_* variable (scripts/checkout.sh; it installs the collection and
+# collections/requirements.yml into the clone's .ansible/), then the docsite's documentation
+# linter on every module, plugin and role entry point, and the changelog fragments.
 lint: venv collection changelog-lint
-	ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true $(BIN)/ansible-lint
+	scripts/checkout.sh lint -- ansible-lint
 	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs .
 
 changelog-lint: venv

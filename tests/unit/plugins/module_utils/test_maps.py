@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
@@ -22,9 +21,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import (
     validate_request,
     wait_until,
 )
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "modules"))
-from fake_map_haproxy import FakeHAProxy  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.fake_map_haproxy import FakeHAProxy
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures")
 MAP = "/etc/haproxy/maps/bluegreen.map"

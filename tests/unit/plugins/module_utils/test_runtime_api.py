@@ -34,9 +34,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     shorten,
     unescape_argument,
 )
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "modules"))
-from fake_map_haproxy import FakeHAProxy, RuntimeServer  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.fake_map_haproxy import FakeHAProxy, RuntimeServer
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4))
 FIXTURES = os.path.join(REPO, "tests", "unit", "fixtures", "haproxy-2.6")

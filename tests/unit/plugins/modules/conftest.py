@@ -6,7 +6,7 @@ import pytest
 
 from ansible.module_utils import basic
 
-import module_runner
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules import module_runner
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     SocketPermissionError,
 )
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_backend_health  # noqa: E402
-from module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
 
 HEALTH = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures', 'haproxy-2.6', 'health')
 

@@ -25,7 +25,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.parsers import (
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIClient
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_backend_preflight
 
-from module_runner import run_main
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures")
 VERSIONS = ["2.6", "3.0"]

@@ -17,7 +17,7 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import runtime_api  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_backend_traffic  # noqa: E402
-from module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures')
 SHOW_BACKEND = '# name\nbackend_blue\nbackend_green\n\n'

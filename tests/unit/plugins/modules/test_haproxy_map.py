@@ -21,9 +21,9 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import lock, map_file, maps  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_map  # noqa: E402
 
-import fake_map_haproxy  # noqa: E402
-from fake_map_haproxy import FakeHAProxy, RuntimeServer  # noqa: E402
-from module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules import fake_map_haproxy  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.fake_map_haproxy import FakeHAProxy, RuntimeServer  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
 
 MAP = '/etc/haproxy/maps/bluegreen.map'
 LIVE = [('active', 'backend_blue'), ('shop.example.com', 'shop_blue'), ('api.example.com', 'api_blue'),

@@ -18,8 +18,8 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import lock  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_map_info  # noqa: E402
 
-from fake_map_haproxy import FakeHAProxy  # noqa: E402
-from module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.fake_map_haproxy import FakeHAProxy  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
 
 MAP = '/etc/haproxy/maps/hosts.map'
 LIVE = [('active', 'backend_green'), ('shop.example.com', 'shop_blue'), ('api.example.com', 'api_blue')]

@@ -7,7 +7,7 @@ import yaml
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.service import ReleaseLockHeldError
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_service
-from module_runner import run_main
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke
 from ansible_collections.bluegreen.haproxy.plugins.modules import http_smoke
 
-from module_runner import run_main
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main
 
 URL = "http://release.example.test/release"
 

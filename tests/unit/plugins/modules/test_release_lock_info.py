@@ -18,7 +18,7 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
 
 
 from ansible_collections.bluegreen.haproxy.plugins.modules import release_lock_info  # noqa: E402
-from module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
 
 
 def run(args, check=False):

@@ -18,7 +18,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils import precheck 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import runtime_api, smoke
 from ansible_collections.bluegreen.haproxy.plugins.modules import release_precheck
 
-from module_runner import run_main
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures", "haproxy-2.6")
 URL = "http://release.test/release"
