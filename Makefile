@@ -15,7 +15,7 @@ DIST := .tmp/dist
 
 .PHONY: venv collection demo test test-unit test-integration lint changelog-lint changelog \
 	build ee release-check importer-check matrix sanity molecule images system-demo system-test clean \
-	test-venvs
+	test-venvs docs
 
 $(BIN)/.installed: requirements/test.txt requirements/molecule.txt requirements/lint.txt
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,11 @@ matrix: collection
 sanity: venv
 	scripts/sanity.sh
 
+# The docs site (scripts/docs.sh): antsibull-docs writes the pages, Sphinx builds them with
+# warnings as errors, in its own venv (.tmp/docs-venv); the HTML is in .tmp/docsite/build/html/.
+docs: collection
+	scripts/docs.sh
+
 molecule: venv collection images
 	scripts/molecule.sh
 
@@ -90,7 +95,7 @@ images:
 	scripts/build-images.sh
 
 # Every test: system-test, venv, test-unit beside lint, test-integration, then sanity, ee,
-# importer-check and matrix side by side, then molecule. Images and the venvs of sanity,
+# importer-check, matrix and docs side by side, then molecule. Images and the venvs of sanity,
 # importer-check and matrix (test-venvs) build in the background from the start: they wait on
 # the network and the disk while the foreground uses the CPU (scripts/test.sh; logs in .tmp/ci/,
 # a summary of every stage's time at the end; CI_SERIAL=1 for no overlap, CI_MOLECULE_BESIDE=1
@@ -98,11 +103,12 @@ images:
 test:
 	MAKE="$(MAKE)" scripts/test.sh
 
-# The venvs sanity, importer-check and matrix use (pip installs only; each script makes its own
+# The venvs sanity, importer-check, matrix and docs use (pip installs only; each script makes its own
 # when missing or stale, so this only moves the wait earlier).
 test-venvs:
 	scripts/sanity.sh --prepare
 	scripts/release-check.sh --prepare
+	scripts/docs.sh --prepare
 	scripts/version-matrix.sh --prepare $(MATRIX)
 
 # What the demo and the tests need from the system: installed as root, named in one line otherwise.

@@ -3,10 +3,10 @@
 # disk moved beside what uses the CPU.
 #
 #   system-test, venv (and collection), test-unit + lint, test-integration,
-#   sanity + ee + importer-check + matrix, molecule          in this order; the stages joined
+#   sanity + ee + importer-check + matrix + docs, molecule   in this order; the stages joined
 #                                                            by + run side by side;
 #   images (debootstrap, apt in containers: network bound)  in the background, from the start;
-#   the venvs of sanity, importer-check and matrix (pip)     in the background, from the start.
+#   the venvs of sanity, importer-check, matrix, docs (pip)  in the background, from the start.
 #
 # The test stages themselves are CPU bound on a 2-core machine (every check is an ansible,
 # ansible-playbook or docker exec process): Molecule beside the integration tests measured a
@@ -183,8 +183,9 @@ side_by_side test-unit lint
 stage test-integration "$MAKE" test-integration
 finish test-venvs
 # Measured one after the other at 40-60% busy each (sanity 73 s, importer-check 39 s,
-# matrix 78 s, ee 1 s): together they share the two cores instead of leaving one idle.
-side_by_side sanity ee importer-check matrix
+# matrix 78 s, ee 1 s, docs 21-78 s with 15 s of CPU): together they share the two cores instead
+# of leaving one idle.
+side_by_side sanity ee importer-check matrix docs
 if [ "$BESIDE" = 1 ]; then
     finish molecule
 elif finish images; then
