@@ -8,6 +8,8 @@ real requests through every HAProxy node (the demo's load generator, bounded, lo
                   a watch window judging the users' real requests, persist
   reload          every HAProxy reloads; the map file says green too, so green stays live
   rollback        rollback.yml: back to blue, by hand
+  refused         a wrong green server (it answers version=blue): the per-server preflight
+                  refuses the cutover before anything moves
   auto-rollback   a bad green: healthy, its servers answer the preflight and the smoke test
                   (/release), but one in ten of the users' homepage requests (/) fails; only the users'
                   real traffic shows it, and the watch window's traffic gate rolls every node
@@ -16,7 +18,7 @@ real requests through every HAProxy node (the demo's load generator, bounded, lo
 Each scene checks its own promise (the playbook's result, the JSON report, every node's live
 value at runtime and on disk, what the users saw) and prints one line for it:
   DEMO-SCENE <name> OK: <what was shown>
-and at the end `DEMO-RESULT 5/5 scenes OK`; a broken promise stops the demo with
+and at the end `DEMO-RESULT 6/6 scenes OK`; a broken promise stops the demo with
 `DEMO-SCENE <name> BROKEN: ...` and a non-zero exit (tests/integration/test_demo.py reads these
 lines). Everything it starts, it stops.
 
@@ -243,6 +245,9 @@ def check_report(scene, nodes, outcome, backend):
             % (outcome, backend, wrong))
 
 
+SCENES = ("status", "cutover", "reload", "rollback", "refused", "auto-rollback")
+
+
 def run_scenes(route, runner, users):
     say("status: what is live where")
     rc, _nodes = runner.playbook("status.yml")
@@ -288,6 +293,28 @@ def run_scenes(route, runner, users):
     promise("rollback", not failed(seen), "the users saw failures: %s" % text)
     scene_ok("rollback", "%s; %s" % (check_live("rollback", route, BLUE), text))
 
+    say("a wrong server: %s's green2 answers version=blue; the preflight asks every green server "
+        "directly before the switch, so the cutover is refused and nothing moves" % route.names()[-1])
+    route.set_green2_wrong(True)
+    mark = users.mark()
+    rc, nodes = runner.playbook("cutover.yml", GOOD_CUTOVER)
+    promise("refused", rc != 0, "cutover.yml should be refused; it exited 0")
+    outcomes = {node: summary.get("outcome") for node, summary in nodes.items()}
+    promise("refused", bool(nodes) and all(outcome in ("failed", "refused") for outcome in outcomes.values())
+            and not any(summary.get("switched") for summary in nodes.values()),
+            "the report should say no node switched; it says %s" % outcomes)
+    reasons = sorted({failure for summary in nodes.values() for failure in summary.get("failures") or []})
+    promise("refused", any("green2" in reason for reason in reasons),
+            "the refusal should name the wrong server green2; the reasons were %s" % reasons)
+    users.wait_more(USER_RATE)
+    seen = users.since(mark)
+    text = users_line(seen)
+    promise("refused", not failed(seen) and all(record[3] == "blue" for record in seen),
+            "every user request should be answered by blue: %s" % text)
+    route.set_green2_wrong(False)
+    scene_ok("refused", "cutover.yml refused before the switch (%s); %s; %s"
+             % (reasons[0], check_live("refused", route, BLUE), text))
+
     say("a bad release: green now fails %d%% of the users' %s requests; its health check and its "
         "servers' answers to the preflight and the smoke test (/release) are fine, so only real "
         "traffic can show it; the cutover must roll back by itself" % (100 * BAD_SHARE, USER_PATH))
@@ -325,7 +352,7 @@ def run_scenes(route, runner, users):
     scene_ok("auto-rollback", "cutover.yml failed and every node rolled back by itself (%s); %s; users: %d of %d "
              "requests failed, all from the bad green in the %.1f s it was live, 0 of %d since"
              % (reasons[0], check_live("auto-rollback", route, BLUE), len(bad), len(seen), green_live, len(after)))
-    print("DEMO-RESULT 5/5 scenes OK", flush=True)
+    print("DEMO-RESULT %d/%d scenes OK" % (len(SCENES), len(SCENES)), flush=True)
 
 
 def demo(route, keep=False):
@@ -383,6 +410,18 @@ class Loopback:
     def reload(self):
         for node in self.nodes.values():
             node.reload()
+
+    def names(self):
+        return sorted(self.nodes)
+
+    def set_green2_wrong(self, wrong):
+        """The last node's green2 restarted as a release that answers version=blue (or green again)."""
+        node = self.nodes[self.names()[-1]]
+        app = node.apps["green2"]
+        app.stop()
+        node.apps["green2"] = App(name="green2", color="blue" if wrong else "green", port=app.port,
+                                  workdir=node.workdir).start()
+        node.wait_all_up()
 
     def set_green_failing(self, share, path):
         for node in self.nodes.values():
@@ -463,7 +502,7 @@ class Containers:
 
     def __init__(self, tag):
         self.tag = tag
-        self.workdir = os.path.join(REPO, ".tmp", "demo")
+        self.workdir = os.path.join(REPO, ".tmp", "demo-%s" % tag)
         self.network = "%s-net-%s" % (DEMO_NAME, tag)
         self.nodes = ["%s-lb%d-%s" % (DEMO_NAME, index, tag) for index in (1, 2)]
         self.apps = {alias: "%s-%s-%s" % (DEMO_NAME, alias, tag) for alias in APPS}
@@ -577,6 +616,16 @@ class Containers:
                 pid = self.runtime(node, "show info", parse="info").get("Pid")
                 return bool(pid) and int(pid) in self.workers(node) - before
             wait_for(reloaded, timeout, "a new HAProxy worker on %s" % node)
+
+    def names(self):
+        return list(self.nodes)
+
+    def set_green2_wrong(self, wrong):
+        """The last node's backend_green/green2 pointed at blue1's container (or back at green2's),
+        with the Runtime API's `set server addr`."""
+        node = self.nodes[-1]
+        address = docker("exec", node, "getent", "ahostsv4", "blue1" if wrong else "green2").split()[0]
+        self.runtime(node, "set server backend_green/green2 addr %s port 8080" % address)
 
     def set_green_failing(self, share, path):
         for alias, container in sorted(self.apps.items()):

@@ -5,9 +5,10 @@ report, every node's live value at runtime and on disk, what its simulated users
 prints `DEMO-SCENE <name> OK: ...` for each, or `DEMO-SCENE <name> BROKEN: ...` and a non-zero
 exit. This runs the demo on loopback (the route every machine has; the containers route runs
 the same scenes, only its nodes are containers) and asserts every scene was shown - above all
-the automatic rollback: a bad green that passes the health gate, the preflight and the smoke
+the automatic rollback (a bad green that passes the health gate, the preflight and the smoke
 test, caught by the users' real traffic in the watch window, every node back on blue at runtime
-and on disk. About two minutes on two busy cores.
+and on disk) and the refusal of a wrong green server by the preflight. About two and a half
+minutes on two cores.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from lab import REPO
 
 DEMO = os.path.join(REPO, "scripts", "demo.py")
-SCENES = ("status", "cutover", "reload", "rollback", "auto-rollback")
+SCENES = ("status", "cutover", "reload", "rollback", "refused", "auto-rollback")
 
 
 def scene_line(output, scene):
@@ -36,7 +37,7 @@ def test_demo_shows_every_scene_and_the_automatic_rollback():
     assert result.returncode == 0, "scripts/demo.py --loopback exited %d:\n%s" % (result.returncode, output[-6000:])
 
     lines = {scene: scene_line(output, scene) for scene in SCENES}
-    assert "DEMO-RESULT 5/5 scenes OK" in output
+    assert "DEMO-RESULT 6/6 scenes OK" in output
     assert "BROKEN" not in output
 
     assert lines["status"].startswith("backend_blue live on node1 and node2, at runtime and on disk")
@@ -44,6 +45,12 @@ def test_demo_shows_every_scene_and_the_automatic_rollback():
     assert ", 0 failed" in lines["cutover"]
     assert lines["reload"].startswith("backend_green live on node1 and node2, at runtime and on disk after the reload")
     assert lines["rollback"].startswith("backend_blue live on node1 and node2, at runtime and on disk; users:")
+
+    # Prevention: a wrong green server refused by the preflight, before any user reached it.
+    assert lines["refused"].startswith("cutover.yml refused before the switch ("), lines["refused"]
+    assert "green2" in lines["refused"]
+    assert "backend_blue live on node1 and node2, at runtime and on disk; users:" in lines["refused"]
+    assert ", 0 failed" in lines["refused"]
 
     # The automatic rollback: the engine's traffic gate judged the users' requests, every node
     # went back to blue by itself, and the users saw the bad green only while it was live.
