@@ -131,7 +131,8 @@ class Users:
         sent = 0
         while not self.stop_event.is_set() and time.monotonic() - started < self.max_seconds:
             status, release = None, None
-            connection = http.client.HTTPConnection(host, port, timeout=5)
+            # 10 s, HAProxy's own server timeout in the lab: a busy CI machine is not a failed request.
+            connection = http.client.HTTPConnection(host, port, timeout=10)
             try:
                 connection.request("GET", USER_PATH, headers={"Host": PUBLIC_HOST})
                 response = connection.getresponse()
