@@ -118,11 +118,17 @@ system-demo:
 system-test:
 	@scripts/system-packages.sh haproxy python3-venv git openssl shellcheck docker.io debootstrap socat curl
 
-demo: system-demo venv collection
-	$(BIN)/python scripts/demo.py
+# The demo's own venv: ansible-core and the one collection its containers use (community.docker),
+# 73 MB; not .venv's lint, docs and Molecule tools (704 MB). scripts/demo-venv.sh.
+DEMO_VENV := .venv-demo
+$(DEMO_VENV)/.installed: requirements/demo.txt requirements/molecule.txt scripts/demo-venv.sh
+	PYTHON=$(PYTHON) scripts/demo-venv.sh $(DEMO_VENV)
+
+demo: system-demo $(DEMO_VENV)/.installed collection
+	$(DEMO_VENV)/bin/python scripts/demo.py
 
 clean:
-	rm -rf $(VENV) .venv-matrix $(COLLECTIONS) .tmp
+	rm -rf $(VENV) .venv-matrix .venv-demo $(COLLECTIONS) .tmp
 
 # `make bench`: the collection beside the shell runbook, on loopback, <= 10 minutes; writes docs/benchmarks.md.
 .PHONY: bench

@@ -31,7 +31,7 @@ from lab import (
 # --durations): handed out first, the longest file does not start last and run on alone while
 # the other workers are idle.
 LONGEST_FIRST = ("test_playbooks.py", "test_release_prevention.py", "test_provision_safety.py",
-                 "test_release_services.py", "test_packaging.py")
+                 "test_release_services.py", "test_packaging.py", "test_demo.py")
 
 
 def pytest_collection_modifyitems(items):
