@@ -711,7 +711,7 @@ def _proxy_route(target, use_proxy):
         return None
     headers = {}
     if parts.username is not None:
-        headers['Proxy-Authorization'] = basic_auth_header(unquote(parts.username), unquote(parts.password or ''))
+        headers['Proxy-Authorization'] = _basic_authorization(unquote(parts.username), unquote(parts.password or ''))
     address = (parts.hostname, parts.port or DEFAULT_PORTS[target.scheme])  # urllib's defaults
     if target.scheme == 'https':
         return _Route(address, proxy_headers=headers, tunnel=True)
@@ -728,6 +728,13 @@ class _Hop(object):
         self.target.netloc_host = netloc
         self.url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ''))
         self.selector = urlunsplit(('', '', parts.path or '/', parts.query, ''))
+
+
+def _basic_authorization(username, password):
+    """ansible-core's Basic Authorization value, as text (it gives bytes, which http.client's
+    CONNECT tunnel would write as "b'...'")."""
+    value = basic_auth_header(username, password)
+    return value.decode('ascii') if isinstance(value, bytes) else value
 
 
 def _merge_headers(*layers):
@@ -757,7 +764,7 @@ def _netrc_authorization(host):
     except (OSError, netrc.NetrcParseError):
         return None
     if login and login[0] and login[2]:
-        return basic_auth_header(login[0], login[2])
+        return _basic_authorization(login[0], login[2])
     return None
 
 
@@ -766,7 +773,7 @@ def _challenge_authorization(response, method, url, data, username, password):
     for challenge in response.headers.get_all('WWW-Authenticate') or []:
         scheme, dummy, rest = challenge.strip().partition(' ')
         if scheme.lower() == 'basic':
-            return basic_auth_header(username, password)
+            return _basic_authorization(username, password)
         if scheme.lower() == 'digest':
             handler = urllib.request.HTTPDigestAuthHandler(urllib.request.HTTPPasswordMgrWithDefaultRealm())
             handler.add_password(None, url, username, password)
@@ -883,7 +890,7 @@ def send_request(url, method='GET', headers=None, data=None, status_codes=(200,)
             tls_context = build_tls_context(validate_certs, ca_path, client_cert, client_key)
         preset = {'User-Agent': http_agent}
         if username and force_basic_auth:
-            preset['Authorization'] = basic_auth_header(username, password)
+            preset['Authorization'] = _basic_authorization(username, password)
         elif not username and use_netrc:
             netrc_authorization = _netrc_authorization(first.target.host)
             if netrc_authorization:

@@ -7,7 +7,9 @@ the standard URL options (basic auth, client certificates)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -49,6 +51,8 @@ class RecordingHandler(BaseHTTPRequestHandler):
             self.reply(401, b'who are you?\n', {'WWW-Authenticate': 'Basic realm="smoke"'})
         elif self.path == '/set-cookie-and-redirect':
             self.reply(302, b'moved\n', {'Location': '/landing', 'Set-Cookie': 'stage=one; Path=/'})
+        elif self.path == '/gzip':
+            self.reply(200, gzip.compress(b'version=green\n' + b'x' * 100000), {'Content-Encoding': 'gzip'})
         elif self.path.startswith('/status/'):
             self.reply(int(self.path.rsplit('/', 1)[1]), b'status page\n', {'Location': '/landing'})
         else:
@@ -234,6 +238,86 @@ def test_a_proxy_from_the_environment_gets_the_absolute_url(serve, monkeypatch):
     direct = serve()
     smoke.send_request('http://%s/release' % PUBLIC_HOST, connect_address=('127.0.0.1', direct.port))
     assert direct.seen[0]['path'] == '/release' and len(proxy.seen) == 1
+
+
+class ConnectProxy(object):
+    """An HTTPS proxy: answers CONNECT, then relays bytes both ways; records the CONNECT requests."""
+
+    def __init__(self):
+        self.requests = []
+        self.headers = {}
+        self.upstream_address, self.upstream_port = None, None
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client = self.sock.accept()[0]
+            except OSError:
+                return
+            threading.Thread(target=self.tunnel, args=(client,), daemon=True).start()
+
+    def tunnel(self, client):
+        head = b''
+        while b'\r\n\r\n' not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        lines = head.decode().split('\r\n')
+        self.requests.append(lines[0])
+        self.headers = dict(line.split(': ', 1) for line in lines[1:] if ': ' in line)
+        upstream = socket.create_connection((self.upstream_address, self.upstream_port))
+        client.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
+
+        def pipe(source, sink):
+            try:
+                while True:
+                    data = source.recv(65536)
+                    if not data:
+                        break
+                    sink.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for end in (source, sink):
+                    try:
+                        end.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def stop(self):
+        self.sock.close()
+
+
+def test_https_through_a_proxy_tunnels_with_connect_and_keeps_sni(serve, pki, monkeypatch):
+    tls = serve(tls_context=tls_server_context(pki))
+    proxy = ConnectProxy()
+    proxy.upstream_address, proxy.upstream_port = '127.0.0.1', tls.port
+    try:
+        monkeypatch.setenv('https_proxy', 'http://user:pw@127.0.0.1:%d' % proxy.port)
+        result = smoke.send_request('https://%s/release' % PUBLIC_HOST, ca_path=pki['ca.pem'])
+        assert result['matched'] is True, result
+        assert [line.rsplit('/', 1)[0] for line in proxy.requests] == ['CONNECT %s:443 HTTP' % PUBLIC_HOST]
+        assert proxy.headers['Proxy-Authorization'] == basic('user', 'pw')
+        assert tls.snis == [PUBLIC_HOST] and tls.seen[0]['host'] == PUBLIC_HOST
+    finally:
+        proxy.stop()
+
+
+def test_a_gzip_body_is_decoded_and_capped_after_decoding(serve):
+    server = serve()
+    url = 'http://127.0.0.1:%d/gzip' % server.port
+    whole = smoke.send_request(url, body_regex=re.compile('^version=green$', re.M))
+    assert (whole['matched'], whole['body_truncated']) == (True, False), whole
+    capped = smoke.send_request(url, body_regex=re.compile('^version=green$', re.M), max_body_bytes=1000)
+    assert (capped['matched'], capped['body_truncated']) == (True, True), capped
 
 
 # ---------------------------------------------------------------- the standard URL options
