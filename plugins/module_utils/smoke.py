@@ -886,8 +886,6 @@ def send_request(url, method='GET', headers=None, data=None, status_codes=(200,)
             username, password = url_username, url_password or ''
         first = _Hop(url)
         origin = (first.target.host.lower(), first.target.port)
-        if tls_context is None:
-            tls_context = build_tls_context(validate_certs, ca_path, client_cert, client_key)
         preset = {'User-Agent': http_agent}
         if username and force_basic_auth:
             preset['Authorization'] = _basic_authorization(username, password)
@@ -896,7 +894,7 @@ def send_request(url, method='GET', headers=None, data=None, status_codes=(200,)
             if netrc_authorization:
                 preset['Authorization'] = netrc_authorization
         user_headers = dict(headers or {})
-        body = data
+        body = data.encode('utf-8') if isinstance(data, str) else data  # as ansible-core's to_bytes
         # A new cookie jar per request, so no stickiness cookie pins the balancer; cookies set
         # along a redirect chain are sent on along it, as urllib does.
         cookies = http.cookiejar.CookieJar()
@@ -909,6 +907,8 @@ def send_request(url, method='GET', headers=None, data=None, status_codes=(200,)
             elif connect_address is None:
                 route = _proxy_route(hop.target, use_proxy)
             route = route or _Route((hop.target.host, hop.target.port))
+            if tls_context is None and hop.target.scheme == 'https':  # reading the CA store costs ~0.1 s
+                tls_context = build_tls_context(validate_certs, ca_path, client_cert, client_key)
             connection = _SmokeConnection(hop.target, route, deadline, tls_context)
             cookie_request = urllib.request.Request(hop.url, method=method)
             cookies.add_cookie_header(cookie_request)

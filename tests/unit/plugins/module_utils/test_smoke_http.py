@@ -51,6 +51,8 @@ class RecordingHandler(BaseHTTPRequestHandler):
             self.reply(401, b'who are you?\n', {'WWW-Authenticate': 'Basic realm="smoke"'})
         elif self.path == '/set-cookie-and-redirect':
             self.reply(302, b'moved\n', {'Location': '/landing', 'Set-Cookie': 'stage=one; Path=/'})
+        elif self.path == '/digest' and not (self.headers.get('Authorization') or '').startswith('Digest '):
+            self.reply(401, b'digest only\n', {'WWW-Authenticate': 'Digest realm="smoke", nonce="n0nce", qop="auth"'})
         elif self.path == '/gzip':
             self.reply(200, gzip.compress(b'version=green\n' + b'x' * 100000), {'Content-Encoding': 'gzip'})
         elif self.path.startswith('/status/'):
@@ -85,7 +87,7 @@ class RecordingServer(ThreadingHTTPServer):
         if tls_context is not None:
             tls_context.sni_callback = lambda sslsock, name, ctx: self.snis.append(name)
             self.socket = tls_context.wrap_socket(self.socket, server_side=True)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        threading.Thread(target=self.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
 
     @property
     def port(self):
@@ -340,6 +342,16 @@ def test_basic_auth_answers_the_servers_challenge(serve):
     assert (wrong['status'], wrong['reason']) == (401, 'status 401 (expected 200)'), wrong
     anonymous = smoke.send_request('http://127.0.0.1:%d/' % server.port)
     assert anonymous['status'] == 401
+
+
+def test_digest_auth_answers_the_servers_challenge(serve):
+    server = serve()
+    result = smoke.send_request('http://127.0.0.1:%d/digest' % server.port, url_username='owner',
+                                url_password='s3cret')
+    assert result['matched'] is True, result
+    first, second = [seen['authorization'] for seen in server.seen]
+    assert first is None
+    assert second.startswith('Digest username="owner", realm="smoke", nonce="n0nce", uri="/digest", response="')
 
 
 def test_credentials_in_the_url_are_used_and_not_sent_in_the_host(serve):
