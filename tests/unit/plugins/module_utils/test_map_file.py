@@ -221,6 +221,7 @@ def test_value_with_unicode_separator_survives_the_file(tmp_path):
 # -- the commit through AnsibleModule.atomic_move (issue 16) ------------------------------------
 
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
@@ -312,3 +313,20 @@ def test_a_failed_atomic_move_is_a_map_file_error_not_a_module_exit(tmp_path, st
     assert failing.exits == []  # the caller, not atomic_move, decides how the module ends
     assert failing.fail_json.__func__ is FailingMoveModule.fail_json  # the class's method again
     assert os.listdir(tmp_path) == ["bluegreen.map"] and path.read_text() == "active backend_blue\n"
+
+
+def test_an_immutable_map_file_fails_the_commit_as_a_map_file_error(tmp_path, module):
+    # The real atomic_move of this ansible-core (2.17 and 2.18 end in fail_json, 2.19 raises).
+    path = tmp_path / "bluegreen.map"
+    path.write_text("active backend_blue\n")
+    chattr = shutil.which("chattr")
+    if not chattr or subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and a file system with attributes)")
+    try:
+        prepared = PreparedMapFile(str(path), "active backend_green\n", module=module)
+        with pytest.raises(MapFileError, match="cannot replace map file %s: " % path):
+            prepared.commit()
+        assert path.read_text() == "active backend_blue\n"
+        assert [name for name in os.listdir(tmp_path) if name != "bluegreen.map"] == []
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
