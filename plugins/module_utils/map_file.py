@@ -185,15 +185,53 @@ def read_map_file(path):
     return decode_map_bytes(path, data)
 
 
+class _MoveRefused(Exception):
+    """ansible-core before 2.19 reports a failed atomic_move through fail_json."""
+
+
+def _atomic_move(module, source, destination):
+    """`module.atomic_move`, with its failure raised as MapFileError whatever the ansible-core.
+
+    atomic_move keeps the replaced file's owner, mode, extended attributes and SELinux
+    context, and copes with a cross-device rename. ansible-core 2.19 raises when it fails;
+    2.17 and 2.18 call `fail_json`, which would end the module before its caller puts the
+    runtime map back. So, for this one call, this module object's fail_json raises instead.
+    """
+    def refuse(msg=None, **kwargs):
+        raise _MoveRefused(msg)
+
+    own = vars(module)
+    saved = own.get("fail_json")
+    module.fail_json = refuse  # an instance attribute over the class's method; put back below
+    try:
+        module.atomic_move(source, destination)
+    except _MoveRefused as exc:
+        raise MapFileError(str(exc))
+    except Exception as exc:  # ansible-core 2.19+: Exception, the OSError as its cause
+        cause = exc.__cause__
+        raise MapFileError("%s%s" % (exc, ": %s" % cause if cause is not None else ""))
+    finally:
+        if saved is not None:
+            module.fail_json = saved
+        else:
+            del module.fail_json
+
+
 class PreparedMapFile(object):
     """New content for a map file, already written and fsynced next to it; `commit` renames it in.
 
     Preparing before the runtime change proves the directory takes a new file and leaves
     only the rename for afterwards, so a failure after traffic moved is as unlikely as it
     can be (the rename itself can still fail, e.g. on an immutable file).
+
+    With `module` (the AnsibleModule) the commit goes through `module.atomic_move`: the
+    file's owner, mode, extended attributes and SELinux context are kept and a rename across
+    file systems (a symlinked map file) still works. Without it (callers outside a module),
+    a plain rename that keeps owner and mode only.
     """
 
-    def __init__(self, path, text):
+    def __init__(self, path, text, module=None):
+        self.module = module
         # A symlinked map file keeps its link: the file it points to is replaced.
         self.path = os.path.realpath(path)
         self.directory = os.path.dirname(os.path.abspath(path))
@@ -202,6 +240,7 @@ class PreparedMapFile(object):
             current = os.stat(path)
         except FileNotFoundError:
             current = None
+        self.creating = current is None
         try:
             descriptor, self.temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path),
                                                           dir=self.directory)
@@ -234,8 +273,13 @@ class PreparedMapFile(object):
     def commit(self):
         """Rename the new content over the file; raise MapFileError (temp file removed) on failure."""
         try:
-            os.rename(self.temp_path, self.path)
-        except OSError as exc:
+            if self.module is not None:
+                _atomic_move(self.module, self.temp_path, self.path)
+                if self.creating:
+                    os.chmod(self.path, 0o644)  # atomic_move's umask default; HAProxy's user must read it
+            else:
+                os.rename(self.temp_path, self.path)
+        except (OSError, MapFileError) as exc:
             self.discard()
             raise MapFileError("cannot replace map file %s: %s" % (self.path, exc))
         self.temp_path = None
@@ -255,10 +299,11 @@ class PreparedMapFile(object):
             self.temp_path = None
 
 
-def write_map_file_atomic(path, text):
+def write_map_file_atomic(path, text, module=None):
     """Replace `path` with `text`: temp file in the same directory, fsync, rename.
 
     Owner and mode of the existing file are kept, so HAProxy (often running as
-    its own user) can still read it after the rename.
+    its own user) can still read it after the rename; with `module`, through
+    `module.atomic_move` (see PreparedMapFile).
     """
-    PreparedMapFile(path, text).commit()
+    PreparedMapFile(path, text, module=module).commit()

@@ -44,6 +44,8 @@ the live values and the lock stays, until the next run recovers it.
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import socket
 import subprocess
@@ -217,12 +219,51 @@ def drift_entries(file_values, runtime_values):
             for key in keys if runtime_values.get(key) != file_values.get(key)]
 
 
+class CommandResult(object):
+    """What a command did: its exit status and its output (stdout, then stderr)."""
+
+    def __init__(self, returncode, stdout):
+        self.returncode = returncode
+        self.stdout = stdout
+
+
+# Exit status of coreutils' timeout when it had to stop the command.
+TIMEOUT_EXIT = 124
+
+
+def run_bounded(command, timeout, module=None):
+    """Run `command` (a list) for at most `timeout` seconds: a CommandResult.
+
+    With `module` (the AnsibleModule) through `module.run_command`, so the command gets the
+    environment, locale and logging of every other module; run_command has no timeout, so
+    coreutils' `timeout` bounds it where installed. Without a module, through subprocess.
+    A program that does not exist raises FileNotFoundError either way.
+    """
+    if module is None:
+        completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   universal_newlines=True, timeout=timeout, check=False)
+        return CommandResult(completed.returncode, completed.stdout)
+    program = command[0]
+    found = os.access(program, os.X_OK) if os.sep in program else module.get_bin_path(program) is not None
+    if not found:  # run_command would fail_json; the caller decides (as with subprocess)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    timeout_program = module.get_bin_path("timeout")
+    seconds = "%d" % max(1, math.ceil(timeout))
+    bounded = [timeout_program, "--kill-after=5", seconds] + list(command) if timeout_program else list(command)
+    returncode, out, err = module.run_command(bounded, check_rc=False)
+    output = (out or "") + (err or "")
+    if timeout_program and returncode == TIMEOUT_EXIT:
+        output = ("%s did not finish within %s s and was stopped. %s" % (" ".join(command), seconds, output)).strip()
+    return CommandResult(returncode, output)
+
+
 class ReloadLock(object):
     """The release locks of the preserved maps, held by this module for one reload or map change."""
 
-    def __init__(self, paths, maps):
+    def __init__(self, paths, maps, module=None):
         self.paths = paths
         self.maps = maps
+        self.module = module
         self.records = {}
         self.recovered = []
         self.keep = False
@@ -271,7 +312,7 @@ class ReloadLock(object):
             if not os.path.exists(backup):
                 continue
             original = read_map_file(backup)
-            write_map_file_atomic(map_path, original)
+            write_map_file_atomic(map_path, original, module=self.module)
             os.unlink(backup)
             restored.append(map_path)
         current = read_lock(path)
@@ -305,7 +346,10 @@ class HAProxyService(object):
     """One HAProxy on this host, as the `haproxy_service` module's options describe it."""
 
     def __init__(self, binary, config, master_socket, pidfile, service_name, manager, preserve_maps, timeout,
-                 release_lock_path=None):
+                 release_lock_path=None, module=None):
+        # With `module` (the AnsibleModule): commands through module.run_command and map files
+        # committed through module.atomic_move; without it, subprocess and a plain rename.
+        self.module = module
         self.binary = binary
         self.config = config
         self.master_socket = master_socket
@@ -354,9 +398,7 @@ class HAProxyService(object):
         return pid if state not in ("Z", "X") and "haproxy" in command else None
 
     def systemctl(self, *words):
-        return subprocess.run(["systemctl"] + list(words) + [self.service_name], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=self.timeout + 30,
-                              check=False)
+        return run_bounded(["systemctl"] + list(words) + [self.service_name], self.timeout + 30, self.module)
 
     def systemd_main_pid(self):
         result = self.systemctl("show", "--property=MainPID", "--value")
@@ -375,8 +417,7 @@ class HAProxyService(object):
     def config_check(self):
         """HAProxy's own words about the configuration on disk, for failure messages."""
         try:
-            result = subprocess.run([self.binary, "-c", "-f", self.config], stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, universal_newlines=True, timeout=60, check=False)
+            result = run_bounded([self.binary, "-c", "-f", self.config], 60, self.module)
         except (OSError, subprocess.SubprocessError) as exc:
             return "(could not run haproxy -c: %s)" % exc
         return "haproxy -c -f %s (exit %d): %s" % (self.config, result.returncode, result.stdout.strip())
@@ -392,7 +433,7 @@ class HAProxyService(object):
         return [path + ".lock" for path in self.preserve_maps]
 
     def reload_lock(self):
-        return ReloadLock(self.lock_paths(), self.preserve_maps)
+        return ReloadLock(self.lock_paths(), self.preserve_maps, module=self.module)
 
     def check_locks(self):
         """Read-only (check mode): refuse as the real run would while a live holder has a lock."""
@@ -418,7 +459,7 @@ class HAProxyService(object):
                          restored_map_files=sorted(map_path for map_path, backup in (holder.get("backups") or {}).items()
                                                    if os.path.exists(backup)))
                     for path, holder in sorted(dead.items())]
-        with ReloadLock(sorted(dead), self.preserve_maps) as lock:
+        with ReloadLock(sorted(dead), self.preserve_maps, module=self.module) as lock:
             pass
         return lock.recovered
 
@@ -458,11 +499,11 @@ class HAProxyService(object):
                 raise ServiceError("cannot write the runtime values of %s into a map file (a key or value does "
                                    "not survive the file format); not reloaded, nothing changed" % path, map=path)
             backup = backup_path_of(path)
-            write_map_file_atomic(backup, file_text)
+            write_map_file_atomic(backup, file_text, module=self.module)
             backups[path] = backup
             # The record names the backup before the file changes, so a crash from here on is recoverable.
             lock.set_phase("RELOAD: map files hold the runtime values (originals in the backups)", backups)
-            write_map_file_atomic(path, text)
+            write_map_file_atomic(path, text, module=self.module)
             staged.append(dict(map=path, backup=backup, entries=entries, original_text=file_text, staged_text=text))
         return staged
 
@@ -476,7 +517,7 @@ class HAProxyService(object):
                 problems.append("%s was changed by someone else during the reload; left as they wrote it "
                                 "(its text before the reload is in %s)" % (item["map"], item["backup"]))
                 continue
-            write_map_file_atomic(item["map"], item["original_text"])
+            write_map_file_atomic(item["map"], item["original_text"], module=self.module)
             os.unlink(item["backup"])
         if staged and lock.records:
             lock.set_phase("RELOAD: map files restored", {})
@@ -561,8 +602,7 @@ class HAProxyService(object):
                                                    self.master_socket))
         command = [self.binary, "-W", "-D", "-S", "%s,mode,600" % self.master_socket, "-p", self.pidfile,
                    "-f", self.config]
-        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                universal_newlines=True, timeout=self.timeout + 30, check=False)
+        result = run_bounded(command, self.timeout + 30, self.module)
         if result.returncode != 0:
             raise ServiceError("starting HAProxy failed (exit %d): %s" % (result.returncode, result.stdout.strip()),
                                command=command)

@@ -10,31 +10,39 @@ building the summary and the one-line message of a smoke run. The engine's
 filter plugin imports the validators on the controller, so their signatures
 stay as they are.
 
-:func:`send_request` is the one function that sends a request, for both
-modules: one request on a fresh connection, optionally to another address
-than the URL's host (like curl's ``--resolve``), bounded as a whole by one
-deadline, with the body read up to a cap.
+:func:`send_request` is the one function that sends a request, for every
+module: one request on a fresh ``http.client`` connection whose socket is
+made here, optionally to another address than the URL's host (like curl's
+``--resolve``; the URL's host stays in the Host header, the TLS SNI and the
+certificate check), bounded as a whole by one deadline, with the body read up
+to a cap. Nothing global is patched, so requests in other threads are never
+affected.
 """
 
 from __future__ import annotations
 
 import http.client
-import inspect
+import http.cookiejar
+import io
 import ipaddress
+import netrc
+import os
 import re
 import socket
 import ssl
+import string
 import threading
 import time
 import urllib.error
-from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
+import urllib.request
+import zlib
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
-from ansible.module_utils.urls import Request
+from ansible.module_utils.urls import basic_auth_header
 
 try:
     from ansible.module_utils.urls import make_context
-except ImportError:  # older ansible-core: Request builds its own TLS context per request
+except ImportError:  # an ansible-core without it: the TLS context is built from ssl's defaults
     make_context = None
 
 HTTP_AGENT = 'ansible-httpget'
@@ -70,6 +78,7 @@ class Target(object):
         self.scheme = scheme
         self.host = host
         self.port = port
+        self.netloc_host = None  # the URL's host[:port] as written, for the Host header
 
     def __repr__(self):
         return 'Target(%r, %r, %r, %r)' % (self.url, self.scheme, self.host, self.port)
@@ -289,6 +298,8 @@ def describe_error(exc):
             return describe_error(reason)
         return 'request failed: %s' % reason
 
+    if isinstance(exc, SmokeOptionError):
+        return str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = getattr(exc, 'verify_message', None) or _clean_ssl_text(str(exc))
         return 'TLS certificate verification failed: %s' % detail
@@ -511,139 +522,6 @@ class Deadline(object):
         return left
 
 
-# The deadline of the request being sent. The modules send one request at a time, and a
-# socket made by http.client or ssl cannot be handed one any other way.
-_ACTIVE_DEADLINE = [None]
-
-
-def _arm(sock):
-    """Before each wait on ``sock``: allow only what is left of the request's time.
-
-    A socket timeout alone bounds each read, so an answer trickling one byte a second
-    would never time out; re-arming before every read bounds the whole request.
-    """
-    deadline = _ACTIVE_DEADLINE[0]
-    if deadline is not None:
-        sock.settimeout(deadline.remaining())
-
-
-class _DeadlineSocket(socket.socket):
-    """A plain TCP socket whose every send and receive waits at most until the deadline."""
-
-    def recv(self, *args, **kwargs):
-        _arm(self)
-        return super(_DeadlineSocket, self).recv(*args, **kwargs)
-
-    def recv_into(self, *args, **kwargs):
-        _arm(self)
-        return super(_DeadlineSocket, self).recv_into(*args, **kwargs)
-
-    def send(self, *args, **kwargs):
-        _arm(self)
-        return super(_DeadlineSocket, self).send(*args, **kwargs)
-
-    def sendall(self, *args, **kwargs):
-        _arm(self)
-        return super(_DeadlineSocket, self).sendall(*args, **kwargs)
-
-
-class _DeadlineSSLSocket(ssl.SSLSocket):
-    """The TLS socket on top: the handshake, every read and every write wait at most until the deadline.
-
-    (recv, recv_into and sendall go through read and send.)
-    """
-
-    def do_handshake(self, *args, **kwargs):
-        _arm(self)
-        return super(_DeadlineSSLSocket, self).do_handshake(*args, **kwargs)
-
-    def read(self, *args, **kwargs):
-        _arm(self)
-        return super(_DeadlineSSLSocket, self).read(*args, **kwargs)
-
-    def send(self, *args, **kwargs):
-        _arm(self)
-        return super(_DeadlineSSLSocket, self).send(*args, **kwargs)
-
-
-def _target_matches(target, wanted):
-    try:
-        return (str(target[0]).lower().strip('[]'), int(target[1])) == wanted
-    except (TypeError, ValueError, IndexError):
-        return False
-
-
-@contextmanager
-def connect_to(host, port, address):
-    """Send TCP connections for ``host:port`` to ``address`` (``(addr, port)``) instead.
-
-    ``ansible.module_utils.urls`` offers no hook for the TCP connect, so, like its own
-    ``unix_socket_patch_httpconnection_connect``, this patches for the duration of one request:
-    ``http.client`` picks ``socket.create_connection`` when it builds a connection, and only the
-    URL's own host and port are redirected. The URL, the Host header, TLS SNI and the
-    certificate check are untouched.
-    """
-    original = socket.create_connection
-    wanted = (host.lower(), int(port))
-
-    def create_connection(target, *args, **kwargs):
-        if _target_matches(target, wanted):
-            target = address
-        return original(target, *args, **kwargs)
-
-    socket.create_connection = create_connection
-    try:
-        yield
-    finally:
-        socket.create_connection = original
-
-
-@contextmanager
-def request_deadline(seconds):
-    """Bound everything one request does on the network by one deadline of ``seconds``.
-
-    Connecting (to every address tried, and to each redirect), the TLS handshake, sending,
-    and reading the status line, headers and body all share it. Patched for the duration of
-    the request, like :func:`connect_to`: every TCP socket ``http.client`` creates, and every
-    TLS socket ``ssl`` wraps around it, re-arms its timeout to what is left before each wait.
-    Name resolution shares it too: a host name is resolved first (:func:`resolve_within`),
-    then its addresses are tried in order, as ``socket.create_connection`` does.
-    """
-    deadline = Deadline(seconds)
-    original_create = socket.create_connection
-    original_tls_class = ssl.SSLContext.sslsocket_class
-
-    def connect(target, timeout, *args, **kwargs):
-        if _is_ip_literal(target[0]):
-            return original_create(target, timeout, *args, **kwargs)
-        last_error = None
-        for info in resolve_within(target[0], target[1], deadline):
-            try:
-                return original_create(info[4][:2], min(timeout, deadline.remaining()), *args, **kwargs)
-            except OSError as exc:
-                last_error = exc
-        raise last_error or socket.gaierror('no address for %s' % target[0])
-
-    def create_connection(target, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, *args, **kwargs):
-        left = deadline.remaining()
-        if timeout is socket._GLOBAL_DEFAULT_TIMEOUT or timeout is None or timeout > left:
-            timeout = left
-        sock = connect(target, timeout, *args, **kwargs)
-        bounded = _DeadlineSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        bounded.settimeout(timeout)
-        return bounded
-
-    _ACTIVE_DEADLINE[0] = deadline
-    socket.create_connection = create_connection
-    ssl.SSLContext.sslsocket_class = _DeadlineSSLSocket
-    try:
-        yield deadline
-    finally:
-        ssl.SSLContext.sslsocket_class = original_tls_class
-        socket.create_connection = original_create
-        _ACTIVE_DEADLINE[0] = None
-
-
 def read_capped(response, max_bytes):
     """Read at most ``max_bytes`` of a body: ``(data, truncated)``.
 
@@ -680,25 +558,310 @@ def read_response(response, max_bytes=DEFAULT_MAX_BODY_BYTES):
     return status, decode_body(data, charset), truncated
 
 
-# Building a TLS context reads the CA store (tens of milliseconds); build it once for all
-# requests when this ansible-core's Request accepts a ready-made one.
-try:
-    _REQUEST_TAKES_CONTEXT = make_context is not None and 'context' in inspect.signature(Request.open).parameters
-except (TypeError, ValueError):
-    _REQUEST_TAKES_CONTEXT = False
+# ---------------------------------------------------------------------------
+# The connection: explicit http.client connections, nothing global touched
+# ---------------------------------------------------------------------------
+
+# The redirect statuses urllib (and so ansible-core's Request) follows, and its limits.
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 10
+MAX_REPEATS = 4
 
 
-def build_tls_context(validate_certs=True, ca_path=None):
-    """A TLS context shared by every request, or None to let Request build one per request."""
-    if not _REQUEST_TAKES_CONTEXT:
+class _DeadlineReader(io.RawIOBase):
+    """The response side of a socket: every read waits at most until the request's deadline.
+
+    A socket timeout alone bounds each read, so an answer trickling one byte a second would
+    never time out; setting what is left of the deadline before every read bounds the whole
+    request. (``socket.timeout`` is raised once none is left.)
+    """
+
+    def __init__(self, sock, deadline):
+        super(_DeadlineReader, self).__init__()
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        self._sock.settimeout(self._deadline.remaining())
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineStream(object):
+    """The socket as http.client sees it: sends and reads bounded by the request's deadline.
+
+    The connection owns the real socket and closes it (``_SmokeConnection.release``);
+    http.client's own ``close`` calls, made while the response is still being read, only
+    drop this view of it.
+    """
+
+    def __init__(self, sock, deadline):
+        self._sock = sock
+        self._deadline = deadline
+
+    def sendall(self, data):
+        self._sock.settimeout(self._deadline.remaining())
+        return self._sock.sendall(data)
+
+    def makefile(self, mode='rb', *args, **kwargs):
+        if 'r' not in mode or 'w' in mode:
+            raise ValueError('only reading is supported, not %r' % mode)
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+    def close(self):
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def _open_tcp(address, deadline):
+    """A TCP connection to ``address`` (``(host, port)``) made within ``deadline``.
+
+    A host name is resolved first under the same deadline (:func:`resolve_within`), then its
+    addresses are tried in order, as ``socket.create_connection`` does.
+    """
+    host, port = address
+    host = str(host).strip('[]')
+    if _is_ip_literal(host):
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    else:
+        infos = resolve_within(host, port, deadline)
+    last_error = None
+    for family, kind, proto, dummy, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(deadline.remaining())
+            sock.connect(sockaddr)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+    raise last_error or socket.gaierror('no address for %s' % host)
+
+
+class _Route(object):
+    """Where one hop's TCP connection goes and how the request line names the resource."""
+
+    def __init__(self, address, proxy_headers=None, tunnel=False, absolute_form=False):
+        self.address = address
+        self.proxy_headers = proxy_headers or {}
+        self.tunnel = tunnel
+        self.absolute_form = absolute_form
+
+
+class _SmokeConnection(http.client.HTTPConnection):
+    """One request's connection: to an address chosen here, TLS wrapped here, under one deadline.
+
+    ``http.client`` writes the request and parses the answer; the TCP connection (to the
+    ``resolve`` address, a proxy or the URL's host), the CONNECT tunnel through a proxy and
+    the TLS handshake (SNI and certificate check for ``server_hostname``, the URL's host) are
+    made in :meth:`connect`, each bounded by what is left of the deadline.
+    """
+
+    def __init__(self, target, route, deadline, tls_context):
+        super(_SmokeConnection, self).__init__(target.host, target.port)
+        self._route = route
+        self._deadline = deadline
+        self._tls_context = tls_context if target.scheme == 'https' else None
+        self._server_hostname = target.host
+        self._real_socket = None
+        if route.tunnel:
+            self.set_tunnel(target.host, target.port, headers=route.proxy_headers)
+
+    def connect(self):
+        self._real_socket = _open_tcp(self._route.address, self._deadline)
+        self.sock = _DeadlineStream(self._real_socket, self._deadline)
+        if self._route.tunnel:
+            self._tunnel()  # http.client's CONNECT, through the bounded stream
+        if self._tls_context is not None:
+            # wrap_socket's handshake is one call; the socket timeout bounds it as a whole
+            self._real_socket.settimeout(self._deadline.remaining())
+            self._real_socket = self._tls_context.wrap_socket(self._real_socket,
+                                                              server_hostname=self._server_hostname)
+            self.sock = _DeadlineStream(self._real_socket, self._deadline)
+
+    def release(self):
+        if self._real_socket is not None:
+            try:
+                self._real_socket.close()
+            except OSError:
+                pass
+            self._real_socket = None
+        self.sock = None
+
+
+def _proxy_route(target, use_proxy):
+    """The route through the environment's proxy for ``target``, or None for a direct one
+    (urllib's rules: ``<scheme>_proxy`` and ``no_proxy``)."""
+    if not use_proxy:
         return None
-    return make_context(cafile=ca_path, validate_certs=validate_certs)
+    proxy = urllib.request.getproxies().get(target.scheme)
+    if not proxy:
+        return None
+    if urllib.request.proxy_bypass(target.netloc_host):
+        return None
+    if '://' not in proxy:
+        proxy = 'http://' + proxy
+    parts = urlsplit(proxy)
+    if not parts.hostname:
+        return None
+    headers = {}
+    if parts.username is not None:
+        headers['Proxy-Authorization'] = _basic_authorization(unquote(parts.username), unquote(parts.password or ''))
+    address = (parts.hostname, parts.port or DEFAULT_PORTS[target.scheme])  # urllib's defaults
+    if target.scheme == 'https':
+        return _Route(address, proxy_headers=headers, tunnel=True)
+    return _Route(address, proxy_headers=headers, absolute_form=True)
+
+
+class _Hop(object):
+    """One URL of a request's redirect chain, parsed the way the request line needs it."""
+
+    def __init__(self, url):
+        parts = urlsplit(url)
+        self.target = parse_url(urlunsplit(parts._replace(fragment='')))
+        netloc = parts.netloc.rpartition('@')[2]
+        self.target.netloc_host = netloc
+        self.url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ''))
+        self.selector = urlunsplit(('', '', parts.path or '/', parts.query, ''))
+
+
+def _basic_authorization(username, password):
+    """ansible-core's Basic Authorization value, as text (it gives bytes, which http.client's
+    CONNECT tunnel would write as "b'...'")."""
+    value = basic_auth_header(username, password)
+    return value.decode('ascii') if isinstance(value, bytes) else value
+
+
+def _merge_headers(*layers):
+    """Header dictionaries merged in order, a later name replacing an earlier one in any case."""
+    merged = {}
+    for layer in layers:
+        for name, value in layer.items():
+            for existing in [key for key in merged if key.lower() == name.lower()]:
+                del merged[existing]
+            merged[name] = value
+    return merged
+
+
+def _url_credentials(url):
+    """``(url without user info, username, password)``; the names are None when the URL has none."""
+    parts = urlsplit(url)
+    if '@' not in parts.netloc:
+        return url, None, None
+    credentials, dummy, netloc = parts.netloc.rpartition('@')
+    username, sep, password = credentials.partition(':')
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(username), unquote(password) if sep else ''
+
+
+def _netrc_authorization(host):
+    try:
+        login = netrc.netrc(os.environ.get('NETRC')).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return None
+    if login and login[0] and login[2]:
+        return _basic_authorization(login[0], login[2])
+    return None
+
+
+def _challenge_authorization(response, method, url, data, username, password):
+    """The Authorization answering a 401's Basic or Digest challenge, or None (urllib's handlers)."""
+    for challenge in response.headers.get_all('WWW-Authenticate') or []:
+        scheme, dummy, rest = challenge.strip().partition(' ')
+        if scheme.lower() == 'basic':
+            return _basic_authorization(username, password)
+        if scheme.lower() == 'digest':
+            handler = urllib.request.HTTPDigestAuthHandler(urllib.request.HTTPPasswordMgrWithDefaultRealm())
+            handler.add_password(None, url, username, password)
+            request = urllib.request.Request(url, data=data, method=method)
+            fields = urllib.request.parse_keqv_list(filter(None, urllib.request.parse_http_list(rest)))
+            authorization = handler.get_authorization(request, fields)
+            if authorization:
+                return 'Digest %s' % authorization
+    return None
+
+
+def _redirect_to(hop, response, method, follow_redirects):
+    """The next URL and method when ``response`` is a redirect to follow, else None.
+
+    ansible-core's rules (``follow_redirects``: none, safe for GET and HEAD only, all) on top
+    of urllib's (the statuses it follows, a Location or URI header, http and https only).
+    """
+    if follow_redirects not in ('safe', 'all') or response.status not in REDIRECT_STATUSES:
+        return None
+    if follow_redirects == 'safe' and method not in ('GET', 'HEAD'):
+        return None
+    location = response.headers.get('Location') or response.headers.get('URI')
+    if not location:
+        return None
+    new_url = urljoin(hop.url, location.replace(' ', '%20'))
+    if urlsplit(new_url).scheme.lower() not in SUPPORTED_SCHEMES:
+        return None
+    new_url = quote(new_url, encoding='iso-8859-1', safe=string.punctuation)
+    if response.status in (307, 308):
+        return new_url, method, True
+    if (response.status in (302, 303) and method != 'HEAD') or (response.status == 301 and method == 'POST'):
+        method = 'GET'
+    return new_url, method, False
+
+
+class _GzipBody(object):
+    """A gzip-encoded body read decoded, never more than asked for (as ansible-core decodes it)."""
+
+    def __init__(self, response):
+        self._response = response
+        self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b''
+
+    def read(self, amount):
+        while True:
+            if self._pending:
+                data = self._decoder.decompress(self._pending, amount)
+                self._pending = self._decoder.unconsumed_tail
+                if data:
+                    return data
+            if self._decoder.eof:
+                return b''
+            chunk = self._response.read(_READ_CHUNK)
+            if not chunk:
+                return self._decoder.flush()
+            self._pending = chunk
+
+
+# Building a TLS context reads the CA store (tens of milliseconds): callers sending many
+# requests build it once and pass it to every send_request.
+def build_tls_context(validate_certs=True, ca_path=None, client_cert=None, client_key=None):
+    """The TLS context of smoke requests: ansible-core's (the CA store it finds, ``ca_path``
+    instead when given, verification off with ``validate_certs=False``), with the client
+    certificate loaded. Raises SmokeOptionError naming the file that could not be used."""
+    try:
+        if make_context is not None:
+            context = make_context(cafile=ca_path, validate_certs=validate_certs)
+        else:
+            context = ssl.create_default_context(cafile=ca_path)
+            if not validate_certs:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+    except (OSError, ssl.SSLError, ValueError) as e:
+        raise SmokeOptionError('ca_path %r could not be used to verify certificates: %s' % (ca_path, e))
+    if client_cert:
+        try:
+            context.load_cert_chain(client_cert, keyfile=client_key)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise SmokeOptionError('client_cert %r%s could not be loaded: %s' % (
+                client_cert, ' with client_key %r' % client_key if client_key else '', _clean_ssl_text(str(e))))
+    return context
 
 
 def send_request(url, method='GET', headers=None, data=None, status_codes=(200,), body_regex=None,
                  timeout=5.0, max_body_bytes=DEFAULT_MAX_BODY_BYTES, connect_address=None,
                  validate_certs=True, ca_path=None, follow_redirects='none', use_proxy=True,
-                 tls_context=None):
+                 tls_context=None, url_username=None, url_password=None, force_basic_auth=False,
+                 client_cert=None, client_key=None, http_agent=HTTP_AGENT, use_netrc=True):
     """Send one request and return its result entry (see :func:`request_result`).
 
     Never raises for network or protocol problems: they are the entry's ``error``.
@@ -706,47 +869,88 @@ def send_request(url, method='GET', headers=None, data=None, status_codes=(200,)
     ``connect_address`` (``(addr, port)``) sends the TCP connection for the URL's host and
     port there, keeping the URL's host in the Host header, the TLS SNI and the certificate
     check; proxies are then never used.
+
+    Credentials as ansible-core's ``Request`` takes them: ``url_username``/``url_password``
+    (else the URL's user info, else ``~/.netrc`` when ``use_netrc``), sent at once with
+    ``force_basic_auth`` or a netrc entry, otherwise in answer to a 401's Basic or Digest
+    challenge; ``client_cert``/``client_key`` for TLS client authentication (ignored when
+    ``tls_context`` is given: build it with :func:`build_tls_context`).
     """
-    target = parse_url(url)
-    # A new Request per request: a fresh cookie jar, so no stickiness cookie pins the balancer.
-    options = dict(
-        headers=dict(headers or {}),
-        use_proxy=use_proxy and connect_address is None,
-        timeout=timeout,
-        validate_certs=validate_certs,
-        follow_redirects=follow_redirects,
-        http_agent=HTTP_AGENT,
-        ca_path=ca_path,
-    )
-    if tls_context is not None:
-        options['context'] = tls_context
-    request = Request(**options)
+    parse_url(url)  # an invalid URL is the caller's error, raised
     started = time.monotonic()
-    response = None
+    connection = None
     try:
-        with request_deadline(timeout):
-            if connect_address is not None:
-                redirect = connect_to(target.host, target.port, connect_address)
-            else:
-                redirect = _no_redirect()
-            with redirect:
-                try:
-                    response = request.open(method, target.url, data=data)
-                except urllib.error.HTTPError as e:
-                    response = e
-                status, text, truncated = read_response(response, max_body_bytes)
+        deadline = Deadline(timeout)
+        url, username, password = _url_credentials(url)
+        if url_username:
+            username, password = url_username, url_password or ''
+        first = _Hop(url)
+        origin = (first.target.host.lower(), first.target.port)
+        preset = {'User-Agent': http_agent}
+        if username and force_basic_auth:
+            preset['Authorization'] = _basic_authorization(username, password)
+        elif not username and use_netrc:
+            netrc_authorization = _netrc_authorization(first.target.host)
+            if netrc_authorization:
+                preset['Authorization'] = netrc_authorization
+        user_headers = dict(headers or {})
+        body = data.encode('utf-8') if isinstance(data, str) else data  # as ansible-core's to_bytes
+        # A new cookie jar per request, so no stickiness cookie pins the balancer; cookies set
+        # along a redirect chain are sent on along it, as urllib does.
+        cookies = http.cookiejar.CookieJar()
+        hop, visited, challenge_answer = first, {}, None
+        while True:
+            at_origin = (hop.target.host.lower(), hop.target.port) == origin
+            route = None
+            if connect_address is not None and at_origin:
+                route = _Route(connect_address)
+            elif connect_address is None:
+                route = _proxy_route(hop.target, use_proxy)
+            route = route or _Route((hop.target.host, hop.target.port))
+            if tls_context is None and hop.target.scheme == 'https':  # reading the CA store costs ~0.1 s
+                tls_context = build_tls_context(validate_certs, ca_path, client_cert, client_key)
+            connection = _SmokeConnection(hop.target, route, deadline, tls_context)
+            cookie_request = urllib.request.Request(hop.url, method=method)
+            cookies.add_cookie_header(cookie_request)
+            extra = dict(cookie_request.unredirected_hdrs)
+            if body is not None:
+                extra['Content-Type'] = 'application/x-www-form-urlencoded'  # urllib's default
+            if route.absolute_form:
+                extra.update(route.proxy_headers)
+            if challenge_answer is not None and at_origin:
+                extra['Authorization'] = challenge_answer
+            # The caller's headers win (Host included); urllib's Connection: close always.
+            sent = _merge_headers(preset, extra, user_headers, {'Connection': 'close'})
+            if not any(name.lower() == 'host' for name in sent):
+                sent['Host'] = hop.target.netloc_host
+            connection.request(method, hop.url if route.absolute_form else hop.selector, body=body, headers=sent)
+            response = connection.getresponse()
+            cookies.extract_cookies(response, cookie_request)
+            if response.status == 401 and username and challenge_answer is None and at_origin:
+                challenge_answer = _challenge_authorization(response, method, hop.url, body, username, password)
+                if challenge_answer is not None:
+                    connection.release()
+                    continue
+            redirect = _redirect_to(hop, response, method, follow_redirects)
+            if redirect is None or len(visited) >= MAX_REDIRECTS or visited.get(redirect[0], 0) >= MAX_REPEATS:
+                break
+            new_url, method, keep_body = redirect
+            visited[new_url] = visited.get(new_url, 0) + 1
+            if not keep_body:
+                body = None
+                user_headers = dict((name, value) for name, value in user_headers.items()
+                                    if name.lower() not in ('content-length', 'content-type', 'transfer-encoding'))
+            connection.release()
+            hop = _Hop(new_url)
+        reader = response
+        if response.headers.get('Content-Encoding', '').lower() == 'gzip':
+            reader = _GzipBody(response)
+        raw, truncated = read_capped(reader, max_body_bytes)
+        status, text = response.status, decode_body(raw, response.headers.get_content_charset())
     except Exception as e:  # every network or protocol problem is a per-request result
         return request_result(time.monotonic() - started, error=describe_error(e))
     finally:
-        if response is not None:
-            try:
-                response.close()
-            except Exception:
-                pass
+        if connection is not None:
+            connection.release()
     return request_result(time.monotonic() - started, status=status, text=text,
                           status_codes=status_codes, body_regex=body_regex, body_truncated=truncated)
-
-
-@contextmanager
-def _no_redirect():
-    yield

@@ -504,7 +504,7 @@ def main():
             result["backup_file"] = module.backup_local(map_file)
         try:
             # Written (not yet renamed) before runtime changes: proves the file can be replaced.
-            prepared_file = PreparedMapFile(map_file, plan.new_disk_text)
+            prepared_file = PreparedMapFile(map_file, plan.new_disk_text, module=module)
         except MapFileError as exc:
             module.fail_json(msg="%s; nothing was changed" % exc,
                              **applied_result(result, unchanged_facts(plan), key))

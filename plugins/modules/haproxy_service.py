@@ -248,7 +248,7 @@ def main():
     service = HAProxyService(binary=params["binary"], config=params["config"], master_socket=params["master_socket"],
                              pidfile=params["pidfile"], service_name=params["service_name"],
                              manager=params["manager"], preserve_maps=params["preserve_maps"],
-                             timeout=params["timeout"], release_lock_path=params["release_lock_path"])
+                             timeout=params["timeout"], release_lock_path=params["release_lock_path"], module=module)
     try:
         if params["state"] == "reloaded":
             result = service.reload(module.check_mode)

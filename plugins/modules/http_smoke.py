@@ -19,8 +19,9 @@ description:
   - Connection refused, timeouts and TLS errors are reported per request, with one failure
     message that counts the reasons.
   - The module only reads; it never reports a change.
-  - HTTP is sent through ansible-core's C(ansible.module_utils.urls); the managed host needs
-    nothing but Python.
+  - Each request is its own C(http.client) connection from the Python standard library, with
+    ansible-core's TLS defaults (C(ansible.module_utils.urls)); the managed host needs nothing
+    but Python.
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
@@ -104,6 +105,45 @@ options:
       - A PEM file of CA certificates to verify the server's certificate with, instead of the
         system's trust store.
     type: path
+  client_cert:
+    description:
+      - A PEM file with the client certificate (and its key, unless O(client_key) is given) that
+        the requests present when the listener asks for one (TLS client authentication).
+    type: path
+  client_key:
+    description:
+      - A PEM file with the private key of O(client_cert).
+    type: path
+  url_username:
+    description:
+      - The user name for HTTP authentication (Basic, or Digest when the server asks for it).
+      - Without O(force_basic_auth) the credentials are sent only in answer to a C(401) that asks
+        for them, and only to the URL's host and port.
+      - Credentials in the URL (C(https://user:password@host/)) are used when this is not set.
+    type: str
+  url_password:
+    description:
+      - The password for O(url_username).
+    type: str
+  force_basic_auth:
+    description:
+      - Send Basic authentication with every request instead of waiting for a C(401) to ask for
+        it; for services that answer C(403) or the public page to anonymous requests.
+      - Like ansible-core's own option, the header then goes with every request, redirects to
+        other hosts included.
+    type: bool
+    default: false
+  use_netrc:
+    description:
+      - Whether to send the C(~/.netrc) entry (or the file in the C(NETRC) environment variable)
+        of the URL's host as Basic authentication when no credentials are given.
+    type: bool
+    default: true
+  http_agent:
+    description:
+      - The C(User-Agent) header of every request (a C(User-Agent) in O(headers) wins).
+    type: str
+    default: ansible-httpget
   resolve:
     description:
       - Send the requests to this address instead of the one the URL's host resolves to, like
@@ -139,6 +179,9 @@ options:
     type: bool
     default: true
 notes:
+  - The connection options follow ansible-core's C(url_argument_spec) (O(validate_certs),
+    O(ca_path), O(client_cert), O(client_key), O(url_username), O(url_password),
+    O(force_basic_auth), O(use_netrc), O(http_agent), O(use_proxy)); GSSAPI is not supported.
   - "Every request is independent: a new connection (C(Connection: close)) and no cookie jar
     shared between requests."
   - Bodies are decoded with the answer's charset (UTF-8 by default, invalid bytes replaced)
@@ -180,6 +223,15 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ smoke.msg }} - bodies seen: {{ smoke.summary.body_counts }}"
   when: not smoke.passed
+
+- name: A listener that requires a client certificate and Basic authentication
+  bluegreen.haproxy.http_smoke:
+    url: https://admin.example.com/healthz
+    client_cert: /etc/pki/smoke/client.pem
+    client_key: /etc/pki/smoke/client.key
+    url_username: smoke
+    url_password: "{{ vault_smoke_password }}"
+    force_basic_auth: true
 
 - name: The plain HTTP listener redirects to HTTPS
   bluegreen.haproxy.http_smoke:
@@ -294,6 +346,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
     DEFAULT_MAX_BODY_BYTES,
+    HTTP_AGENT,
     SmokeOptionError,
     build_tls_context,
     compile_body_regex,
@@ -327,8 +380,16 @@ def main():
             resolve=dict(type='str'),
             follow_redirects=dict(type='str', default='none', choices=['none', 'safe', 'all']),
             use_proxy=dict(type='bool', default=True),
+            client_cert=dict(type='path'),
+            client_key=dict(type='path'),
+            url_username=dict(type='str'),
+            url_password=dict(type='str', no_log=True),
+            force_basic_auth=dict(type='bool', default=False),
+            use_netrc=dict(type='bool', default=True),
+            http_agent=dict(type='str', default=HTTP_AGENT),
             fail_on_error=dict(type='bool', default=True),
         ),
+        required_by=dict(client_key='client_cert'),
         supports_check_mode=True,
     )
     params = module.params
@@ -346,8 +407,11 @@ def main():
             raise SmokeOptionError('interval must not be negative, got %s' % params['interval'])
         validate_timeout(params['timeout'])
         validate_max_body_bytes(params['max_body_bytes'])
-        if params['ca_path'] is not None and not os.path.isfile(params['ca_path']):
-            raise SmokeOptionError('ca_path %r is not a file' % params['ca_path'])
+        for name in ('ca_path', 'client_cert', 'client_key'):
+            if params[name] is not None and not os.path.isfile(params[name]):
+                raise SmokeOptionError('%s %r is not a file' % (name, params[name]))
+        if any(c in params['http_agent'] for c in '\r\n\0'):
+            raise SmokeOptionError('http_agent %r contains CR, LF or NUL' % params['http_agent'])
         resolve_to, resolve_text = (resolve_address(params['resolve'], target) if params['resolve'] is not None
                                     else (None, None))
     except SmokeOptionError as e:
@@ -356,10 +420,10 @@ def main():
     data = params['body'].encode('utf-8') if params['body'] is not None else None
     try:
         # also for http:// URLs: a redirect may lead to https://
-        tls_context = build_tls_context(params['validate_certs'], params['ca_path'])
-    except Exception as e:  # e.g. an unreadable ca_path
-        module.fail_json(msg='ca_path %r could not be used to verify certificates: %s' % (params['ca_path'], e),
-                         passed=False)
+        tls_context = build_tls_context(params['validate_certs'], params['ca_path'], params['client_cert'],
+                                        params['client_key'])
+    except SmokeOptionError as e:  # e.g. an unreadable ca_path, a key that is not the certificate's
+        module.fail_json(msg=str(e), passed=False)
 
     result = run_smoke(
         target.url, requests=params['requests'], interval=params['interval'], resolve_text=resolve_text,
@@ -367,6 +431,8 @@ def main():
         timeout=params['timeout'], max_body_bytes=params['max_body_bytes'], connect_address=resolve_to,
         validate_certs=params['validate_certs'], ca_path=params['ca_path'],
         follow_redirects=params['follow_redirects'], use_proxy=params['use_proxy'], tls_context=tls_context,
+        url_username=params['url_username'], url_password=params['url_password'],
+        force_basic_auth=params['force_basic_auth'], use_netrc=params['use_netrc'], http_agent=params['http_agent'],
         send=send_request, sleep=time.sleep)
     result['changed'] = False
     if result['failed_count'] and params['fail_on_error']:

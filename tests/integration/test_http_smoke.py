@@ -8,6 +8,7 @@ the app cannot show what arrived (the Host header, TLS SNI), small stdlib server
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -35,6 +36,10 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.server.seen.append({"host": self.headers.get("Host"), "path": self.path, "method": self.command})
         length = int(self.headers.get("Content-Length") or 0)
         body_in = self.rfile.read(length).decode() if length else ""
+        self.server.authorizations.append(self.headers.get("Authorization"))
+        if self.server.credentials is not None and self.headers.get("Authorization") != self.server.credentials:
+            self._reply(401, "who are you?\n", {"WWW-Authenticate": 'Basic realm="release"'})
+            return
         if self.path == "/redirect":
             self._reply(302, "moved\n", {"Location": "/release"})
             return
@@ -71,12 +76,14 @@ class EchoHandler(BaseHTTPRequestHandler):
 class EchoServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, tls_context=None, host="127.0.0.1"):
+    def __init__(self, tls_context=None, host="127.0.0.1", credentials=None):
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, 0), EchoHandler)
         self.seen = []
         self.snis = []
+        self.credentials = credentials  # the Authorization header required, when set
+        self.authorizations = []
         if tls_context is not None:
             tls_context.sni_callback = lambda sslsock, name, ctx: self.snis.append(name)
             self.socket = tls_context.wrap_socket(self.socket, server_side=True)
@@ -243,6 +250,28 @@ def certificate(tmp_path_factory):
 def tls_server(certificate):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*certificate)
+    server = EchoServer(tls_context=context)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client_certificate(tmp_path_factory):
+    """A self-signed client certificate, the only one the mutual-TLS listener trusts: (cert, key)."""
+    directory = tmp_path_factory.mktemp("client-tls")
+    cert, key = str(directory / "client.pem"), str(directory / "client.key")
+    subprocess.run([shutil.which("openssl") or "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                    "2", "-keyout", key, "-out", cert, "-subj", "/CN=release owner"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def mutual_tls_server(certificate, client_certificate):
+    """A TLS listener for PUBLIC_HOST that refuses clients without client_certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(client_certificate[0])
     server = EchoServer(tls_context=context)
     yield server
     server.stop()
@@ -557,6 +586,55 @@ def test_https_to_a_plain_http_port_is_a_tls_error(run_module, echo_server):
     assert result["results"][0]["error"].startswith("TLS error")
 
 
+# ---------------------------------------------------------------- the standard URL options
+
+def test_client_certificate_opens_a_mutual_tls_listener(run_module, mutual_tls_server, certificate,
+                                                        client_certificate):
+    args = {"url": "https://%s/release" % PUBLIC_HOST, "resolve": "127.0.0.1:%d" % mutual_tls_server.port,
+            "ca_path": certificate[0], "body_regex": "(?m)^sni=%s$" % PUBLIC_HOST}
+    result = run_module("http_smoke", dict(args, client_cert=client_certificate[0],
+                                           client_key=client_certificate[1], requests=2))
+    assert result.get("failed") is not True, result
+    assert result["passed_count"] == 2
+
+    refused = run_module("http_smoke", args)
+    assert_clean_failure(refused)
+    assert refused["results"][0]["status"] is None
+    assert len(mutual_tls_server.seen) == 2  # only the requests with the certificate arrived
+
+
+def test_a_key_that_is_not_the_certificates_is_one_clear_error(run_module, echo_server, certificate,
+                                                               client_certificate):
+    result = run_module("http_smoke", {"url": "http://127.0.0.1:%d/" % echo_server.port,
+                                       "client_cert": client_certificate[0], "client_key": certificate[1]})
+    assert_clean_failure(result)
+    assert result["msg"].startswith("client_cert '%s' with client_key '%s' could not be loaded"
+                                    % (client_certificate[0], certificate[1])), result["msg"]
+    assert echo_server.seen == []
+
+
+def test_basic_auth_with_and_without_force(run_module):
+    expected = "Basic " + base64.b64encode(b"owner:s3cret").decode()
+    server = EchoServer(credentials=expected)
+    try:
+        url = "http://127.0.0.1:%d/release" % server.port
+        args = {"url": url, "url_username": "owner", "url_password": "s3cret"}
+        answered = run_module("http_smoke", args)
+        assert answered["passed"] is True, answered
+        assert server.authorizations == [None, expected]  # sent when the 401 asked for it
+
+        forced = run_module("http_smoke", dict(args, force_basic_auth=True))
+        assert forced["passed"] is True, forced
+        assert server.authorizations[2:] == [expected]  # sent at once
+
+        wrong = run_module("http_smoke", dict(args, url_password="nope"))
+        assert_clean_failure(wrong)
+        assert wrong["msg"] == "1 of 1 request to %s failed: 1 x status 401 (expected 200)" % url
+        assert "nope" not in json.dumps(wrong)
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("args, message", [
@@ -601,6 +679,7 @@ def test_ansible_doc_renders():
     doc = json.loads(completed.stdout)["bluegreen.haproxy.http_smoke"]["doc"]
     assert set(doc["options"]) == {
         "url", "method", "headers", "body", "status_code", "body_regex", "requests", "interval", "timeout",
-        "max_body_bytes", "validate_certs", "ca_path", "resolve", "follow_redirects", "use_proxy", "fail_on_error"}
+        "max_body_bytes", "validate_certs", "ca_path", "resolve", "follow_redirects", "use_proxy", "fail_on_error",
+        "client_cert", "client_key", "url_username", "url_password", "force_basic_auth", "use_netrc", "http_agent"}
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert doc["attributes"]["diff_mode"]["support"] == "none"

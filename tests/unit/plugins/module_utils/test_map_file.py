@@ -216,3 +216,117 @@ def test_value_with_unicode_separator_survives_the_file(tmp_path):
     path = tmp_path / "odd.map"
     write_map_file_atomic(str(path), "active a\u2028b\x85c\n")
     assert map_text_values(read_map_file(str(path))) == {"active": "a\u2028b\x85c"}
+
+
+# -- the commit through AnsibleModule.atomic_move (issue 16) ------------------------------------
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.testing import patch_module_args  # noqa: E402
+
+
+@pytest.fixture
+def module():
+    with patch_module_args({}):
+        return AnsibleModule(argument_spec={})
+
+
+def test_commit_through_atomic_move_keeps_owner_mode_xattrs_and_selinux_context(tmp_path, module):
+    path = tmp_path / "bluegreen.map"
+    path.write_text("active backend_blue\n")
+    os.chmod(path, 0o640)
+    os.chown(path, 4321, 4322)  # the tests run as root, like the role
+    os.setxattr(path, "user.bluegreen.origin", b"provisioned")
+    context_before = module.selinux_context(str(path)) if module.selinux_enabled() else None
+    prepared = PreparedMapFile(str(path), "active backend_green\n", module=module)
+    assert [name for name in os.listxattr(prepared.temp_path) if name.startswith("user.")] == []  # none of its own
+    prepared.commit()
+    assert path.read_text() == "active backend_green\n"
+    after = os.stat(path)
+    assert (stat.S_IMODE(after.st_mode), after.st_uid, after.st_gid) == (0o640, 4321, 4322)
+    assert os.getxattr(path, "user.bluegreen.origin") == b"provisioned"
+    if context_before is not None:  # an SELinux host (EL9): the context is the one the file had
+        assert module.selinux_context(str(path)) == context_before
+    assert os.listdir(tmp_path) == ["bluegreen.map"]
+
+
+def test_commit_through_atomic_move_creates_a_readable_file(tmp_path, module):
+    path = tmp_path / "new.map"
+    write_map_file_atomic(str(path), "active backend_blue\n", module=module)
+    assert path.read_text() == "active backend_blue\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_commit_across_file_systems_through_a_symlink(tmp_path, module):
+    # The map file is a link into another file system: the new file is written beside the
+    # link, so the final rename crosses devices (EXDEV); atomic_move copies it across.
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test directory")
+    other = tempfile.mkdtemp(dir="/dev/shm")
+    try:
+        real = os.path.join(other, "real.map")
+        with open(real, "w") as handle:
+            handle.write("active backend_blue\n")
+        link = tmp_path / "link.map"
+        link.symlink_to(real)
+        PreparedMapFile(str(link), "active backend_green\n", module=module).commit()
+        assert link.is_symlink()
+        with open(real) as handle:
+            assert handle.read() == "active backend_green\n"
+        assert os.listdir(tmp_path) == ["link.map"] and os.listdir(other) == ["real.map"]
+    finally:
+        shutil.rmtree(other)
+
+
+class FailingMoveModule(object):
+    """A module whose atomic_move fails the way ansible-core `style` does it."""
+
+    def __init__(self, style):
+        self.style = style
+        self.exits = []
+
+    def fail_json(self, msg=None, **kwargs):
+        self.exits.append(msg)
+        raise SystemExit(1)
+
+    def atomic_move(self, source, destination):
+        if self.style == "fail_json":  # 2.17, 2.18
+            self.fail_json(msg="Could not replace file: %s to %s: [Errno 1] Operation not permitted"
+                           % (source, destination))
+        try:
+            raise PermissionError(1, "Operation not permitted")
+        except PermissionError as exc:  # 2.19+
+            raise Exception("Failed to replace %r with %r." % (destination, source)) from exc
+
+
+@pytest.mark.parametrize("style", ["fail_json", "raise"])
+def test_a_failed_atomic_move_is_a_map_file_error_not_a_module_exit(tmp_path, style):
+    path = tmp_path / "bluegreen.map"
+    path.write_text("active backend_blue\n")
+    failing = FailingMoveModule(style)
+    prepared = PreparedMapFile(str(path), "active backend_green\n", module=failing)
+    with pytest.raises(MapFileError, match="cannot replace map file .*Operation not permitted"):
+        prepared.commit()
+    assert failing.exits == []  # the caller, not atomic_move, decides how the module ends
+    assert failing.fail_json.__func__ is FailingMoveModule.fail_json  # the class's method again
+    assert os.listdir(tmp_path) == ["bluegreen.map"] and path.read_text() == "active backend_blue\n"
+
+
+def test_an_immutable_map_file_fails_the_commit_as_a_map_file_error(tmp_path, module):
+    # The real atomic_move of this ansible-core (2.17 and 2.18 end in fail_json, 2.19 raises).
+    path = tmp_path / "bluegreen.map"
+    path.write_text("active backend_blue\n")
+    chattr = shutil.which("chattr")
+    if not chattr or subprocess.run([chattr, "+i", str(path)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and a file system with attributes)")
+    try:
+        prepared = PreparedMapFile(str(path), "active backend_green\n", module=module)
+        with pytest.raises(MapFileError, match="cannot replace map file %s: " % path):
+            prepared.commit()
+        assert path.read_text() == "active backend_blue\n"
+        assert [name for name in os.listdir(tmp_path) if name != "bluegreen.map"] == []
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)

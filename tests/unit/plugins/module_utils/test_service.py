@@ -323,3 +323,84 @@ def test_a_config_written_after_the_workers_started_asks_for_a_reload(map_path, 
     os.utime(str(config), (started + 60, started + 60))
     assert "written 60s after the newest worker started" in service.config_newer_than_workers(me)
     assert service.config_newer_than_workers(dict(me, workers=[dict(pid=dead_pid())])) is None, "cannot tell"
+
+
+# -- system commands through module.run_command (issue 16) -------------------------------------
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.testing import patch_module_args  # noqa: E402
+
+
+class RecordingModule(object):
+    """An AnsibleModule whose run_command calls are recorded (and passed on to the real one)."""
+
+    def __init__(self):
+        with patch_module_args({}):
+            self.real = AnsibleModule(argument_spec={})
+        self.commands = []
+
+    def get_bin_path(self, name):
+        return self.real.get_bin_path(name)
+
+    def run_command(self, args, **kwargs):
+        self.commands.append(list(args))
+        return self.real.run_command(args, **kwargs)
+
+    def fail_json(self, **kwargs):
+        pytest.fail("run_command's fail_json was reached: %s" % kwargs)
+
+
+def test_commands_go_through_run_command_with_stdout_then_stderr():
+    module = RecordingModule()
+    result = service_module.run_bounded(["sh", "-c", "echo out; echo err >&2; exit 3"], 10, module)
+    assert (result.returncode, result.stdout) == (3, "out\nerr\n")
+    timeout_program = module.get_bin_path("timeout")
+    assert module.commands == [[timeout_program, "--kill-after=5", "10", "sh", "-c", "echo out; echo err >&2; exit 3"]]
+
+
+def test_a_command_that_hangs_is_stopped_at_its_timeout():
+    module = RecordingModule()
+    if module.get_bin_path("timeout") is None:
+        pytest.skip("coreutils' timeout is not installed here")
+    started = time.monotonic()
+    result = service_module.run_bounded(["sleep", "30"], 1, module)
+    assert result.returncode == service_module.TIMEOUT_EXIT
+    assert result.stdout == "sleep 30 did not finish within 1 s and was stopped."
+    assert time.monotonic() - started < 25  # stopped, not waited for
+
+
+def test_a_missing_program_raises_like_subprocess_instead_of_ending_the_module(tmp_path):
+    module = RecordingModule()
+    with pytest.raises(FileNotFoundError):
+        service_module.run_bounded([str(tmp_path / "no-haproxy"), "-c"], 10, module)
+    with pytest.raises(FileNotFoundError):
+        service_module.run_bounded(["no-such-systemctl-here"], 10, module)
+    assert module.commands == []
+
+
+def test_the_service_sends_systemctl_and_haproxy_through_its_module(tmp_path):
+    module = RecordingModule()
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    systemctl = fake_bin / "systemctl"
+    systemctl.write_text("#!/bin/sh\necho \"$@\" >> %s/systemctl.log\nexit 3\n" % tmp_path)
+    systemctl.chmod(0o755)
+    haproxy = fake_bin / "haproxy"
+    haproxy.write_text("#!/bin/sh\necho 'Configuration file is valid'\n")
+    haproxy.chmod(0o755)
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = "%s:%s" % (fake_bin, old_path)
+    try:
+        service = service_module.HAProxyService(
+            binary=str(haproxy), config="/etc/haproxy/haproxy.cfg", master_socket=str(tmp_path / "none.sock"),
+            pidfile=str(tmp_path / "haproxy.pid"), service_name="haproxy", manager="systemd", preserve_maps=[],
+            timeout=1, module=module)
+        assert service.status() == dict(running=False, master_cli=False, proc=None)
+        assert service.config_check() == ("haproxy -c -f /etc/haproxy/haproxy.cfg (exit 0): "
+                                          "Configuration file is valid")
+    finally:
+        os.environ["PATH"] = old_path
+    assert [command[3:] for command in module.commands] == [
+        ["systemctl", "is-active", "--quiet", "haproxy"],
+        [str(haproxy), "-c", "-f", "/etc/haproxy/haproxy.cfg"]]
+    assert (tmp_path / "systemctl.log").read_text() == "is-active --quiet haproxy\n"

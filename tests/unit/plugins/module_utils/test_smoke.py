@@ -323,41 +323,6 @@ def test_public_results_drop_internal_keys():
     assert set(results[0]) == {'status', 'elapsed', 'matched', 'error', 'reason', 'body_excerpt', 'body_truncated'}
 
 
-# ---------------------------------------------------------------- the module's connect redirection
-
-def test_connect_to_redirects_only_the_url_host_and_port(monkeypatch):
-    calls = []
-
-    def fake_create_connection(address, *args, **kwargs):
-        calls.append((address, args))
-        return 'socket'
-
-    monkeypatch.setattr(socket, 'create_connection', fake_create_connection)
-    with smoke.connect_to('release.example.test', 443, ('127.0.0.1', 8443)):
-        # http.client picks the patched function when it builds a connection
-        connection = http.client.HTTPSConnection('Release.Example.Test', 443, timeout=3)
-        assert connection._create_connection(('Release.Example.Test', 443), 3) == 'socket'
-        socket.create_connection(('release.example.test', 80), 3)  # another port: untouched
-        socket.create_connection(('other.example.test', 443), 3)  # another host: untouched
-        socket.create_connection(('[::1]', 443), 3)
-    assert socket.create_connection is fake_create_connection
-    assert calls == [
-        (('127.0.0.1', 8443), (3,)),
-        (('release.example.test', 80), (3,)),
-        (('other.example.test', 443), (3,)),
-        (('[::1]', 443), (3,)),
-    ]
-
-
-def test_connect_to_restores_on_errors(monkeypatch):
-    original = socket.create_connection
-    with pytest.raises(RuntimeError):
-        with smoke.connect_to('a.test', 80, ('127.0.0.1', 1)):
-            assert socket.create_connection is not original
-            raise RuntimeError('boom')
-    assert socket.create_connection is original
-
-
 # ---------------------------------------------------------------- one request: deadline and body cap
 #
 # Real sockets on loopback, in this process: a server thread that answers slowly or at length.
@@ -560,17 +525,6 @@ def test_a_fast_answer_within_the_timeout_passes(loopback, tls_server_context):
     result = smoke.send_request('https://release.example.test/', timeout=2.0, validate_certs=False,
                                 connect_address=('127.0.0.1', tls.port))
     assert (result['status'], result['matched']) == (200, True), result
-
-
-def test_request_patches_are_undone(loopback):
-    create_connection = socket.create_connection
-    tls_class = ssl.SSLContext.sslsocket_class
-    server = loopback(trickle(HEAD_13 + b'version=green', None, 0.0))
-    smoke.send_request('http://release.example.test/', connect_address=('127.0.0.1', server.port))
-    smoke.send_request('http://127.0.0.1:%d/' % free_port_number())  # refused
-    assert socket.create_connection is create_connection
-    assert ssl.SSLContext.sslsocket_class is tls_class
-    assert smoke._ACTIVE_DEADLINE == [None]
 
 
 def free_port_number():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import sys
 import time
 
@@ -329,7 +330,7 @@ def test_persist_bulk_is_one_atomic_write_and_keeps_crlf(haproxy, tmp_path, monk
     path.write_bytes(b'# switch\r\nactive backend_blue\r\nshop.example.com shop_blue\r\n')
     renames = []
     real_rename = map_file.os.rename
-    monkeypatch.setattr(map_file.os, 'rename', lambda source, target: renames.append(target) or real_rename(source, target))
+    monkeypatch.setattr(map_file.os, 'rename', lambda source, target: renames.append(os.fsdecode(target)) or real_rename(source, target))
     outcome = run(bulk({'shop.example.com': 'shop_green', 'new.example.com': 'new_green'},
                        persist=True, map_file=str(path)))
     assert not outcome.failed, outcome.result['msg']
@@ -337,6 +338,22 @@ def test_persist_bulk_is_one_atomic_write_and_keeps_crlf(haproxy, tmp_path, monk
     assert path.read_bytes() == (b'# switch\r\nactive backend_blue\r\nshop.example.com shop_green\r\n'
                                  b'new.example.com new_green\r\n')
     assert outcome.result['persisted'] is True and outcome.result['disk_changed'] is True
+
+
+def test_persist_keeps_the_map_files_owner_mode_and_extended_attributes(haproxy, tmp_path):
+    # The commit goes through AnsibleModule.atomic_move (issue 16): on EL9 the SELinux
+    # context travels the same way as this user.* attribute.
+    path = tmp_path / 'bluegreen.map'
+    path.write_bytes(b'active backend_blue\nshop.example.com shop_blue\n')
+    os.chmod(path, 0o640)
+    os.chown(path, 4321, 4322)
+    os.setxattr(path, 'user.bluegreen.origin', b'provisioned')
+    outcome = run(bulk({'shop.example.com': 'shop_green'}, persist=True, map_file=str(path)))
+    assert not outcome.failed, outcome.result['msg']
+    assert b'shop.example.com shop_green' in path.read_bytes()
+    after = os.stat(path)
+    assert (stat.S_IMODE(after.st_mode), after.st_uid, after.st_gid) == (0o640, 4321, 4322)
+    assert os.getxattr(path, 'user.bluegreen.origin') == b'provisioned'
 
 
 # -- switch_at ----------------------------------------------------------

@@ -63,7 +63,26 @@ def test_defaults_reach_send_request(run):
     assert (call["method"], call["timeout"], call["max_body_bytes"]) == ("GET", 5.0, 1048576)
     assert (call["validate_certs"], call["follow_redirects"], call["use_proxy"]) == (True, "none", True)
     assert call["connect_address"] is None and call["data"] is None
+    assert (call["url_username"], call["url_password"], call["force_basic_auth"]) == (None, None, False)
+    assert (call["use_netrc"], call["http_agent"]) == (True, "ansible-httpget")
     assert result["msg"] == "1 request to %s passed" % URL
+
+
+def test_url_options_reach_every_request(run, tmp_path, monkeypatch):
+    contexts = []
+    monkeypatch.setattr(http_smoke, "build_tls_context", lambda *args: contexts.append(args) or "context")
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("certificate")
+    key.write_text("key")
+    failed, result, calls = run({
+        "url": URL, "requests": 2, "url_username": "owner", "url_password": "s3cret", "force_basic_auth": True,
+        "client_cert": str(cert), "client_key": str(key), "use_netrc": False, "http_agent": "smoke/1"})
+    assert failed is False, result
+    assert contexts == [(True, None, str(cert), str(key))]
+    for call in calls:
+        assert (call["url_username"], call["url_password"], call["force_basic_auth"]) == ("owner", "s3cret", True)
+        assert (call["use_netrc"], call["http_agent"], call["tls_context"]) == (False, "smoke/1", "context")
+    assert "s3cret" not in str(result)
 
 
 def test_options_reach_every_request(run):
@@ -121,6 +140,8 @@ def test_check_mode_sends_the_requests(run):
     ({"body_regex": "("}, "body_regex '(' is not a valid regular expression"),
     ({"status_code": [0]}, "status_code: 0 is not an HTTP status code"),
     ({"ca_path": "/nonexistent/ca.pem"}, "ca_path '/nonexistent/ca.pem' is not a file"),
+    ({"client_cert": "/nonexistent/c.pem"}, "client_cert '/nonexistent/c.pem' is not a file"),
+    ({"http_agent": "a\r\nX-Injected: 1"}, "http_agent 'a\\r\\nX-Injected: 1' contains CR, LF or NUL"),
 ])
 def test_bad_options_send_nothing(run, args, message):
     failed, result, calls = run(dict({"url": URL}, **args))
@@ -128,6 +149,12 @@ def test_bad_options_send_nothing(run, args, message):
     assert result["msg"].startswith(message), result["msg"]
     assert calls == []
     assert result["passed"] is False and "results" not in result
+
+
+def test_a_client_key_without_its_certificate_is_refused(run):
+    failed, result, calls = run({"url": URL, "client_key": "/etc/pki/smoke/client.key"})
+    assert failed is True and calls == []
+    assert result["msg"] == "missing parameter(s) required by 'client_key': client_cert"
 
 
 def test_max_body_bytes_zero_is_allowed(run):
