@@ -66,7 +66,7 @@ def test_cutover_switches_every_node_persists_and_survives_reload(fleet_factory,
     assert nodes["node1"]["smoke"]["SMOKE"] == {"passed": 6, "failed": 0}
     assert nodes["node2"]["target_health"] == {"healthy": 2, "total": 2}
     timings = nodes["node1"]["timings"]
-    assert 0 < timings["precheck"] < timings["switch"] < timings["persist"] <= timings["finished"]
+    assert 0 < timings["prepare"] < timings["switch"] < timings["persist"] <= timings["finished"]
     assert nodes["node1"]["switched_at"] and nodes["node2"]["switched_at"]
     written = json.loads(report_file.read_text())
     assert written["target"] == "backend_green"
@@ -273,7 +273,7 @@ def test_check_mode_runs_the_gates_and_switches_nothing(fleet_factory, run_playb
     fleet = fleet_factory(nodes=1)
     rc, report = run_playbook(CUTOVER, GREEN, inventory=fleet.inventory, check=True)
     assert rc == 0, failure_message(report)
-    assert task_results(report, "PRECHECK | every target exists")["node1"]["services"][0]["health"]["healthy"] is True
+    assert task_results(report, "PREPARE | read live and disk")["node1"]["precheck"]["services"][0]["health"]["healthy"] is True
     assert fleet.map_values() == ["backend_blue"]
     assert lock_files(fleet) == []
 
