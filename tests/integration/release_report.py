@@ -35,8 +35,14 @@ def ran(report, action):
 
 
 def prechecked(report, stage):
-    """[(host, service key, result)] of one stage of release_precheck (health, preflight, current) that ran."""
-    return [(host, service["key"], service[stage]) for _name, host, result in ran(report, "release_precheck")
+    """[(host, service key, result)] of one precheck stage (health, preflight, current) that ran.
+
+    The release engine's PREPARE step (release_prepare) returns its precheck under `precheck`,
+    shaped as release_precheck returns it.
+    """
+    checks = [(host, result) for _name, host, result in ran(report, "release_precheck")] + \
+        [(host, result.get("precheck") or {}) for _name, host, result in ran(report, "release_prepare")]
+    return [(host, service["key"], service[stage]) for host, result in checks
             for service in result.get("services", []) if service.get(stage)]
 
 
