@@ -34,6 +34,21 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIError
 
 
+# A service of the run as the step modules take it (their `services` option).
+SERVICE_SPEC = dict(
+    key=dict(type="str", required=True, no_log=False),
+    target=dict(type="str", default=""),
+    backends=dict(type="list", elements="str", default=[]),
+    expected_current=dict(type="str", default=""),
+    smoke_url=dict(type="str", required=True),
+    smoke_resolve=dict(type="str"),
+    smoke_headers=dict(type="dict", default={}),
+    smoke_status_codes=dict(type="list", elements="int", default=[200]),
+    smoke_bodies=dict(type="dict", default={}),
+    min_healthy=dict(type="raw"),
+)
+
+
 class SmokeBodiesError(ValueError):
     """release_smoke_bodies is not a dict of backend -> regex."""
 
@@ -165,6 +180,73 @@ def precheck_services(services, targets, currents, lives, preflight=True, smoke_
     return checked
 
 
+def readback_errors(expected, result, phase="VERIFY", what="after the switch"):
+    """Keys whose value a haproxy_map result read back differs from `expected` (key -> value)."""
+    entries = (result or {}).get("runtime_entries") or {} if isinstance(result, dict) else {}
+    errors = []
+    for key, value in sorted((expected or {}).items()):
+        seen = entries.get(key)
+        if seen is None and isinstance(result, dict) and result.get("key") == key:
+            seen = result.get("value")
+        if seen != value:
+            errors.append("%s: %s is %s at runtime %s, expected %s" % (phase, key, seen or "absent", what, value))
+    return errors
+
+
+def watch_errors(targets, info):
+    """Keys that left their target during the watch window (haproxy_map_info's result), and whether a reload did it."""
+    info = info if isinstance(info, dict) else {}
+    runtime, disk = info.get("entries") or {}, info.get("disk_entries") or {}
+    errors = []
+    for key, target in sorted((targets or {}).items()):
+        live = runtime.get(key, "absent")
+        if live == target:
+            continue
+        reload_hint = " (the disk says %s too: did HAProxy reload?)" % live if live == disk.get(key, "absent") else ""
+        errors.append("%s is %s at runtime, expected %s%s" % (key, live, target, reload_hint))
+    return errors
+
+
+def watch_items(services_list, targets, baseline_by_key, smoke_by_key, timeout=5, validate_certs=True):
+    """haproxy_backend_traffic's input for the watch window, one item per service, in their order.
+
+    `baseline_by_key` holds each service's baseline result (its `counters`).
+
+    The engine's own smoke requests reach the target backend through the same listener as
+    real users, so the gate subtracts them exactly: the SMOKE requests (`smoke_by_key`, each
+    service's http_smoke result; all answered before the watch starts) as `own_requests`, and the
+    window's smoke requests, which the traffic module sends itself between its reads. A backend
+    that several services target is watched once (its first service's item, with every one of
+    their smoke requests and the earliest baseline); the others have watch false, since a
+    second watch of it would count the first one's smoke requests as users.
+    """
+    plan, seen = [], set()
+    for service in services_list or []:
+        backend = (targets or {}).get(service["key"])
+        item = dict(key=service["key"], backend=backend, watch=backend not in seen, baseline=None,
+                    own_requests={}, smoke=[], shared_with=[])
+        seen.add(backend)
+        plan.append(item)
+        if not item["watch"]:
+            continue
+        sharing = [other for other in services_list if (targets or {}).get(other["key"]) == backend]
+        item["shared_with"] = [other["key"] for other in sharing if other["key"] != service["key"]]
+        read = [(baseline_by_key.get(other["key"]) or {}).get("counters") for other in sharing]
+        read = [counters for counters in read if isinstance(counters, dict)]
+        if read:
+            item["baseline"] = min(read, key=lambda counters: float(counters.get("read_at") or 0))
+        for other in sharing:
+            sent = ((smoke_by_key.get(other["key"]) or {}).get("summary") or {}).get("status_counts") or {}
+            for status, count in sent.items():
+                item["own_requests"][str(status)] = item["own_requests"].get(str(status), 0) + int(count)
+            item["smoke"].append(dict(
+                url=other.get("smoke_url"), resolve=other.get("smoke_resolve") or None,
+                headers=other.get("smoke_headers") or {}, status_code=other.get("smoke_status_codes") or [200],
+                body_regex=body_regex(backend, other.get("smoke_bodies")),
+                timeout=float(timeout), validate_certs=bool(validate_certs)))
+    return plan
+
+
 def already_live(plan, lock_seen):
     """Whether this node runs every target at runtime and on disk, with no release lock held."""
     targets = plan.get("targets") or {}
@@ -183,11 +265,11 @@ def lock_record(plan, services, run, map_name):
     return run_fields(fields, details)
 
 
-class PrepareFailed(Exception):
-    """A stage of PREPARE refused this node; `stage` names it (READ, LOCK, PRECHECK)."""
+class StepFailed(Exception):
+    """A stage of a step failed on this node; `stage` names it (READ, LOCK, PRECHECK, SWITCH, SMOKE...)."""
 
     def __init__(self, stage, message):
-        super(PrepareFailed, self).__init__(message)
+        super(StepFailed, self).__init__(message)
         self.stage = stage
 
 
@@ -208,16 +290,16 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
                   precheck=None, stage=None)
     try:
         if disk_error:
-            raise PrepareFailed("READ", disk_error)
+            raise StepFailed("READ", disk_error)
         try:
             result.update(read_map_info(client, map_name, disk_text, [service["key"] for service in services]))
         except RuntimeAPIError as exc:
-            raise PrepareFailed("READ", str(exc))
+            raise StepFailed("READ", str(exc))
         try:
             result["lock"] = lock_info(lock["path"]) if lock else {}
         except OSError as exc:
-            raise PrepareFailed("READ", "cannot read release lock %s: %s (run as a user that may read it)"
-                                % (lock["path"], exc))
+            raise StepFailed("READ", "cannot read release lock %s: %s (run as a user that may read it)"
+                             % (lock["path"], exc))
         plan = read_plan(result, result["lock"], services, run, bool(lock and lock.get("force")))
         result["plan"] = plan
         if already_live(plan, result["lock"]):
@@ -225,12 +307,12 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
             return result
         refusals = node_refusals(plan, map_name, allow_drift)
         if refusals:
-            raise PrepareFailed("PRECHECK", "; ".join(refusals))
+            raise StepFailed("PRECHECK", "; ".join(refusals))
         try:
             checked = prepare_services(precheck_services(services, plan["targets"], plan["currents"], plan["lives"],
                                                          preflight, smoke_current))
         except (PrecheckOptionError, SmokeBodiesError) as exc:
-            raise PrepareFailed("PRECHECK", str(exc))
+            raise StepFailed("PRECHECK", str(exc))
         if lock:
             try:
                 taken = acquire(lock["path"], run["owner"], lock_record(plan, services, run, map_name),
@@ -238,20 +320,240 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
                                 check_mode=check_mode)
             except LockHeldError as exc:
                 result["holder"] = exc.holder
-                raise PrepareFailed("LOCK", str(exc))
+                raise StepFailed("LOCK", str(exc))
             except LockError as exc:
-                raise PrepareFailed("LOCK", str(exc))
+                raise StepFailed("LOCK", str(exc))
             except OSError as exc:
-                raise PrepareFailed("LOCK", "cannot change release lock %s: %s (is its directory writable by this "
-                                            "user?)" % (lock["path"], exc))
+                raise StepFailed("LOCK", "cannot change release lock %s: %s (is its directory writable by this "
+                                         "user?)" % (lock["path"], exc))
             result.update(lock_acquired=True, lock_taken=not check_mode, holder=taken["holder"],
                           taken_over=taken["taken_over"], changed=taken["changed"] and not check_mode)
         checks = run_precheck(client, checked, **precheck)
         result["precheck"] = checks
         if checks["failed"]:
-            raise PrepareFailed("PRECHECK", checks["msg"])
-    except PrepareFailed as exc:
+            raise StepFailed("PRECHECK", checks["msg"])
+    except StepFailed as exc:
         result.update(failed=True, stage=exc.stage, msg=str(exc))
         return result
     result["msg"] = "prepared: %s" % checks["msg"]
+    return result
+
+
+# -- SWITCH AND PROVE ---------------------------------------------------------------------------
+
+INSUFFICIENT_HINT = ("Fewer real requests than release_min_requests (%s) reached the new version in the watch window, "
+                     "so its error rate was not judged: lengthen release_watch_seconds, lower release_min_requests, "
+                     "or set release_insufficient_traffic=pass to accept a release nobody used")
+
+
+def _service_message(items, keys):
+    """'key: msg; ...' of the failed items (the message alone for a single service)."""
+    return "; ".join("%s: %s" % (key, item["msg"]) if len(keys) > 1 else item["msg"]
+                     for key, item in items)
+
+
+def _smoke_services(run_smoke, services, values, smoke):
+    """Each service's smoke test of `values` (key -> backend) through this node's listener, as a list with `key`."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+
+    smoke = dict(smoke or {})
+    tls = http.build_tls_context(bool(smoke.get("validate_certs", True)))
+    checks = []
+    for service in services:
+        target = http.parse_url(service["smoke_url"])
+        connect, resolve_text = http.resolve_address(service["smoke_resolve"], target) \
+            if service.get("smoke_resolve") else (None, None)
+        checks.append(dict(run_smoke(
+            target.url, requests=int(smoke.get("requests") or 1), resolve_text=resolve_text,
+            headers=http.validate_headers(service.get("smoke_headers") or {}),
+            status_codes=http.validate_status_codes(service.get("smoke_status_codes") or [200]),
+            body_regex=http.compile_body_regex(body_regex(values[service["key"]], service.get("smoke_bodies"))),
+            timeout=float(smoke.get("timeout") or 5), connect_address=connect,
+            validate_certs=bool(smoke.get("validate_certs", True)), follow_redirects="none", use_proxy=True,
+            tls_context=tls), key=service["key"]))
+    return checks
+
+
+def switch_and_prove(client, map_name, targets, lives, services, bulk=False, switch_at=None, lock=None,
+                     smoke=None, watch=None, disk_text=None):
+    """SWITCH AND PROVE on this node; returns the result, `failed`/`stage`/`msg` when a stage failed.
+
+    The compare-and-set switch from `lives` to `targets` (armed for `switch_at`, judged at the
+    instant, read back), recording the phase `switching` in the lock first; the live-traffic
+    baseline of each target; the new version's smoke test through this node's listener, every
+    service; then, when `watch` asks for seconds, the watch window judging real users' requests
+    (the engine's own smoke requests taken out) and a last read of the live map (a reload during
+    the window would have put the disk's values back). `smoke` holds requests, timeout and
+    validate_certs; `watch` seconds, interval, max_error_rate, min_requests and
+    insufficient_traffic; `services` the run's services (key, smoke_*).
+    """
+    # Imported here: a run that fails before its smoke test needs no HTTP client.
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import traffic
+
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
+
+    smoke, watch = dict(smoke or {}), dict(watch or {})
+    keys = [service["key"] for service in services]
+    watching = float(watch.get("seconds") or 0) > 0
+    result = dict(changed=False, switched=False, switch=None, baseline=None, smoke=None, traffic=None,
+                  watch_verify=None, stage=None, warnings=[])
+    params = dict(map=map_name, map_file=None, persist=False, backup=False, switch_at=switch_at, state="present",
+                  key=None, value=None, expected_value=None, entries=None, expected_entries=None,
+                  release_lock=dict(path=lock["path"], owner=lock["owner"], phase="switching") if lock else None)
+    if bulk:
+        params.update(entries=dict(targets), expected_entries=dict(lives))
+    else:
+        params.update(key=keys[0], value=targets[keys[0]], expected_value=lives[keys[0]])
+    try:
+        refusal = None
+        try:
+            switch = change_map(client, params, warn=result["warnings"].append)
+        except MapStepError as exc:
+            switch, refusal = exc.result, str(exc)
+        # Whatever happened, the report needs what HAProxy serves now (a refusal: what it held).
+        result["switch"] = switch
+        result["switched"] = switch.get("switched_at") is not None or bool(switch.get("changed"))
+        result["changed"] = result["switched"]
+        if refusal:
+            raise StepFailed("SWITCH", refusal)
+        errors = readback_errors(targets, switch)
+        if errors:
+            raise StepFailed("SWITCH", "; ".join(errors))
+
+        timeout = float(smoke.get("timeout") or 5)
+        baselines = {}
+        if watching:
+            for service in services:
+                try:
+                    baselines[service["key"]] = traffic.watch_backend(client, targets[service["key"]],
+                                                                      retry_for=timeout)
+                except RuntimeAPIError as exc:
+                    raise StepFailed("SWITCH", "%s: %s" % (service["key"], exc) if len(keys) > 1 else str(exc))
+            result["baseline"] = [dict(baselines[key], key=key) for key in keys]
+
+        result["smoke"] = _smoke_services(http.run_smoke, services, targets, smoke)
+        checks = dict((item["key"], item) for item in result["smoke"])
+        failed = [(key, checks[key]) for key in keys if not checks[key]["passed"]]
+        if failed:
+            raise StepFailed("SMOKE", _service_message(failed, keys))
+        if not watching:
+            return result
+
+        watched, failed, insufficient = {}, [], []
+        for item in watch_items(services, targets, baselines, checks, timeout, smoke.get("validate_certs", True)):
+            if not item["watch"]:
+                continue
+            try:
+                watched[item["key"]] = traffic.watch_backend(
+                    client, item["backend"], baseline=traffic.normalize_baseline(item["baseline"])
+                    if item["baseline"] else None, duration=float(watch["seconds"]),
+                    interval=min(float(watch.get("interval") or 1), 1.0),
+                    max_error_rate=float(watch.get("max_error_rate", 1.0)), min_requests=int(watch.get("min_requests", 20)),
+                    retry_for=timeout, own=traffic.own_counters(item["own_requests"]),
+                    smoke=traffic.smoke_sender(item["smoke"]) if item["smoke"] else None,
+                    smoke_interval=float(watch.get("interval") or 1), insufficient_traffic="pass")
+            except (RuntimeAPIError, traffic.TrafficOptionError) as exc:
+                watched[item["key"]] = dict(passed=False, msg=str(exc), backend=item["backend"])
+            outcome = watched[item["key"]]
+            if outcome.get("verdict") == "insufficient":
+                insufficient.append(outcome["msg"])
+            elif not outcome.get("passed"):
+                failed.append((item["key"], outcome))
+        result["traffic"] = [dict(watched[key], key=key) for key in keys if key in watched]
+        if failed:
+            raise StepFailed("SMOKE", _service_message(failed, keys))
+        if insufficient and watch.get("insufficient_traffic", "fail") != "pass":
+            raise StepFailed("SMOKE", "%s. %s" % ("; ".join(insufficient), INSUFFICIENT_HINT % watch.get("min_requests", 20)))
+
+        try:
+            result["watch_verify"] = read_map_info(client, map_name, disk_text, keys)
+        except RuntimeAPIError as exc:
+            result["watch_verify"] = dict(failed=True, msg=str(exc))
+            raise StepFailed("WATCH VERIFY", str(exc))
+        moved = watch_errors(targets, result["watch_verify"])
+        if moved:
+            raise StepFailed("WATCH VERIFY", "; ".join(moved))
+    except StepFailed as exc:
+        result.update(failed=True, stage=exc.stage, msg=str(exc))
+        return result
+    except (http.SmokeOptionError, SmokeBodiesError) as exc:
+        result.update(failed=True, stage="SMOKE", msg=str(exc))
+        return result
+    result["msg"] = "switched to %s, the new version answers" % describe(targets)
+    return result
+
+
+# -- FINISH -------------------------------------------------------------------------------------
+
+
+def finish(client, map_name, map_file, services, outcome, targets, previous, switched=False, persist=True, bulk=False,
+           lock=None, smoke=None, backup=None):
+    """FINISH on this node; returns the result, `failed`/`stage`/`msg` when a stage failed.
+
+    `outcome` is the fleet's verdict: `persist` (every node passed: write `targets` to the map
+    file, a compare-and-set that never moves traffic, unless `persist` is false), `rollback`
+    (a node failed: when this node `switched`, put `previous` back at runtime and on disk, read
+    it back and smoke-test the old version), or `release` (nothing to change). The release lock
+    is released last in every case, also after a failure (the report says what is live).
+    """
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import release as release_lock
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
+
+    keys = [service["key"] for service in services]
+    result = dict(changed=False, persist=None, rollback=None, rollback_smoke=None, rolled_back=False,
+                  unlocked=False, stage=None, warnings=[])
+    base = dict(map=map_name, map_file=map_file, persist=True, backup=bool(backup), switch_at=None, state="present",
+                key=None, value=None, expected_value=None, entries=None, expected_entries=None, release_lock=None)
+
+    def change(values, expected, phase=None):
+        params = dict(base, release_lock=dict(path=lock["path"], owner=lock["owner"], phase=phase)
+                      if lock and phase else None)
+        if bulk:
+            params.update(entries=dict(values), expected_entries=dict(expected) if expected else None)
+        else:
+            params.update(key=keys[0], value=values[keys[0]], expected_value=expected[keys[0]] if expected else None)
+        return change_map(client, params, backup=backup, warn=result["warnings"].append)
+
+    try:
+        if outcome == "persist" and persist:
+            # The values are live already: a compare-and-set on them writes the file and never moves traffic.
+            try:
+                result["persist"] = change(targets, targets)
+            except MapStepError as exc:
+                result["persist"] = exc.result
+                raise StepFailed("PERSIST", str(exc))
+            result["changed"] = bool(result["persist"].get("changed"))
+        elif outcome == "rollback" and switched:
+            try:
+                result["rollback"] = change(previous, None, phase="rolling back")
+            except MapStepError as exc:
+                result["rollback"] = exc.result
+                raise StepFailed("ROLLBACK", str(exc))
+            result["changed"] = True
+            errors = readback_errors(previous, result["rollback"], "ROLLBACK VERIFY", "after the rollback")
+            if errors:
+                raise StepFailed("ROLLBACK", "; ".join(errors))
+            result["rolled_back"] = True
+            try:
+                result["rollback_smoke"] = _smoke_services(http.run_smoke, services, previous, smoke)
+            except (http.SmokeOptionError, SmokeBodiesError) as exc:
+                raise StepFailed("ROLLBACK", str(exc))
+            failed = [(item["key"], item) for item in result["rollback_smoke"] if not item["passed"]]
+            if failed:
+                raise StepFailed("ROLLBACK", _service_message(failed, keys))
+    except StepFailed as exc:
+        result.update(failed=True, stage=exc.stage, msg=str(exc))
+    if lock:
+        try:
+            release_lock(lock["path"], lock["owner"])
+            result["unlocked"] = True
+        except (LockError, OSError) as exc:
+            if not result.get("failed"):
+                result.update(failed=True, stage="UNLOCK", msg="cannot release lock %s: %s" % (lock["path"], exc))
+    if not result.get("failed"):
+        result["msg"] = {"persist": "persisted %s" % describe(targets) if persist else "live %s, not persisted (release_persist)" % describe(targets),
+                         "rollback": "rolled back to %s" % describe(previous) if switched else "nothing to roll back here",
+                         "release": "nothing changed"}.get(outcome, outcome)
     return result

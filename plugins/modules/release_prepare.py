@@ -33,6 +33,7 @@ author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
   - bluegreen.haproxy.runtime_api
+  - bluegreen.haproxy.release_step
   - bluegreen.haproxy.runtime_api.attributes
 attributes:
   check_mode:
@@ -50,52 +51,6 @@ options:
   map_file:
     description: The map file on this node. Defaults to O(map).
     type: path
-  services:
-    description: The services of the run, as the release role builds them from its inputs.
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      key:
-        description: The map key.
-        type: str
-        required: true
-      target:
-        description: The backend to make live; empty to let the run choose (a rollback).
-        type: str
-        default: ""
-      backends:
-        description: The service's two backends (a rollback picks the one not live).
-        type: list
-        elements: str
-        default: []
-      expected_current:
-        description: The live value the run expects; empty means whatever is live.
-        type: str
-        default: ""
-      smoke_url:
-        description: The service's public smoke URL.
-        type: str
-        required: true
-      smoke_resolve:
-        description: C(ADDRESS[:PORT]) the current path's requests connect to (this node's listener).
-        type: str
-      smoke_headers:
-        description: Extra request headers.
-        type: dict
-        default: {}
-      smoke_status_codes:
-        description: The status codes a passing answer may have.
-        type: list
-        elements: int
-        default: [200]
-      smoke_bodies:
-        description: Backend name to the regular expression its answers match.
-        type: dict
-        default: {}
-      min_healthy:
-        description: How many of the target's servers must be healthy (a count or a percentage).
-        type: raw
   run:
     description: The run, as the lock records it.
     type: dict
@@ -278,7 +233,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import 
     read_map_file,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import PrecheckOptionError, validate_options
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps import prepare
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps import SERVICE_SPEC, prepare
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
     RuntimeAPIClient,
     RuntimeAPIError,
@@ -286,18 +241,6 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import build_tls_context
 
-SERVICE_SPEC = dict(
-    key=dict(type="str", required=True, no_log=False),
-    target=dict(type="str", default=""),
-    backends=dict(type="list", elements="str", default=[]),
-    expected_current=dict(type="str", default=""),
-    smoke_url=dict(type="str", required=True),
-    smoke_resolve=dict(type="str"),
-    smoke_headers=dict(type="dict", default={}),
-    smoke_status_codes=dict(type="list", elements="int", default=[200]),
-    smoke_bodies=dict(type="dict", default={}),
-    min_healthy=dict(type="raw"),
-)
 RUN_SPEC = dict(
     owner=dict(type="str", required=True),
     action=dict(type="str", choices=["cutover", "rollback"], default="cutover"),

@@ -32,6 +32,9 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps im
     lock_entries,
     precheck_services,
     read_plan,
+    readback_errors,
+    watch_errors,
+    watch_items,
 )
 
 
@@ -410,71 +413,10 @@ def body_regex(backend, bodies=None):
     except SmokeBodiesError as exc:
         raise AnsibleFilterError(str(exc))
 
-def readback_errors(expected, result, phase="VERIFY", what="after the switch"):
-    """Keys whose value a haproxy_map result read back differs from `expected` (key -> value)."""
-    entries = (result or {}).get("runtime_entries") or {} if isinstance(result, dict) else {}
-    errors = []
-    for key, value in sorted((expected or {}).items()):
-        seen = entries.get(key)
-        if seen is None and isinstance(result, dict) and result.get("key") == key:
-            seen = result.get("value")
-        if seen != value:
-            errors.append("%s: %s is %s at runtime %s, expected %s" % (phase, key, seen or "absent", what, value))
-    return errors
-
-
-def watch_errors(targets, info):
-    """Keys that left their target during the watch window (haproxy_map_info's result), and whether a reload did it."""
-    info = info if isinstance(info, dict) else {}
-    runtime, disk = info.get("entries") or {}, info.get("disk_entries") or {}
-    errors = []
-    for key, target in sorted((targets or {}).items()):
-        live = runtime.get(key, "absent")
-        if live == target:
-            continue
-        reload_hint = " (the disk says %s too: did HAProxy reload?)" % live if live == disk.get(key, "absent") else ""
-        errors.append("%s is %s at runtime, expected %s%s" % (key, live, target, reload_hint))
-    return errors
-
 
 def watch_plan(services_list, targets, baselines, smoke, timeout=5, validate_certs=True):
-    """haproxy_backend_traffic's input for the watch window, one item per service, in their order.
-
-    The engine's own smoke requests reach the target backend through the same listener as
-    real users, so the gate subtracts them exactly: the SMOKE requests (`smoke`, the looped
-    http_smoke result; all answered before the watch starts) as `own_requests`, and the
-    window's smoke requests, which the traffic module sends itself between its reads. A backend
-    that several services target is watched once (its first service's item, with every one of
-    their smoke requests and the earliest baseline); the others have watch false, since a
-    second watch of it would count the first one's smoke requests as users.
-    """
-    baseline_by_key = _by_service(baselines)
-    smoke_by_key = _by_service(smoke)
-    plan, seen = [], set()
-    for service in services_list or []:
-        backend = (targets or {}).get(service["key"])
-        item = dict(key=service["key"], backend=backend, watch=backend not in seen, baseline=None,
-                    own_requests={}, smoke=[], shared_with=[])
-        seen.add(backend)
-        plan.append(item)
-        if not item["watch"]:
-            continue
-        sharing = [other for other in services_list if (targets or {}).get(other["key"]) == backend]
-        item["shared_with"] = [other["key"] for other in sharing if other["key"] != service["key"]]
-        read = [(baseline_by_key.get(other["key"]) or {}).get("counters") for other in sharing]
-        read = [counters for counters in read if isinstance(counters, dict)]
-        if read:
-            item["baseline"] = min(read, key=lambda counters: float(counters.get("read_at") or 0))
-        for other in sharing:
-            sent = ((smoke_by_key.get(other["key"]) or {}).get("summary") or {}).get("status_counts") or {}
-            for status, count in sent.items():
-                item["own_requests"][str(status)] = item["own_requests"].get(str(status), 0) + int(count)
-            item["smoke"].append(dict(
-                url=other.get("smoke_url"), resolve=other.get("smoke_resolve") or None,
-                headers=other.get("smoke_headers") or {}, status_code=other.get("smoke_status_codes") or [200],
-                body_regex=body_regex(backend, other.get("smoke_bodies")),
-                timeout=float(timeout), validate_certs=bool(validate_certs)))
-    return plan
+    """haproxy_backend_traffic's input for the watch window (release_steps.watch_items), from looped results."""
+    return watch_items(services_list, targets, _by_service(baselines), _by_service(smoke), timeout, validate_certs)
 
 
 def failure_message(result):
@@ -699,7 +641,13 @@ def _item_key(result):
 
 
 def _by_service(result):
-    """{service key: result} of a task looped over the services; {None: result} for a plain task."""
+    """{service key: result} of a task looped over the services; {None: result} for a plain task.
+
+    A step module's per-service results (release_switch's `smoke`, ...) are a list of results
+    that each carry their service's `key`.
+    """
+    if isinstance(result, list):
+        return dict((item.get("key"), item) for item in result if isinstance(item, dict))
     if not isinstance(result, dict):
         return {}
     if isinstance(result.get("results"), list):
