@@ -66,7 +66,7 @@ def test_cutover_switches_every_node_persists_and_survives_reload(fleet_factory,
     assert nodes["node1"]["smoke"]["SMOKE"] == {"passed": 6, "failed": 0}
     assert nodes["node2"]["target_health"] == {"healthy": 2, "total": 2}
     timings = nodes["node1"]["timings"]
-    assert 0 < timings["prepare"] < timings["switch"] < timings["persist"] <= timings["finished"]
+    assert 0 < timings["prepare"] < timings["switch"] < timings["finish"] <= timings["finished"]
     assert nodes["node1"]["switched_at"] and nodes["node2"]["switched_at"]
     written = json.loads(report_file.read_text())
     assert written["target"] == "backend_green"
