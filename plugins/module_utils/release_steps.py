@@ -374,6 +374,47 @@ def _smoke_services(run_smoke, services, values, smoke):
     return checks
 
 
+def _prove(client, result, services, targets, baselines, smoke, watch):
+    """The new version's smoke test through this node's listener, then the watch window (`watch`, or None)."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import traffic
+
+    keys = [service["key"] for service in services]
+    timeout = float(smoke.get("timeout") or 5)
+    result["smoke"] = _smoke_services(http.run_smoke, services, targets, smoke)
+    checks = dict((item["key"], item) for item in result["smoke"])
+    failed = [(key, checks[key]) for key in keys if not checks[key]["passed"]]
+    if failed:
+        raise StepFailed("SMOKE", _service_message(failed, keys))
+    if watch is None:
+        return
+    watched, failed, insufficient = {}, [], []
+    for item in watch_items(services, targets, baselines, checks, timeout, smoke.get("validate_certs", True)):
+        if not item["watch"]:
+            continue
+        try:
+            watched[item["key"]] = traffic.watch_backend(
+                client, item["backend"], baseline=traffic.normalize_baseline(item["baseline"])
+                if item["baseline"] else None, duration=float(watch["seconds"]),
+                interval=min(float(watch.get("interval") or 1), 1.0),
+                max_error_rate=float(watch.get("max_error_rate", 1.0)), min_requests=int(watch.get("min_requests", 20)),
+                retry_for=timeout, own=traffic.own_counters(item["own_requests"]),
+                smoke=traffic.smoke_sender(item["smoke"]) if item["smoke"] else None,
+                smoke_interval=float(watch.get("interval") or 1), insufficient_traffic="pass")
+        except (RuntimeAPIError, traffic.TrafficOptionError) as exc:
+            watched[item["key"]] = dict(passed=False, msg=str(exc), backend=item["backend"])
+        outcome = watched[item["key"]]
+        if outcome.get("verdict") == "insufficient":
+            insufficient.append(outcome["msg"])
+        elif not outcome.get("passed"):
+            failed.append((item["key"], outcome))
+    result["traffic"] = [dict(watched[key], key=key) for key in keys if key in watched]
+    if failed:
+        raise StepFailed("SMOKE", _service_message(failed, keys))
+    if insufficient and watch.get("insufficient_traffic", "fail") != "pass":
+        raise StepFailed("SMOKE", "%s. %s" % ("; ".join(insufficient), INSUFFICIENT_HINT % watch.get("min_requests", 20)))
+
+
 def switch_and_prove(client, map_name, targets, lives, services, bulk=False, switch_at=None, lock=None,
                      smoke=None, watch=None, disk_text=None):
     """SWITCH AND PROVE on this node; returns the result, `failed`/`stage`/`msg` when a stage failed.
@@ -432,53 +473,29 @@ def switch_and_prove(client, map_name, targets, lives, services, bulk=False, swi
                     raise StepFailed("SWITCH", "%s: %s" % (service["key"], exc) if len(keys) > 1 else str(exc))
             result["baseline"] = [dict(baselines[key], key=key) for key in keys]
 
-        result["smoke"] = _smoke_services(http.run_smoke, services, targets, smoke)
-        checks = dict((item["key"], item) for item in result["smoke"])
-        failed = [(key, checks[key]) for key in keys if not checks[key]["passed"]]
-        if failed:
-            raise StepFailed("SMOKE", _service_message(failed, keys))
-        if not watching:
-            return result
-
-        watched, failed, insufficient = {}, [], []
-        for item in watch_items(services, targets, baselines, checks, timeout, smoke.get("validate_certs", True)):
-            if not item["watch"]:
-                continue
-            try:
-                watched[item["key"]] = traffic.watch_backend(
-                    client, item["backend"], baseline=traffic.normalize_baseline(item["baseline"])
-                    if item["baseline"] else None, duration=float(watch["seconds"]),
-                    interval=min(float(watch.get("interval") or 1), 1.0),
-                    max_error_rate=float(watch.get("max_error_rate", 1.0)), min_requests=int(watch.get("min_requests", 20)),
-                    retry_for=timeout, own=traffic.own_counters(item["own_requests"]),
-                    smoke=traffic.smoke_sender(item["smoke"]) if item["smoke"] else None,
-                    smoke_interval=float(watch.get("interval") or 1), insufficient_traffic="pass")
-            except (RuntimeAPIError, traffic.TrafficOptionError) as exc:
-                watched[item["key"]] = dict(passed=False, msg=str(exc), backend=item["backend"])
-            outcome = watched[item["key"]]
-            if outcome.get("verdict") == "insufficient":
-                insufficient.append(outcome["msg"])
-            elif not outcome.get("passed"):
-                failed.append((item["key"], outcome))
-        result["traffic"] = [dict(watched[key], key=key) for key in keys if key in watched]
-        if failed:
-            raise StepFailed("SMOKE", _service_message(failed, keys))
-        if insufficient and watch.get("insufficient_traffic", "fail") != "pass":
-            raise StepFailed("SMOKE", "%s. %s" % ("; ".join(insufficient), INSUFFICIENT_HINT % watch.get("min_requests", 20)))
-
+        failures = []
         try:
-            result["watch_verify"] = read_map_info(client, map_name, disk_text, keys)
-        except RuntimeAPIError as exc:
-            result["watch_verify"] = dict(failed=True, msg=str(exc))
-            raise StepFailed("WATCH VERIFY", str(exc))
-        moved = watch_errors(targets, result["watch_verify"])
-        if moved:
-            raise StepFailed("WATCH VERIFY", "; ".join(moved))
+            _prove(client, result, services, targets, baselines, smoke, watch if watching else None)
+        except StepFailed as exc:
+            failures.append((exc.stage, str(exc)))
+        except (http.SmokeOptionError, SmokeBodiesError) as exc:
+            failures.append(("SMOKE", str(exc)))
+        if watching:
+            # Also after a failed window: a reload during it (the disk's values back) is its own finding.
+            try:
+                result["watch_verify"] = read_map_info(client, map_name, disk_text, keys)
+                moved = watch_errors(targets, result["watch_verify"])
+                if moved:
+                    failures.append(("WATCH VERIFY", "; ".join(moved)))
+            except RuntimeAPIError as exc:
+                result["watch_verify"] = dict(failed=True, msg=str(exc))
+                failures.append(("WATCH VERIFY", str(exc)))
+        if failures:
+            result["failures"] = ["%s: %s" % failure for failure in failures]
+            raise StepFailed(failures[0][0], failures[0][1] if len(failures) == 1 else "; ".join(result["failures"]))
     except StepFailed as exc:
         result.update(failed=True, stage=exc.stage, msg=str(exc))
-        return result
-    except (http.SmokeOptionError, SmokeBodiesError) as exc:
-        result.update(failed=True, stage="SMOKE", msg=str(exc))
+        result.setdefault("failures", ["%s: %s" % (exc.stage, exc)])
         return result
     result["msg"] = "switched to %s, the new version answers" % describe(targets)
     return result

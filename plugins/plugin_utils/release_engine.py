@@ -436,6 +436,19 @@ def failure_message(result):
     return str(result.get("msg", "failed"))
 
 
+def step_failures(result):
+    """The failures a step module's failed result names, each prefixed with its stage ('SMOKE: ...').
+
+    A step that found several (a failed watch window and the reload that caused it) lists them in
+    `failures`; otherwise its `stage` prefixes its message. Any other failed task: its message.
+    """
+    if isinstance(result, dict) and isinstance(result.get("failures"), list) and result["failures"]:
+        return [str(failure) for failure in result["failures"]]
+    message = failure_message(result)
+    stage = result.get("stage") if isinstance(result, dict) else None
+    return ["%s: %s" % (stage, message) if stage else message]
+
+
 def _hostvar(hostvars, host, name, default=None):
     try:
         node = hostvars[host]
@@ -1152,6 +1165,7 @@ STEPS = {
     "precheck_services": precheck_services,
     "readback_errors": readback_errors,
     "failure_message": failure_message,
+    "step_failures": step_failures,
     "watch_errors": watch_errors,
     "watch_plan": watch_plan,
     "fleet_reasons": fleet_reasons,
