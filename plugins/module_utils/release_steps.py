@@ -371,6 +371,8 @@ def _smoke_services(run_smoke, services, values, smoke):
             timeout=float(smoke.get("timeout") or 5), connect_address=connect,
             validate_certs=bool(smoke.get("validate_certs", True)), follow_redirects="none", use_proxy=True,
             tls_context=tls), key=service["key"]))
+    for check in checks:
+        check["failed"] = not check["passed"]  # as http_smoke's task result says it
     return checks
 
 
@@ -408,7 +410,9 @@ def _prove(client, result, services, targets, baselines, smoke, watch):
             insufficient.append(outcome["msg"])
         elif not outcome.get("passed"):
             failed.append((item["key"], outcome))
-    result["traffic"] = [dict(watched[key], key=key) for key in keys if key in watched]
+    # Each as haproxy_backend_traffic's task result says it (failed unless it passed).
+    result["traffic"] = [dict(watched[key], key=key, failed=not watched[key].get("passed"))
+                         for key in keys if key in watched]
     if failed:
         raise StepFailed("SMOKE", _service_message(failed, keys))
     if insufficient and watch.get("insufficient_traffic", "fail") != "pass":

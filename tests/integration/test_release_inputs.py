@@ -209,7 +209,7 @@ def test_a_node_one_second_ahead_is_refused_at_half_a_second_naming_offset_and_e
 def test_a_node_that_switched_late_fails_the_run_and_every_node_rolls_back(fleet_factory, tmp_path):
     fleet = fleet_factory(nodes=2)
     set_host_vars(fleet.inventory, "node2",
-                  "ansible_connection=slow_local slow_local_module=haproxy_map slow_local_seconds=3")
+                  "ansible_connection=slow_local slow_local_module=release_switch slow_local_seconds=3")
 
     rc, report = cutover(fleet, tmp_path, dict(GREEN, release_switch_lead=1, release_max_spread=1.0))
 
@@ -227,7 +227,7 @@ def test_a_node_that_switched_late_fails_the_run_and_every_node_rolls_back(fleet
 def test_with_spread_action_warn_a_late_node_is_a_warning_in_the_summary(fleet_factory, tmp_path):
     fleet = fleet_factory(nodes=2)
     set_host_vars(fleet.inventory, "node2",
-                  "ansible_connection=slow_local slow_local_module=haproxy_map slow_local_seconds=3")
+                  "ansible_connection=slow_local slow_local_module=release_switch slow_local_seconds=3")
 
     rc, report = cutover(fleet, tmp_path, dict(GREEN, release_switch_lead=1, release_spread_action="warn"))
 

@@ -64,7 +64,7 @@ def test_the_fleet_switches_at_one_instant_at_any_forks(fleet_factory, run_playb
     assert lead == pytest.approx(expected, abs=0.11), (lead, expected, runs)
 
     # Every node was armed for that instant and says how late it was.
-    armed = [result for _name, _host, result in results(report, "haproxy_map") if result.get("ansible_job_id")]
+    armed = [result for _name, _host, result in results(report, "release_switch") if result.get("ansible_job_id")]
     assert len(armed) == NODES, armed
     nodes = written["nodes"]
     assert sorted(nodes) == sorted(runs)
