@@ -456,3 +456,56 @@ def watch(read, backend, baseline=None, duration=0.0, interval=1.0, max_error_ra
     result["msg"] = describe(backend, result, max_error_rate, min_requests)
     result["_smoke_rounds"] = rounds
     return result
+
+
+def smoke_sender(items):
+    """One round of the smoke requests (a function), and each item's (url, resolve text); options checked first.
+
+    The smoke module (and its HTTP client) is imported only when there are smoke requests.
+    """
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke
+
+    prepared, targets = [], []
+    for index, item in enumerate(items):
+        try:
+            target = smoke.parse_url(item["url"])
+            connect_address, resolve_text = (smoke.resolve_address(item["resolve"], target)
+                                             if item.get("resolve") else (None, None))
+            options = dict(
+                headers=smoke.validate_headers(item.get("headers") or {}),
+                status_codes=smoke.validate_status_codes(item.get("status_code")),
+                body_regex=smoke.compile_body_regex(item.get("body_regex")),
+                timeout=smoke.validate_timeout(item.get("timeout") if item.get("timeout") is not None else 5.0),
+                connect_address=connect_address,
+                validate_certs=item.get("validate_certs") is not False,
+            )
+            options["tls_context"] = smoke.build_tls_context(options["validate_certs"])
+        except smoke.SmokeOptionError as exc:
+            raise TrafficOptionError("smoke[%d]: %s" % (index, exc))
+        prepared.append((target.url, options))
+        targets.append((target.url, resolve_text))
+
+    def send_round():
+        return [smoke.send_request(url, **options) for url, options in prepared]
+
+    return send_round, targets
+
+
+def watch_backend(client, backend, baseline=None, duration=0.0, interval=1.0, max_error_rate=1.0, min_requests=20,
+                  retry_for=5.0, own=None, smoke=None, smoke_interval=1.0, insufficient_traffic="fail"):
+    """haproxy_backend_traffic's run: the backend must exist, then the watch; returns its result.
+
+    `smoke` is smoke_sender's (send_round, targets) or None. A failed smoke request fails the
+    result (`passed` false) whatever the counters say. Raises RuntimeAPIError.
+    """
+    send_round, smoke_targets = smoke if smoke is not None else (None, [])
+    check_backend(client, backend, retry_for=retry_for)
+    result = watch(lambda: read_counters(client, backend), backend, baseline=baseline, duration=duration,
+                   interval=interval, max_error_rate=max_error_rate, min_requests=min_requests, retry_for=retry_for,
+                   own=own, smoke=send_round, smoke_interval=smoke_interval, insufficient_traffic=insufficient_traffic)
+    rounds = result.pop("_smoke_rounds")
+    result["smoke"] = smoke_report(rounds, smoke_targets) if send_round is not None else None
+    if result["smoke"] is not None and not result["smoke"]["passed"]:
+        result["passed"] = False
+        result["msg"] = "smoke requests during the window failed: %s; %s" % (result["smoke"]["msg"], result["msg"])
+    return result

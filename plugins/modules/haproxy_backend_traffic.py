@@ -379,47 +379,12 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import (
     TrafficOptionError,
-    check_backend,
     normalize_baseline,
     own_counters,
-    read_counters,
-    smoke_report,
+    smoke_sender,
     validate_options,
-    watch,
+    watch_backend,
 )
-
-
-def smoke_sender(items):
-    """One round of the smoke requests (a function), and each item's (url, resolve text); options checked first.
-
-    The smoke module (and its HTTP client) is imported only when there are smoke requests.
-    """
-    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke
-
-    prepared, targets = [], []
-    for index, item in enumerate(items):
-        try:
-            target = smoke.parse_url(item["url"])
-            connect_address, resolve_text = (smoke.resolve_address(item["resolve"], target)
-                                             if item.get("resolve") else (None, None))
-            options = dict(
-                headers=smoke.validate_headers(item.get("headers") or {}),
-                status_codes=smoke.validate_status_codes(item.get("status_code")),
-                body_regex=smoke.compile_body_regex(item.get("body_regex")),
-                timeout=smoke.validate_timeout(item.get("timeout") if item.get("timeout") is not None else 5.0),
-                connect_address=connect_address,
-                validate_certs=item.get("validate_certs") is not False,
-            )
-            options["tls_context"] = smoke.build_tls_context(options["validate_certs"])
-        except smoke.SmokeOptionError as exc:
-            raise TrafficOptionError("smoke[%d]: %s" % (index, exc))
-        prepared.append((target.url, options))
-        targets.append((target.url, resolve_text))
-
-    def send_round():
-        return [smoke.send_request(url, **options) for url, options in prepared]
-
-    return send_round, targets
 
 
 def main():
@@ -463,20 +428,14 @@ def main():
         module.fail_json(msg=str(exc), changed=False)
 
     try:
-        check_backend(client, backend, retry_for=params["timeout"])
-        result = watch(lambda: read_counters(client, backend), backend, baseline=baseline,
-                       duration=params["duration"], interval=params["interval"],
-                       max_error_rate=params["max_error_rate"], min_requests=params["min_requests"],
-                       retry_for=params["timeout"], own=own, smoke=send_round,
-                       smoke_interval=params["smoke_interval"], insufficient_traffic=params["insufficient_traffic"])
+        result = watch_backend(client, backend, baseline=baseline, duration=params["duration"],
+                               interval=params["interval"], max_error_rate=params["max_error_rate"],
+                               min_requests=params["min_requests"], retry_for=params["timeout"], own=own,
+                               smoke=(send_round, smoke_targets) if send_round is not None else None,
+                               smoke_interval=params["smoke_interval"],
+                               insufficient_traffic=params["insufficient_traffic"])
     except RuntimeAPIError as exc:
         module.fail_json(msg=str(exc), changed=False, backend=backend)
-
-    rounds = result.pop("_smoke_rounds")
-    result["smoke"] = smoke_report(rounds, smoke_targets) if send_round is not None else None
-    if result["smoke"] is not None and not result["smoke"]["passed"]:
-        result["passed"] = False
-        result["msg"] = "smoke requests during the window failed: %s; %s" % (result["smoke"]["msg"], result["msg"])
     if not result["passed"]:
         module.fail_json(changed=False, **result)
     module.exit_json(changed=False, **result)

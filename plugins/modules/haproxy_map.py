@@ -372,26 +372,10 @@ backup_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import LockError, record_phase
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
-    MapFileEncodingError,
-    MapFileError,
-    PreparedMapFile,
-    read_map_file,
-)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import (
     InvalidMapKeyError,
-    MapChangeError,
-    applied_result,
-    apply_plan,
-    lookup_runtime_values,
     normalize_entries,
-    plan_bulk,
-    plan_result,
-    plan_single,
-    require_loaded_map,
-    runtime_entries,
-    unchanged_facts,
     validate_request,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
@@ -400,9 +384,6 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     runtime_api_argument_spec,
     shorten,
 )
-
-# What a socket below level admin cannot be trusted to do (HAProxy 3.4 refuses it).
-LEVEL_PURPOSE = "changing a map (set map, add map, del map, prepare/commit map)"
 
 
 def argument_spec():
@@ -428,30 +409,6 @@ def argument_spec():
     return spec
 
 
-def read_plan(client, params, map_file):
-    """Read what is live (and on disk) and plan the change; raises RuntimeAPIError subclasses."""
-    map_name, persist = params["map"], params["persist"]
-    client.require_level("admin", LEVEL_PURPOSE)
-    require_loaded_map(client, map_name)
-    disk_text = None
-    if persist or params["entries"] is None:
-        try:
-            disk_text = read_map_file(map_file)
-        except MapFileEncodingError as exc:
-            # Never "absent on disk": the file is there, and its entries cannot be read for sure.
-            raise RuntimeAPIError("%s; nothing was changed" % exc)
-        except MapFileError as exc:
-            if persist:
-                raise RuntimeAPIError("persist=true but %s; nothing was changed" % exc)
-    if params["entries"] is not None:
-        return plan_bulk(map_name, params["entries"], params["expected_entries"],
-                         runtime_entries(client, map_name), disk_text, persist)
-    key = params["key"]
-    value = params["value"] if params["state"] == "present" else None
-    previous_value = lookup_runtime_values(client, map_name, [key])[key]
-    return plan_single(map_name, key, value, params["expected_value"], previous_value, disk_text, persist)
-
-
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
@@ -462,8 +419,6 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    map_file = params["map_file"] or params["map"]
-    key = params["key"] if params["entries"] is None else None
     result = dict(changed=False, map=params["map"])
     try:
         validate_request(params)
@@ -475,46 +430,14 @@ def main():
             params["entries"] = normalize_entries("entries", params["entries"])
             params["expected_entries"] = normalize_entries("expected_entries", params["expected_entries"])
         client = RuntimeAPIClient(params["socket"], params["timeout"])
-        plan = read_plan(client, params, map_file)
-    except MapChangeError as exc:
-        # A compare-and-set refused before anything was sent: the facts are what is live.
-        if key is not None:
-            result.update(key=key, value=params["value"] if params["state"] == "present" else None)
-        module.fail_json(msg=str(exc), **applied_result(result, exc.facts, key))
     except RuntimeAPIError as exc:
         module.fail_json(msg=str(exc), **result)
-
-    result.update(plan_result(plan, key))
-    if module._diff:
-        result["diff"] = plan.diff(map_file, params["persist"])
-    if module.check_mode:
-        module.exit_json(**result)
-    guard = params["release_lock"]
-    if guard:
-        try:
-            record_phase(guard["path"], guard["owner"], guard["phase"])
-        except (LockError, OSError) as exc:
-            module.fail_json(msg="%s; nothing was changed" % exc, **applied_result(result, unchanged_facts(plan), key))
-    if not plan.changed:
-        module.exit_json(**result)
-
-    prepared_file = None
-    if plan.disk_changed:
-        if params["backup"]:
-            result["backup_file"] = module.backup_local(map_file)
-        try:
-            # Written (not yet renamed) before runtime changes: proves the file can be replaced.
-            prepared_file = PreparedMapFile(map_file, plan.new_disk_text, module=module)
-        except MapFileError as exc:
-            module.fail_json(msg="%s; nothing was changed" % exc,
-                             **applied_result(result, unchanged_facts(plan), key))
     try:
-        facts = apply_plan(client, plan, prepared_file, params["switch_at"])
-    except MapChangeError as exc:
-        module.fail_json(msg=str(exc), **applied_result(result, exc.facts, key))
-    for warning in facts.get("warnings", []):
-        module.warn(warning)
-    module.exit_json(**applied_result(result, facts, key))
+        result = change_map(client, params, check_mode=module.check_mode, diff=module._diff,
+                            backup=module.backup_local, warn=module.warn, module=module)
+    except MapStepError as exc:
+        module.fail_json(msg=str(exc), **exc.result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

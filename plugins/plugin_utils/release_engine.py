@@ -22,6 +22,21 @@ import socket
 
 from ansible.errors import AnsibleFilterError
 
+# The rules PREPARE applies on the node are the controller's too: written once, in module_utils.
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps import (  # noqa: F401  pylint: disable=unused-import
+    SmokeBodiesError,
+    body_regex as _node_body_regex,
+    default_body_regex,
+    describe,
+    key_refusal,
+    lock_entries,
+    precheck_services,
+    read_plan,
+    readback_errors,
+    watch_errors,
+    watch_items,
+)
+
 
 # Facts and registered results the engine used before its internal state moved to
 # `_release_*`. Passed as extra vars they would override the engine's own verdicts
@@ -143,41 +158,6 @@ def partial_fleet(group_hosts, play_hosts, allowed=False):
                    "in this run (--limit, or unreachable at the start) and were not changed: %s"
                    % (len(missing), len(group), ", ".join(missing)))
     return dict(partial=partial, allowed=allowed, hosts_missing=missing, message=message, summary=summary)
-
-
-def default_body_regex(backend):
-    """What a backend answers when release_smoke_bodies does not name it: version=<name without backend_>."""
-    return "version=" + re.escape(re.sub(r"^backend_", "", str(backend)))
-
-
-def body_regex(backend, bodies=None):
-    """The regex `backend`'s smoke answer must match."""
-    bodies = bodies or {}
-    if not isinstance(bodies, dict):
-        raise AnsibleFilterError("release_smoke_bodies must be a dict of backend -> regex, got %s" % short(bodies))
-    if backend in bodies and bodies[backend] not in (None, ""):
-        return str(bodies[backend])
-    return default_body_regex(backend)
-
-
-def precheck_services(services, targets, currents, lives, preflight=True, smoke_current=True):
-    """release_precheck's `services`: each service with its target, and what its current path answers.
-
-    A service whose target is already live has nothing to prove by preflight or current path
-    (the health gate still runs: the target must be there and healthy).
-    """
-    checked = []
-    for service in services:
-        key = service["key"]
-        moves = targets[key] != lives[key]
-        checked.append(dict(
-            key=key, backend=targets[key], url=service["smoke_url"], resolve=service.get("smoke_resolve") or None,
-            headers=service.get("smoke_headers") or {}, status_code=service.get("smoke_status_codes") or [200],
-            body_regex=body_regex(targets[key], service.get("smoke_bodies")),
-            current_body_regex=body_regex(currents[key], service.get("smoke_bodies")),
-            min_healthy=service.get("min_healthy") if service.get("min_healthy") not in ("", None) else None,
-            preflight=bool(preflight) and moves, current=bool(smoke_current) and moves))
-    return checked
 
 
 def _number(errors, name, value, kind, minimum=None, above=None, maximum=None):
@@ -406,87 +386,19 @@ def report_keys(services_list, multi, map_key):
     return [item["key"] for item in services_list or [] if isinstance(item, dict) and isinstance(item.get("key"), str)]
 
 
-def describe(values):
-    """A dict of key -> value for messages: the value alone for one key, 'key=value, ...' for more."""
-    if not isinstance(values, dict):
-        return "" if values is None else str(values)
-    if len(values) == 1:
-        return str(next(iter(values.values())))
-    return ", ".join("%s=%s" % (key, value) for key, value in sorted(values.items()))
-
-
-def _recorded_value(record):
-    """Whether a lock record (or one key's entry in it) names a previous value to return to."""
-    return isinstance(record, dict) and isinstance(record.get("previous"), str) and bool(record["previous"])
-
-
-def read_plan(read, lock_seen, services_list, run, lock_force=False):
-    """From READ's results: every key's live and disk value, its target and compare-and-set source.
-
-    `read` is haproxy_map_info's result for every service key, `lock_seen` release_lock_info's,
-    `run` the run's record (owner, action). A rollback with `lock_force` after a run died
-    returns each key to the `previous` value that run's lock records (for several keys, its
-    details.entries).
-    """
-    read = read if isinstance(read, dict) else {}
-    runtime = read.get("entries") or {}
-    disk = read.get("disk_entries") or {}
-    keys = [service["key"] for service in services_list]
-    holder = (lock_seen or {}).get("holder") if isinstance(lock_seen, dict) else None
-    recovery, previous, recovery_targets = {}, {}, {}
-    if run.get("action") == "rollback" and lock_force and isinstance(holder, dict) \
-            and holder.get("owner", "") != run.get("owner"):
-        details = holder.get("details") if isinstance(holder.get("details"), dict) else {}
-        recorded = details.get("entries") if isinstance(details.get("entries"), dict) else {}
-        if recorded:
-            previous = dict((key, entry["previous"]) for key, entry in recorded.items()
-                            if key in keys and _recorded_value(entry))
-            recovery_targets = dict((key, entry.get("target", "")) for key, entry in recorded.items() if key in previous)
-        elif _recorded_value(holder) and len(keys) == 1 and holder.get("key", keys[0]) == keys[0]:
-            previous = {keys[0]: holder["previous"]}
-            recovery_targets = {keys[0]: holder.get("target", "")}
-        if previous:
-            recovery = holder
-    lives = dict((key, runtime.get(key, "")) for key in keys)
-    disks = dict((key, disk.get(key, "")) for key in keys)
-    targets, currents = {}, {}
-    for service in services_list:
-        key, live = service["key"], lives[service["key"]]
-        other = [backend for backend in service.get("backends") or [] if backend != live]
-        targets[key] = service.get("target") or previous.get(key) or \
-            (other[0] if other and run.get("action") == "rollback" else "")
-        currents[key] = service.get("expected_current") or live
-    expected = dict((service["key"], bool(service.get("expected_current"))) for service in services_list)
-    return dict(lives=lives, disks=disks, targets=targets, currents=currents, recovery=recovery,
-                recovery_previous=previous, recovery_targets=recovery_targets, expected_current_set=expected)
-
-
-def lock_entries(previous, targets):
-    """{key: {previous, target}} of a multi-service run, for its lock record (read back by read_plan)."""
-    return dict((key, dict(previous=(previous or {}).get(key, ""), target=target))
-                for key, target in sorted((targets or {}).items()))
-
-
 def precheck_errors(plan, fleet_lives, map_name, allow_drift=False):
-    """Why this node may not switch, per key (empty: it may). `fleet_lives` is every node's live values."""
+    """Why this node may not switch, per key (empty: it may). `fleet_lives` is every node's live values.
+
+    The node's own refusals (release_steps.key_refusal, which PREPARE applies on the node), then
+    the fleet's: the nodes must agree on the live value unless release_expected_current names it.
+    """
     errors = []
     recovered = plan.get("recovery_previous") or {}
     for key in plan.get("targets") or {}:
-        target, live = plan["targets"][key], plan["lives"].get(key, "")
-        disk, current = plan["disks"].get(key, ""), plan["currents"].get(key, "")
-        explained = key in recovered and disk == recovered[key] and \
-            live in ((plan.get("recovery_targets") or {}).get(key, ""), recovered[key])
         values = sorted(set(str((lives or {}).get(key, "")) for lives in fleet_lives or []))
-        if not target:
-            errors.append("no target: name the backend to make live (release_target)")
-        elif not live:
-            errors.append("key %s is not in the live map %s" % (key, map_name))
-        elif not (allow_drift or disk == live or explained):
-            errors.append("drift: %s is %s at runtime but %s on disk, so a reload would move traffic; persist or "
-                          "fix it first (status.yml shows it, persist.yml writes the live value) or set "
-                          "release_allow_drift" % (key, live, disk or "absent"))
-        elif live != current and key not in recovered:
-            errors.append("%s is %s here, expected %s" % (key, live, current))
+        refusal = key_refusal(plan, key, map_name, allow_drift)
+        if refusal:
+            errors.append(refusal)
         elif len(values) > 1 and not plan.get("expected_current_set", {}).get(key) and key not in recovered:
             errors.append("nodes disagree on the live backend of %s (%s); set release_expected_current"
                           % (key, ", ".join(values)) if len(plan["targets"]) > 1 else
@@ -494,71 +406,17 @@ def precheck_errors(plan, fleet_lives, map_name, allow_drift=False):
     return errors
 
 
-def readback_errors(expected, result, phase="VERIFY", what="after the switch"):
-    """Keys whose value a haproxy_map result read back differs from `expected` (key -> value)."""
-    entries = (result or {}).get("runtime_entries") or {} if isinstance(result, dict) else {}
-    errors = []
-    for key, value in sorted((expected or {}).items()):
-        seen = entries.get(key)
-        if seen is None and isinstance(result, dict) and result.get("key") == key:
-            seen = result.get("value")
-        if seen != value:
-            errors.append("%s: %s is %s at runtime %s, expected %s" % (phase, key, seen or "absent", what, value))
-    return errors
-
-
-def watch_errors(targets, info):
-    """Keys that left their target during the watch window (haproxy_map_info's result), and whether a reload did it."""
-    info = info if isinstance(info, dict) else {}
-    runtime, disk = info.get("entries") or {}, info.get("disk_entries") or {}
-    errors = []
-    for key, target in sorted((targets or {}).items()):
-        live = runtime.get(key, "absent")
-        if live == target:
-            continue
-        reload_hint = " (the disk says %s too: did HAProxy reload?)" % live if live == disk.get(key, "absent") else ""
-        errors.append("%s is %s at runtime, expected %s%s" % (key, live, target, reload_hint))
-    return errors
+def body_regex(backend, bodies=None):
+    """The regex `backend`'s smoke answer must match (release_steps.body_regex, for Jinja)."""
+    try:
+        return _node_body_regex(backend, bodies)
+    except SmokeBodiesError as exc:
+        raise AnsibleFilterError(str(exc))
 
 
 def watch_plan(services_list, targets, baselines, smoke, timeout=5, validate_certs=True):
-    """haproxy_backend_traffic's input for the watch window, one item per service, in their order.
-
-    The engine's own smoke requests reach the target backend through the same listener as
-    real users, so the gate subtracts them exactly: the SMOKE requests (`smoke`, the looped
-    http_smoke result; all answered before the watch starts) as `own_requests`, and the
-    window's smoke requests, which the traffic module sends itself between its reads. A backend
-    that several services target is watched once (its first service's item, with every one of
-    their smoke requests and the earliest baseline); the others have watch false, since a
-    second watch of it would count the first one's smoke requests as users.
-    """
-    baseline_by_key = _by_service(baselines)
-    smoke_by_key = _by_service(smoke)
-    plan, seen = [], set()
-    for service in services_list or []:
-        backend = (targets or {}).get(service["key"])
-        item = dict(key=service["key"], backend=backend, watch=backend not in seen, baseline=None,
-                    own_requests={}, smoke=[], shared_with=[])
-        seen.add(backend)
-        plan.append(item)
-        if not item["watch"]:
-            continue
-        sharing = [other for other in services_list if (targets or {}).get(other["key"]) == backend]
-        item["shared_with"] = [other["key"] for other in sharing if other["key"] != service["key"]]
-        read = [(baseline_by_key.get(other["key"]) or {}).get("counters") for other in sharing]
-        read = [counters for counters in read if isinstance(counters, dict)]
-        if read:
-            item["baseline"] = min(read, key=lambda counters: float(counters.get("read_at") or 0))
-        for other in sharing:
-            sent = ((smoke_by_key.get(other["key"]) or {}).get("summary") or {}).get("status_counts") or {}
-            for status, count in sent.items():
-                item["own_requests"][str(status)] = item["own_requests"].get(str(status), 0) + int(count)
-            item["smoke"].append(dict(
-                url=other.get("smoke_url"), resolve=other.get("smoke_resolve") or None,
-                headers=other.get("smoke_headers") or {}, status_code=other.get("smoke_status_codes") or [200],
-                body_regex=body_regex(backend, other.get("smoke_bodies")),
-                timeout=float(timeout), validate_certs=bool(validate_certs)))
-    return plan
+    """haproxy_backend_traffic's input for the watch window (release_steps.watch_items), from looped results."""
+    return watch_items(services_list, targets, _by_service(baselines), _by_service(smoke), timeout, validate_certs)
 
 
 def failure_message(result):
@@ -576,6 +434,19 @@ def failure_message(result):
         if reasons:
             return "; ".join(reasons)
     return str(result.get("msg", "failed"))
+
+
+def step_failures(result):
+    """The failures a step module's failed result names, each prefixed with its stage ('SMOKE: ...').
+
+    A step that found several (a failed watch window and the reload that caused it) lists them in
+    `failures`; otherwise its `stage` prefixes its message. Any other failed task: its message.
+    """
+    if isinstance(result, dict) and isinstance(result.get("failures"), list) and result["failures"]:
+        return [str(failure) for failure in result["failures"]]
+    message = failure_message(result)
+    stage = result.get("stage") if isinstance(result, dict) else None
+    return ["%s: %s" % (stage, message) if stage else message]
 
 
 def _hostvar(hostvars, host, name, default=None):
@@ -783,7 +654,13 @@ def _item_key(result):
 
 
 def _by_service(result):
-    """{service key: result} of a task looped over the services; {None: result} for a plain task."""
+    """{service key: result} of a task looped over the services; {None: result} for a plain task.
+
+    A step module's per-service results (release_switch's `smoke`, ...) are a list of results
+    that each carry their service's `key`.
+    """
+    if isinstance(result, list):
+        return dict((item.get("key"), item) for item in result if isinstance(item, dict))
     if not isinstance(result, dict):
         return {}
     if isinstance(result.get("results"), list):
@@ -1288,6 +1165,7 @@ STEPS = {
     "precheck_services": precheck_services,
     "readback_errors": readback_errors,
     "failure_message": failure_message,
+    "step_failures": step_failures,
     "watch_errors": watch_errors,
     "watch_plan": watch_plan,
     "fleet_reasons": fleet_reasons,

@@ -99,6 +99,8 @@ def run_ansible(command, check=False, diff=False, timeout=600):
     completed = subprocess.run(command, env=ansible_env(), capture_output=True, text=True,
                                cwd=REPO, timeout=timeout, check=False)
     try:
+        if os.environ.get("BG_DUMP"):
+            open(os.environ["BG_DUMP"], "w").write(completed.stdout)
         return completed.returncode, json.loads(completed.stdout)
     except ValueError:
         raise AssertionError("%s printed no JSON (rc=%s):\n%s\n%s"

@@ -35,8 +35,14 @@ def ran(report, action):
 
 
 def prechecked(report, stage):
-    """[(host, service key, result)] of one stage of release_precheck (health, preflight, current) that ran."""
-    return [(host, service["key"], service[stage]) for _name, host, result in ran(report, "release_precheck")
+    """[(host, service key, result)] of one precheck stage (health, preflight, current) that ran.
+
+    The release engine's PREPARE step (release_prepare) returns its precheck under `precheck`,
+    shaped as release_precheck returns it.
+    """
+    checks = [(host, result) for _name, host, result in ran(report, "release_precheck")] + \
+        [(host, result.get("precheck") or {}) for _name, host, result in ran(report, "release_prepare")]
+    return [(host, service["key"], service[stage]) for host, result in checks
             for service in result.get("services", []) if service.get(stage)]
 
 
@@ -71,8 +77,29 @@ def lock_files(fleet):
 
 
 def nothing_switched(report):
-    """No node ran haproxy_map (the only module that changes a live map) at all."""
-    return [(name, host) for name, host, _result in ran(report, "haproxy_map")]
+    """No node started its SWITCH AND PROVE step (release_switch, the only step that moves a live map first)."""
+    return [(name, host) for name, host, _result in ran(report, "release_switch")]
+
+
+def switch_steps(report):
+    """{host: release_switch's result} as the run collected it (a fleet's async job, or one node's run)."""
+    steps = {}
+    for action in ("release_switch", "async_status"):
+        for _name, host, result in ran(report, action):
+            if "switch" in result and "stage" in result:
+                steps[host] = result
+    return steps
+
+
+def step_items(report, field):
+    """[(host, service key, result)] of one per-service field of every node's switch step (smoke, traffic, baseline)."""
+    return [(host, item.get("key"), item) for host, step in sorted(switch_steps(report).items())
+            for item in step.get(field) or []]
+
+
+def finish_steps(report):
+    """{host: release_finish's result} (the last one of a node that finished twice)."""
+    return dict((host, result) for _name, host, result in ran(report, "release_finish"))
 
 
 def report_task(report):

@@ -66,7 +66,7 @@ def test_cutover_switches_every_node_persists_and_survives_reload(fleet_factory,
     assert nodes["node1"]["smoke"]["SMOKE"] == {"passed": 6, "failed": 0}
     assert nodes["node2"]["target_health"] == {"healthy": 2, "total": 2}
     timings = nodes["node1"]["timings"]
-    assert 0 < timings["precheck"] < timings["switch"] < timings["persist"] <= timings["finished"]
+    assert 0 < timings["prepare"] < timings["switch"] < timings["finish"] <= timings["finished"]
     assert nodes["node1"]["switched_at"] and nodes["node2"]["switched_at"]
     written = json.loads(report_file.read_text())
     assert written["target"] == "backend_green"
@@ -126,7 +126,7 @@ def test_unhealthy_green_on_one_node_refuses_cutover_everywhere(fleet_factory, r
     assert "node2: PRECHECK" in message and "green2 (%s" % status in message
     assert fleet.map_values() == ["backend_blue", "backend_blue"]
     assert [node.disk_text() for node in fleet.nodes] == disks_before
-    attempted = {host: result for host, result in task_results(report, "SWITCH | arm").items() if not result.get("skipped")}
+    attempted = {host: result for host, result in task_results(report, "SWITCH AND PROVE | switch to").items() if not result.get("skipped")}
     assert attempted == {}, "no node may even attempt the switch"
     assert summary(report)["node1"]["outcome"] == "refused"
     assert lock_files(fleet) == []
@@ -273,7 +273,7 @@ def test_check_mode_runs_the_gates_and_switches_nothing(fleet_factory, run_playb
     fleet = fleet_factory(nodes=1)
     rc, report = run_playbook(CUTOVER, GREEN, inventory=fleet.inventory, check=True)
     assert rc == 0, failure_message(report)
-    assert task_results(report, "PRECHECK | every target exists")["node1"]["services"][0]["health"]["healthy"] is True
+    assert task_results(report, "PREPARE | read live and disk")["node1"]["precheck"]["services"][0]["health"]["healthy"] is True
     assert fleet.map_values() == ["backend_blue"]
     assert lock_files(fleet) == []
 

@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from lab import REPO, ansible_bin, ansible_env
-from release_report import artifacts, final_message, lock_files, nothing_switched, ran
+from release_report import artifacts, final_message, lock_files, nothing_switched, prechecked, ran
 
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
 GREEN = {"release_target": "backend_green"}
@@ -82,7 +82,7 @@ def test_a_misspelled_input_is_refused_with_the_closest_name_and_nothing_moves(f
     assert rc != 0
     assert "release_watch_secnds (did you mean `release_watch_seconds`?)" in message, message
     assert "release_max_eror_rate (did you mean `release_max_error_rate`?)" in message, message
-    assert ran(report, "haproxy_map_info") == [], "nothing may even be read"
+    assert ran(report, "haproxy_map_info") + ran(report, "release_prepare") == [], "nothing may even be read"
     assert_nothing_moved(fleet, report, disks)
 
 
@@ -99,7 +99,7 @@ def test_an_input_no_haproxy_command_can_carry_is_refused_at_init_without_being_
     # The play's name shows at most the start of the value.
     names = [play["play"]["name"] for play in report["plays"]]
     assert all(len(name) < 200 for name in names), [name[:300] for name in names]
-    assert ran(report, "haproxy_map_info") == [], "nothing may even be read"
+    assert ran(report, "haproxy_map_info") + ran(report, "release_prepare") == [], "nothing may even be read"
     assert_nothing_moved(fleet, report, disks)
 
 
@@ -115,7 +115,7 @@ def test_a_limited_run_is_refused_unless_partial_runs_are_allowed(fleet_factory,
     message = final_message(report)
     assert rc != 0
     assert "part of the fleet" in message and "node2" in message and "release_allow_partial=true" in message, message
-    assert ran(report, "haproxy_map_info") == []
+    assert ran(report, "haproxy_map_info") + ran(report, "release_prepare") == []
     assert_nothing_moved(fleet, report, disks)
 
     rc, report = cutover(fleet, tmp_path, dict(GREEN, release_allow_partial=True, release_report_file=str(report_file)),
@@ -164,9 +164,9 @@ def test_a_node_unreachable_at_the_start_is_refused_unless_partial_runs_are_allo
     assert (written["outcome"], sorted(written["nodes"])) == ("succeeded", ["node1"]), written
 
 
-# --- 3. no PRECHECK anywhere unless every node is locked ------------------------------------
+# --- 3. no switch anywhere unless every node is locked ---------------------------------------
 
-def test_no_node_runs_precheck_when_a_node_failed_lock(fleet_factory, tmp_path):
+def test_no_node_switches_when_a_node_failed_lock(fleet_factory, tmp_path):
     fleet = fleet_factory(nodes=2)
     disks = [node.disk_text() for node in fleet.nodes]
     held = fleet.nodes[1].map_path + ".lock"
@@ -179,7 +179,8 @@ def test_no_node_runs_precheck_when_a_node_failed_lock(fleet_factory, tmp_path):
     message = final_message(report)
     assert rc != 0
     assert "node2: LOCK" in message and "held by awx-job-7" in message, message
-    assert ran(report, "release_precheck") == [], "PRECHECK ran on a node although node2 is not locked"
+    # PREPARE takes the lock before its precheck: node2, refused the lock, checks nothing.
+    assert [host for host, _key, _result in prechecked(report, "health")] == ["node1"]
     assert nothing_switched(report) == []
     assert fleet.map_values() == ["backend_blue", "backend_blue"]
     assert [node.disk_text() for node in fleet.nodes] == disks
@@ -200,7 +201,6 @@ def test_a_node_one_second_ahead_is_refused_at_half_a_second_naming_offset_and_e
     assert "node2: LOCK: the clock of node2 is 1.0" in message and "ahead of the controller's" in message, message
     assert "measured to within 0." in message and "release_clock_tolerance 0.5s" in message, message
     assert "node1: LOCK" not in message, "node1's clock agrees"
-    assert ran(report, "release_precheck") == []
     assert_nothing_moved(fleet, report, disks)
 
 
@@ -209,7 +209,7 @@ def test_a_node_one_second_ahead_is_refused_at_half_a_second_naming_offset_and_e
 def test_a_node_that_switched_late_fails_the_run_and_every_node_rolls_back(fleet_factory, tmp_path):
     fleet = fleet_factory(nodes=2)
     set_host_vars(fleet.inventory, "node2",
-                  "ansible_connection=slow_local slow_local_module=haproxy_map slow_local_seconds=3")
+                  "ansible_connection=slow_local slow_local_module=release_switch slow_local_seconds=3")
 
     rc, report = cutover(fleet, tmp_path, dict(GREEN, release_switch_lead=1, release_max_spread=1.0))
 
@@ -227,7 +227,7 @@ def test_a_node_that_switched_late_fails_the_run_and_every_node_rolls_back(fleet
 def test_with_spread_action_warn_a_late_node_is_a_warning_in_the_summary(fleet_factory, tmp_path):
     fleet = fleet_factory(nodes=2)
     set_host_vars(fleet.inventory, "node2",
-                  "ansible_connection=slow_local slow_local_module=haproxy_map slow_local_seconds=3")
+                  "ansible_connection=slow_local slow_local_module=release_switch slow_local_seconds=3")
 
     rc, report = cutover(fleet, tmp_path, dict(GREEN, release_switch_lead=1, release_spread_action="warn"))
 

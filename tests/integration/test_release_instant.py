@@ -2,8 +2,8 @@
 
 Against real HAProxy on loopback, a 4-node fleet at forks 2 (two batches) and at forks 4 (one
 batch, more nodes at once than this machine's cores on a 2-core CI runner):
-- the lead is estimated from the slowest host's lock module run (timed per host by the
-  release_lock action), the batches of forks and the controller's cores: the role chooses
+- the lead is estimated from the slowest host's PREPARE module run, its own work taken out (timed per host by the
+  release_prepare action), the batches of forks and the controller's cores: the role chooses
   exactly what the engine's switch_lead step computes from those;
 - every node is armed for one instant, switches, and reports how late it was (`late_by`), and
   the fleet's spread is within release_max_spread (a later node would fail the run).
@@ -20,7 +20,7 @@ import pytest
 
 from release_report import final_message, ran, results
 
-from ansible_collections.bluegreen.haproxy.plugins.filter import release
+from ansible_collections.bluegreen.haproxy.plugins.plugin_utils import release_engine as release
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
@@ -50,22 +50,21 @@ def test_the_fleet_switches_at_one_instant_at_any_forks(fleet_factory, run_playb
     written = json.loads(report_file.read_text())
     assert written["outcome"] == "succeeded", written
 
-    # The estimate's input: each host's own lock module run, timed by the release_lock action.
-    runs = dict((host, (result.get("module_started"), result.get("module_seconds")))
-                for _name, host, result in ran(report, "release_lock") if result.get("clock"))
+    # The estimate's input: each host's own PREPARE module run, timed by the release_prepare
+    # action, less the node's own work in it (its waits and requests).
+    runs = dict((host, (result.get("module_started"), result.get("module_seconds") - result.get("work_seconds")))
+                for _name, host, result in ran(report, "release_prepare") if result.get("clock"))
     assert sorted(runs) == ["node%d" % index for index in range(1, NODES + 1)], runs
     assert all(isinstance(started, float) and isinstance(seconds, float) and seconds > 0
                for started, seconds in runs.values()), runs
-    # The lead is one estimate from those runs (the whole phase, first start to last end), the
-    # batches of forks and the cores: the phase is not multiplied by the batches again.
-    phase = max(started + seconds for started, seconds in runs.values()) - min(started for started, _seconds in runs.values())
+    # The lead is one estimate from those runs (the slowest one's cost per batch), the batches of
+    # forks and the cores.
     lead, instant = chosen_lead(report)
-    expected = release.switch_lead(NODES, forks, 0, max(seconds for _started, seconds in runs.values()), cores=os.cpu_count(),
-                                   phase_seconds=phase)
+    expected = release.switch_lead(NODES, forks, 0, max(seconds for _started, seconds in runs.values()), cores=os.cpu_count())
     assert lead == pytest.approx(expected, abs=0.11), (lead, expected, runs)
 
     # Every node was armed for that instant and says how late it was.
-    armed = [result for _name, _host, result in results(report, "haproxy_map") if result.get("ansible_job_id")]
+    armed = [result for _name, _host, result in results(report, "release_switch") if result.get("ansible_job_id")]
     assert len(armed) == NODES, armed
     nodes = written["nodes"]
     assert sorted(nodes) == sorted(runs)

@@ -15,7 +15,7 @@ import re
 import pytest
 
 from lab import LoadGenerator
-from release_report import artifacts, changed, final_message, lock_files, nothing_switched, prechecked, ran
+from release_report import artifacts, changed, final_message, lock_files, nothing_switched, prechecked, step_items
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
@@ -148,7 +148,7 @@ def test_without_preflight_the_wrong_server_is_caught_after_the_switch(fleet_fac
 # --- 3. a live-traffic error gate during the watch window ---------------------------------
 
 def traffic_results(report):
-    return {host: result for _name, host, result in ran(report, "haproxy_backend_traffic")}
+    return {host: result for host, _key, result in step_items(report, "traffic")}
 
 
 def test_error_gate_rolls_back_when_real_traffic_fails(fleet_factory, run_playbook):

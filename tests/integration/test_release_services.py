@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from lab import REPO, App, HAProxyEnv, free_port, wait_for
-from release_report import final_message, prechecked, ran
+from release_report import final_message, finish_steps, nothing_switched, prechecked, ran, step_items, switch_steps
 from support import runtime_client
 
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
@@ -146,19 +146,19 @@ def test_services_switch_together_persist_and_roll_back_together(host_keyed_flee
     assert [node.answer("shop.test") for node in nodes] == ["version=shop_green"] * 2
     assert [node.answer("api.test") for node in nodes] == ["version=api_green"] * 2
     # One switch per node with every key in it (one prepare/commit), and one file write per node.
-    switches = [result for _name, _host, result in ran(report, "async_status") if "runtime_entries" in result]
+    switches = [step["switch"] for step in switch_steps(report).values()]
     assert len(switches) == 2 and all(result["changed"] for result in switches)
     assert all(sorted(result["changed_keys"]) == ["api.test", "shop.test"] for result in switches)
-    writes = [result for _name, _host, result in ran(report, "haproxy_map") if result.get("persisted")]
+    writes = [step["persist"] for step in finish_steps(report).values() if (step["persist"] or {}).get("persisted")]
     assert len(writes) == 2 and all(result["disk_entries"] == {"api.test": "api_green", "shop.test": "shop_green"}
                                     for result in writes)
     # Each service had its own health gate, preflight and current path (one precheck per node),
     # and its own smoke test after the switch.
     every = sorted((host, key) for host in ("node1", "node2") for key in ("shop.test", "api.test"))
-    assert len(ran(report, "release_precheck")) == 2
+    assert len(ran(report, "release_prepare")) == 2
     for stage in ("health", "preflight", "current"):
         assert sorted((host, key) for host, key, _result in prechecked(report, stage)) == every, stage
-    assert sorted({(host, result["item"]["key"]) for _name, host, result in ran(report, "http_smoke")}) == every
+    assert sorted({(host, key) for host, key, _result in step_items(report, "smoke")}) == every
     written = json.loads(report_file.read_text())
     assert written["outcome"] == "succeeded" and written["key"] == ["shop.test", "api.test"]
     assert written["nodes"]["node1"]["target"] == {"shop.test": "shop_green", "api.test": "api_green"}
@@ -185,7 +185,7 @@ def test_one_bad_service_refuses_the_whole_release(host_keyed_fleet, run_playboo
     assert "api.test" in message and "preflight" in message and "nothing was switched" in message, message
     assert "shop.test:" not in message, message
     assert [node.values() for node in nodes] == [BLUE, BLUE]
-    assert not [name for name, _host, _result in ran(report, "haproxy_map")]
+    assert nothing_switched(report) == []
 
     # Without the preflight the bad service is found by the smoke test after the switch: every
     # key on every node goes back, at runtime and on disk.
@@ -214,5 +214,5 @@ def test_bad_services_are_refused_before_anything_is_read(host_keyed_fleet, run_
 
     assert rc != 0
     assert expected in final_message(report), final_message(report)
-    assert not ran(report, "haproxy_map_info") and not ran(report, "haproxy_map")
+    assert not ran(report, "release_prepare") and not ran(report, "haproxy_map")
     assert nodes[0].values() == BLUE

@@ -16,7 +16,7 @@ import os
 import threading
 
 from lab import wait_for
-from release_report import artifacts, final_message, lock_files, ran
+from release_report import artifacts, final_message, lock_files, step_items
 # host_keyed_fleet is a fixture: pytest finds it by name, nothing in this file calls it.
 from test_release_services import host_keyed_fleet, services  # noqa: F401 pylint: disable=unused-import
 
@@ -26,8 +26,8 @@ GREEN = {"release_target": "backend_green"}
 
 
 def gates(report):
-    """The watch window's haproxy_backend_traffic results (not the baseline taken at the switch), by host."""
-    return {host: result for _name, host, result in ran(report, "haproxy_backend_traffic")
+    """The watch window's verdicts (release_switch's `traffic`, not the baseline taken at the switch), by host."""
+    return {host: result for host, _key, result in step_items(report, "traffic")
             if result.get("verdict") not in (None, "baseline")}
 
 
@@ -128,7 +128,7 @@ def test_each_service_is_judged_on_its_own_backend_without_its_smoke(host_keyed_
                                             release_insufficient_traffic="pass"), inventory=inventory)
 
     assert rc == 0, final_message(report)
-    watched = {result["item"]["key"]: result for _name, _host, result in ran(report, "haproxy_backend_traffic")
+    watched = {key: result for _host, key, result in step_items(report, "traffic")
                if result.get("verdict") not in (None, "baseline")}
     assert sorted(watched) == ["api.test", "shop.test"], watched
     for key, backend in (("shop.test", "shop_green"), ("api.test", "api_green")):

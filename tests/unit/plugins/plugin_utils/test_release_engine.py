@@ -617,7 +617,7 @@ def test_status_of_a_node_that_cannot_be_read_is_unknown_with_the_reason():
 
 def test_every_engine_step_is_an_engine_function_of_its_own_name():
     for name, function in release.STEPS.items():
-        assert function is getattr(release, name) and function.__module__ == release.__name__
+        assert function is getattr(release, name)
     assert release.STEPS["input_errors"] is release.input_errors
 
 
@@ -822,3 +822,12 @@ def test_node_summary_names_insufficient_traffic_and_the_windows_smoke():
     traffic = release.node_summary({"n1": node}, "n1", KEY)["traffic"]
     assert traffic["verdict"] == "insufficient" and traffic["smoke"] == {"passed": 30, "failed": 0}
     assert traffic["note"].startswith("backend_green: insufficient traffic to judge: 3 real requests"), traffic
+
+
+def test_step_failures_name_each_stage_a_step_module_found():
+    both = dict(failed=True, stage="SMOKE", msg="x", failures=["SMOKE: 3 of 10 failed", "WATCH VERIFY: active is blue"])
+    assert release.step_failures(both) == ["SMOKE: 3 of 10 failed", "WATCH VERIFY: active is blue"]
+    assert release.step_failures(dict(failed=True, stage="LOCK", msg="held by x")) == ["LOCK: held by x"]
+    # A task that is no step module (an assert): its message as it is.
+    assert release.step_failures(dict(failed=True, msg="LOCK: the clock of node2 is 1.0 s ahead")) == \
+        ["LOCK: the clock of node2 is 1.0 s ahead"]

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Unit tests for the release_lock action plugin's clock measurement (plugins/action/release_lock.py)."""
+"""Unit tests for the clock measurement of the lock-taking action plugins (plugins/plugin_utils/clock.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ _COLLECTIONS = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.colle
 if os.path.isdir(_COLLECTIONS):
     sys.path.insert(0, os.path.abspath(_COLLECTIONS))
 
-from ansible_collections.bluegreen.haproxy.plugins.action.release_lock import (  # noqa: E402
+from ansible_collections.bluegreen.haproxy.plugins.plugin_utils.clock import (  # noqa: E402
     clock_estimate,
     parse_reading,
 )

@@ -1,0 +1,581 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The release engine's steps on one node (private to the release role).
+
+PREPARE is one module run per node (plugins/modules/release_prepare.py): read every key of the
+run live and on disk with the release lock, decide each key's target, refuse what cannot be
+switched here (no target, the key missing, drift, another live value than expected), take the
+lock recording the run, then the precheck (health gate, per-server preflight, the current path
+through this node's listener). A node that already runs every target at runtime and on disk,
+with no lock held, has nothing to change: it is neither locked nor checked.
+
+The pure parts (the plan from a read, the node's own refusals, the precheck's services) are
+also the controller's: plugins/plugin_utils/release_engine.py imports them from here, so the
+rules are written once.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import (
+    LockError,
+    LockHeldError,
+    acquire,
+    lock_info,
+    run_fields,
+)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import read_map_info
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import (
+    PrecheckOptionError,
+    prepare_services,
+    run_precheck,
+)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIError
+
+
+# A service of the run as the step modules take it (their `services` option).
+SERVICE_SPEC = dict(
+    key=dict(type="str", required=True, no_log=False),
+    target=dict(type="str", default=""),
+    backends=dict(type="list", elements="str", default=[]),
+    expected_current=dict(type="str", default=""),
+    smoke_url=dict(type="str", required=True),
+    smoke_resolve=dict(type="str"),
+    smoke_headers=dict(type="dict", default={}),
+    smoke_status_codes=dict(type="list", elements="int", default=[200]),
+    smoke_bodies=dict(type="dict", default={}),
+    min_healthy=dict(type="raw"),
+)
+
+
+class SmokeBodiesError(ValueError):
+    """release_smoke_bodies is not a dict of backend -> regex."""
+
+
+def default_body_regex(backend):
+    """What a backend answers when release_smoke_bodies does not name it: version=<name without backend_>."""
+    return "version=" + re.escape(re.sub(r"^backend_", "", str(backend)))
+
+
+def body_regex(backend, bodies=None):
+    """The regex `backend`'s smoke answer must match."""
+    bodies = bodies or {}
+    if not isinstance(bodies, dict):
+        text = str(bodies)
+        raise SmokeBodiesError("release_smoke_bodies must be a dict of backend -> regex, got %s"
+                               % (text if len(text) <= 80 else text[:77] + "..."))
+    if backend in bodies and bodies[backend] not in (None, ""):
+        return str(bodies[backend])
+    return default_body_regex(backend)
+
+
+def describe(values):
+    """A dict of key -> value for messages: the value alone for one key, 'key=value, ...' for more."""
+    if not isinstance(values, dict):
+        return "" if values is None else str(values)
+    if len(values) == 1:
+        return str(next(iter(values.values())))
+    return ", ".join("%s=%s" % (key, value) for key, value in sorted(values.items()))
+
+
+def lock_entries(previous, targets):
+    """{key: {previous, target}} of a multi-service run, for its lock record (read back by read_plan)."""
+    return dict((key, dict(previous=(previous or {}).get(key, ""), target=target))
+                for key, target in sorted((targets or {}).items()))
+
+
+def _recorded_value(record):
+    """Whether a lock record (or one key's entry in it) names a previous value to return to."""
+    return isinstance(record, dict) and isinstance(record.get("previous"), str) and bool(record["previous"])
+
+
+def read_plan(read, lock_seen, services_list, run, lock_force=False):
+    """From the read: every key's live and disk value, its target and compare-and-set source.
+
+    `read` is haproxy_map_info's result for every service key, `lock_seen` release_lock_info's,
+    `run` the run's record (owner, action). A rollback with `lock_force` after a run died
+    returns each key to the `previous` value that run's lock records (for several keys, its
+    details.entries).
+    """
+    read = read if isinstance(read, dict) else {}
+    runtime = read.get("entries") or {}
+    disk = read.get("disk_entries") or {}
+    keys = [service["key"] for service in services_list]
+    holder = (lock_seen or {}).get("holder") if isinstance(lock_seen, dict) else None
+    recovery, previous, recovery_targets = {}, {}, {}
+    if run.get("action") == "rollback" and lock_force and isinstance(holder, dict) \
+            and holder.get("owner", "") != run.get("owner"):
+        details = holder.get("details") if isinstance(holder.get("details"), dict) else {}
+        recorded = details.get("entries") if isinstance(details.get("entries"), dict) else {}
+        if recorded:
+            previous = dict((key, entry["previous"]) for key, entry in recorded.items()
+                            if key in keys and _recorded_value(entry))
+            recovery_targets = dict((key, entry.get("target", "")) for key, entry in recorded.items() if key in previous)
+        elif _recorded_value(holder) and len(keys) == 1 and holder.get("key", keys[0]) == keys[0]:
+            previous = {keys[0]: holder["previous"]}
+            recovery_targets = {keys[0]: holder.get("target", "")}
+        if previous:
+            recovery = holder
+    lives = dict((key, runtime.get(key, "")) for key in keys)
+    disks = dict((key, disk.get(key, "")) for key in keys)
+    targets, currents = {}, {}
+    for service in services_list:
+        key, live = service["key"], lives[service["key"]]
+        other = [backend for backend in service.get("backends") or [] if backend != live]
+        targets[key] = service.get("target") or previous.get(key) or \
+            (other[0] if other and run.get("action") == "rollback" else "")
+        currents[key] = service.get("expected_current") or live
+    expected = dict((service["key"], bool(service.get("expected_current"))) for service in services_list)
+    return dict(lives=lives, disks=disks, targets=targets, currents=currents, recovery=recovery,
+                recovery_previous=previous, recovery_targets=recovery_targets, expected_current_set=expected)
+
+
+def key_refusal(plan, key, map_name, allow_drift=False):
+    """Why this node may not switch `key`, from its own read alone; None when it may."""
+    recovered = plan.get("recovery_previous") or {}
+    target, live = plan["targets"][key], plan["lives"].get(key, "")
+    disk, current = plan["disks"].get(key, ""), plan["currents"].get(key, "")
+    explained = key in recovered and disk == recovered[key] and \
+        live in ((plan.get("recovery_targets") or {}).get(key, ""), recovered[key])
+    if not target:
+        return "no target: name the backend to make live (release_target)"
+    if not live:
+        return "key %s is not in the live map %s" % (key, map_name)
+    if not (allow_drift or disk == live or explained):
+        return ("drift: %s is %s at runtime but %s on disk, so a reload would move traffic; persist or "
+                "fix it first (status.yml shows it, persist.yml writes the live value) or set "
+                "release_allow_drift" % (key, live, disk or "absent"))
+    if live != current and key not in recovered:
+        return "%s is %s here, expected %s" % (key, live, current)
+    return None
+
+
+def node_refusals(plan, map_name, allow_drift=False):
+    """Why this node may not switch, per key, from its own read alone (empty: it may).
+
+    Whether the nodes agree on the live value is the fleet's question (release_engine.precheck_errors).
+    """
+    refusals = (key_refusal(plan, key, map_name, allow_drift) for key in plan.get("targets") or {})
+    return [refusal for refusal in refusals if refusal]
+
+
+def precheck_services(services, targets, currents, lives, preflight=True, smoke_current=True):
+    """release_precheck's `services`: each service with its target, and what its current path answers.
+
+    A service whose target is already live has nothing to prove by preflight or current path
+    (the health gate still runs: the target must be there and healthy).
+    """
+    checked = []
+    for service in services:
+        key = service["key"]
+        moves = targets[key] != lives[key]
+        checked.append(dict(
+            key=key, backend=targets[key], url=service["smoke_url"], resolve=service.get("smoke_resolve") or None,
+            headers=service.get("smoke_headers") or {}, status_code=service.get("smoke_status_codes") or [200],
+            body_regex=body_regex(targets[key], service.get("smoke_bodies")),
+            current_body_regex=body_regex(currents[key], service.get("smoke_bodies")),
+            min_healthy=service.get("min_healthy") if service.get("min_healthy") not in ("", None) else None,
+            preflight=bool(preflight) and moves, current=bool(smoke_current) and moves))
+    return checked
+
+
+def readback_errors(expected, result, phase="VERIFY", what="after the switch"):
+    """Keys whose value a haproxy_map result read back differs from `expected` (key -> value)."""
+    entries = (result or {}).get("runtime_entries") or {} if isinstance(result, dict) else {}
+    errors = []
+    for key, value in sorted((expected or {}).items()):
+        seen = entries.get(key)
+        if seen is None and isinstance(result, dict) and result.get("key") == key:
+            seen = result.get("value")
+        if seen != value:
+            errors.append("%s: %s is %s at runtime %s, expected %s" % (phase, key, seen or "absent", what, value))
+    return errors
+
+
+def watch_errors(targets, info):
+    """Keys that left their target during the watch window (haproxy_map_info's result), and whether a reload did it."""
+    info = info if isinstance(info, dict) else {}
+    runtime, disk = info.get("entries") or {}, info.get("disk_entries") or {}
+    errors = []
+    for key, target in sorted((targets or {}).items()):
+        live = runtime.get(key, "absent")
+        if live == target:
+            continue
+        reload_hint = " (the disk says %s too: did HAProxy reload?)" % live if live == disk.get(key, "absent") else ""
+        errors.append("%s is %s at runtime, expected %s%s" % (key, live, target, reload_hint))
+    return errors
+
+
+def watch_items(services_list, targets, baseline_by_key, smoke_by_key, timeout=5, validate_certs=True):
+    """haproxy_backend_traffic's input for the watch window, one item per service, in their order.
+
+    `baseline_by_key` holds each service's baseline result (its `counters`).
+
+    The engine's own smoke requests reach the target backend through the same listener as
+    real users, so the gate subtracts them exactly: the SMOKE requests (`smoke_by_key`, each
+    service's http_smoke result; all answered before the watch starts) as `own_requests`, and the
+    window's smoke requests, which the traffic module sends itself between its reads. A backend
+    that several services target is watched once (its first service's item, with every one of
+    their smoke requests and the earliest baseline); the others have watch false, since a
+    second watch of it would count the first one's smoke requests as users.
+    """
+    plan, seen = [], set()
+    for service in services_list or []:
+        backend = (targets or {}).get(service["key"])
+        item = dict(key=service["key"], backend=backend, watch=backend not in seen, baseline=None,
+                    own_requests={}, smoke=[], shared_with=[])
+        seen.add(backend)
+        plan.append(item)
+        if not item["watch"]:
+            continue
+        sharing = [other for other in services_list if (targets or {}).get(other["key"]) == backend]
+        item["shared_with"] = [other["key"] for other in sharing if other["key"] != service["key"]]
+        read = [(baseline_by_key.get(other["key"]) or {}).get("counters") for other in sharing]
+        read = [counters for counters in read if isinstance(counters, dict)]
+        if read:
+            item["baseline"] = min(read, key=lambda counters: float(counters.get("read_at") or 0))
+        for other in sharing:
+            sent = ((smoke_by_key.get(other["key"]) or {}).get("summary") or {}).get("status_counts") or {}
+            for status, count in sent.items():
+                item["own_requests"][str(status)] = item["own_requests"].get(str(status), 0) + int(count)
+            item["smoke"].append(dict(
+                url=other.get("smoke_url"), resolve=other.get("smoke_resolve") or None,
+                headers=other.get("smoke_headers") or {}, status_code=other.get("smoke_status_codes") or [200],
+                body_regex=body_regex(backend, other.get("smoke_bodies")),
+                timeout=float(timeout), validate_certs=bool(validate_certs)))
+    return plan
+
+
+def already_live(plan, lock_seen):
+    """Whether this node runs every target at runtime and on disk, with no release lock held."""
+    targets = plan.get("targets") or {}
+    if not targets or not all(targets.values()) or (lock_seen or {}).get("held"):
+        return False
+    return all(plan["lives"].get(key) == target and plan["disks"].get(key) == target for key, target in targets.items())
+
+
+def lock_record(plan, services, run, map_name):
+    """What the lock records about this run on this node (release_lock_info and status.yml read it)."""
+    keys = [service["key"] for service in services]
+    details = {"entries": lock_entries(plan["currents"], plan["targets"])} if len(keys) > 1 else {}
+    fields = dict(controller=run.get("controller"), controller_pid=run.get("controller_pid"),
+                  started=run.get("started_at"), phase="precheck", map=map_name, key=",".join(keys),
+                  previous=describe(plan["currents"]), target=describe(plan["targets"]))
+    return run_fields(fields, details)
+
+
+class StepFailed(Exception):
+    """A stage of a step failed on this node; `stage` names it (READ, LOCK, PRECHECK, SWITCH, SMOKE...)."""
+
+    def __init__(self, stage, message):
+        super(StepFailed, self).__init__(message)
+        self.stage = stage
+
+
+def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=False, check_mode=False,
+            precheck=None, disk_error=None):
+    """PREPARE on this node; returns the result, with `failed`, `stage` and `msg` when a stage refused.
+
+    `services` are the run's services (key, target, backends, expected_current, smoke_*,
+    min_healthy); `run` the run's record (owner, action, controller, controller_pid,
+    started_at); `lock` {path, force, stale_after} or None when the run takes no lock;
+    `precheck` the precheck's options (run_precheck's keywords plus `preflight` and
+    `smoke_current`). `disk_text` is the map file's text, None when it cannot be read
+    (`disk_error` says why when that matters).
+    """
+    precheck = dict(precheck or {})
+    preflight, smoke_current = precheck.pop("preflight", True), precheck.pop("smoke_current", True)
+    result = dict(changed=False, lock_acquired=False, lock_taken=False, already_live=False, holder=None,
+                  precheck=None, stage=None)
+    try:
+        if disk_error:
+            raise StepFailed("READ", disk_error)
+        try:
+            result.update(read_map_info(client, map_name, disk_text, [service["key"] for service in services]))
+        except RuntimeAPIError as exc:
+            raise StepFailed("READ", str(exc))
+        try:
+            result["lock"] = lock_info(lock["path"]) if lock else {}
+        except OSError as exc:
+            raise StepFailed("READ", "cannot read release lock %s: %s (run as a user that may read it)"
+                             % (lock["path"], exc))
+        plan = read_plan(result, result["lock"], services, run, bool(lock and lock.get("force")))
+        result["plan"] = plan
+        if already_live(plan, result["lock"]):
+            result["already_live"] = True
+            return result
+        refusals = node_refusals(plan, map_name, allow_drift)
+        if refusals:
+            raise StepFailed("PRECHECK", "; ".join(refusals))
+        try:
+            checked = prepare_services(precheck_services(services, plan["targets"], plan["currents"], plan["lives"],
+                                                         preflight, smoke_current))
+        except (PrecheckOptionError, SmokeBodiesError) as exc:
+            raise StepFailed("PRECHECK", str(exc))
+        if lock:
+            try:
+                taken = acquire(lock["path"], run["owner"], lock_record(plan, services, run, map_name),
+                                force=bool(lock.get("force")), stale_after=int(lock.get("stale_after") or 0),
+                                check_mode=check_mode)
+            except LockHeldError as exc:
+                result["holder"] = exc.holder
+                raise StepFailed("LOCK", str(exc))
+            except LockError as exc:
+                raise StepFailed("LOCK", str(exc))
+            except OSError as exc:
+                raise StepFailed("LOCK", "cannot change release lock %s: %s (is its directory writable by this "
+                                         "user?)" % (lock["path"], exc))
+            result.update(lock_acquired=True, lock_taken=not check_mode, holder=taken["holder"],
+                          taken_over=taken["taken_over"], changed=taken["changed"] and not check_mode)
+        checks = run_precheck(client, checked, **precheck)
+        result["precheck"] = checks
+        if checks["failed"]:
+            raise StepFailed("PRECHECK", checks["msg"])
+    except StepFailed as exc:
+        result.update(failed=True, stage=exc.stage, msg=str(exc))
+        return result
+    result["msg"] = "prepared: %s" % checks["msg"]
+    return result
+
+
+# -- SWITCH AND PROVE ---------------------------------------------------------------------------
+
+INSUFFICIENT_HINT = ("Fewer real requests than release_min_requests (%s) reached the new version in the watch window, "
+                     "so its error rate was not judged: lengthen release_watch_seconds, lower release_min_requests, "
+                     "or set release_insufficient_traffic=pass to accept a release nobody used")
+
+
+def _service_message(items, keys):
+    """'key: msg; ...' of the failed items (the message alone for a single service)."""
+    return "; ".join("%s: %s" % (key, item["msg"]) if len(keys) > 1 else item["msg"]
+                     for key, item in items)
+
+
+def _smoke_services(run_smoke, services, values, smoke):
+    """Each service's smoke test of `values` (key -> backend) through this node's listener, as a list with `key`."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+
+    smoke = dict(smoke or {})
+    tls = http.build_tls_context(bool(smoke.get("validate_certs", True)))
+    checks = []
+    for service in services:
+        target = http.parse_url(service["smoke_url"])
+        connect, resolve_text = http.resolve_address(service["smoke_resolve"], target) \
+            if service.get("smoke_resolve") else (None, None)
+        checks.append(dict(run_smoke(
+            target.url, requests=int(smoke.get("requests") or 1), resolve_text=resolve_text,
+            headers=http.validate_headers(service.get("smoke_headers") or {}),
+            status_codes=http.validate_status_codes(service.get("smoke_status_codes") or [200]),
+            body_regex=http.compile_body_regex(body_regex(values[service["key"]], service.get("smoke_bodies"))),
+            timeout=float(smoke.get("timeout") or 5), connect_address=connect,
+            validate_certs=bool(smoke.get("validate_certs", True)), follow_redirects="none", use_proxy=True,
+            tls_context=tls), key=service["key"]))
+    for check in checks:
+        check["failed"] = not check["passed"]  # as http_smoke's task result says it
+    return checks
+
+
+def _prove(client, result, services, targets, baselines, smoke, watch):
+    """The new version's smoke test through this node's listener, then the watch window (`watch`, or None)."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import traffic
+
+    keys = [service["key"] for service in services]
+    timeout = float(smoke.get("timeout") or 5)
+    result["smoke"] = _smoke_services(http.run_smoke, services, targets, smoke)
+    checks = dict((item["key"], item) for item in result["smoke"])
+    failed = [(key, checks[key]) for key in keys if not checks[key]["passed"]]
+    if failed:
+        raise StepFailed("SMOKE", _service_message(failed, keys))
+    if watch is None:
+        return
+    watched, failed, insufficient = {}, [], []
+    for item in watch_items(services, targets, baselines, checks, timeout, smoke.get("validate_certs", True)):
+        if not item["watch"]:
+            continue
+        try:
+            watched[item["key"]] = traffic.watch_backend(
+                client, item["backend"], baseline=traffic.normalize_baseline(item["baseline"])
+                if item["baseline"] else None, duration=float(watch["seconds"]),
+                interval=min(float(watch.get("interval") or 1), 1.0),
+                max_error_rate=float(watch.get("max_error_rate", 1.0)), min_requests=int(watch.get("min_requests", 20)),
+                retry_for=timeout, own=traffic.own_counters(item["own_requests"]),
+                smoke=traffic.smoke_sender(item["smoke"]) if item["smoke"] else None,
+                smoke_interval=float(watch.get("interval") or 1), insufficient_traffic="pass")
+        except (RuntimeAPIError, traffic.TrafficOptionError) as exc:
+            watched[item["key"]] = dict(passed=False, msg=str(exc), backend=item["backend"])
+        outcome = watched[item["key"]]
+        if outcome.get("verdict") == "insufficient":
+            insufficient.append(outcome["msg"])
+        elif not outcome.get("passed"):
+            failed.append((item["key"], outcome))
+    # Each as haproxy_backend_traffic's task result says it (failed unless it passed).
+    result["traffic"] = [dict(watched[key], key=key, failed=not watched[key].get("passed"))
+                         for key in keys if key in watched]
+    if failed:
+        raise StepFailed("SMOKE", _service_message(failed, keys))
+    if insufficient and watch.get("insufficient_traffic", "fail") != "pass":
+        raise StepFailed("SMOKE", "%s. %s" % ("; ".join(insufficient), INSUFFICIENT_HINT % watch.get("min_requests", 20)))
+
+
+def switch_and_prove(client, map_name, targets, lives, services, bulk=False, switch_at=None, lock=None,
+                     smoke=None, watch=None, disk_text=None):
+    """SWITCH AND PROVE on this node; returns the result, `failed`/`stage`/`msg` when a stage failed.
+
+    The compare-and-set switch from `lives` to `targets` (armed for `switch_at`, judged at the
+    instant, read back), recording the phase `switching` in the lock first; the live-traffic
+    baseline of each target; the new version's smoke test through this node's listener, every
+    service; then, when `watch` asks for seconds, the watch window judging real users' requests
+    (the engine's own smoke requests taken out) and a last read of the live map (a reload during
+    the window would have put the disk's values back). `smoke` holds requests, timeout and
+    validate_certs; `watch` seconds, interval, max_error_rate, min_requests and
+    insufficient_traffic; `services` the run's services (key, smoke_*).
+    """
+    # Imported here: a run that fails before its smoke test needs no HTTP client.
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import traffic
+
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
+
+    smoke, watch = dict(smoke or {}), dict(watch or {})
+    keys = [service["key"] for service in services]
+    watching = float(watch.get("seconds") or 0) > 0
+    result = dict(changed=False, switched=False, switch=None, baseline=None, smoke=None, traffic=None,
+                  watch_verify=None, stage=None, warnings=[])
+    params = dict(map=map_name, map_file=None, persist=False, backup=False, switch_at=switch_at, state="present",
+                  key=None, value=None, expected_value=None, entries=None, expected_entries=None,
+                  release_lock=dict(path=lock["path"], owner=lock["owner"], phase="switching") if lock else None)
+    if bulk:
+        params.update(entries=dict(targets), expected_entries=dict(lives))
+    else:
+        params.update(key=keys[0], value=targets[keys[0]], expected_value=lives[keys[0]])
+    try:
+        refusal = None
+        try:
+            switch = change_map(client, params, warn=result["warnings"].append)
+        except MapStepError as exc:
+            switch, refusal = exc.result, str(exc)
+        # Whatever happened, the report needs what HAProxy serves now (a refusal: what it held).
+        result["switch"] = switch
+        result["switched"] = switch.get("switched_at") is not None or bool(switch.get("changed"))
+        result["changed"] = result["switched"]
+        if refusal:
+            raise StepFailed("SWITCH", refusal)
+        errors = readback_errors(targets, switch)
+        if errors:
+            raise StepFailed("SWITCH", "; ".join(errors))
+
+        timeout = float(smoke.get("timeout") or 5)
+        baselines = {}
+        if watching:
+            for service in services:
+                try:
+                    baselines[service["key"]] = traffic.watch_backend(client, targets[service["key"]],
+                                                                      retry_for=timeout)
+                except RuntimeAPIError as exc:
+                    raise StepFailed("SWITCH", "%s: %s" % (service["key"], exc) if len(keys) > 1 else str(exc))
+            result["baseline"] = [dict(baselines[key], key=key) for key in keys]
+
+        failures = []
+        try:
+            _prove(client, result, services, targets, baselines, smoke, watch if watching else None)
+        except StepFailed as exc:
+            failures.append((exc.stage, str(exc)))
+        except (http.SmokeOptionError, SmokeBodiesError) as exc:
+            failures.append(("SMOKE", str(exc)))
+        if watching:
+            # Also after a failed window: a reload during it (the disk's values back) is its own finding.
+            try:
+                result["watch_verify"] = read_map_info(client, map_name, disk_text, keys)
+                moved = watch_errors(targets, result["watch_verify"])
+                if moved:
+                    failures.append(("WATCH VERIFY", "; ".join(moved)))
+            except RuntimeAPIError as exc:
+                result["watch_verify"] = dict(failed=True, msg=str(exc))
+                failures.append(("WATCH VERIFY", str(exc)))
+        if failures:
+            result["failures"] = ["%s: %s" % failure for failure in failures]
+            raise StepFailed(failures[0][0], failures[0][1] if len(failures) == 1 else "; ".join(result["failures"]))
+    except StepFailed as exc:
+        result.update(failed=True, stage=exc.stage, msg=str(exc))
+        result.setdefault("failures", ["%s: %s" % (exc.stage, exc)])
+        return result
+    result["msg"] = "switched to %s, the new version answers" % describe(targets)
+    return result
+
+
+# -- FINISH -------------------------------------------------------------------------------------
+
+
+def finish(client, map_name, map_file, services, outcome, targets, previous, switched=False, persist=True, bulk=False,
+           lock=None, smoke=None, backup=None, module=None):
+    """FINISH on this node; returns the result, `failed`/`stage`/`msg` when a stage failed.
+
+    `outcome` is the fleet's verdict: `persist` (every node passed: write `targets` to the map
+    file, a compare-and-set that never moves traffic, unless `persist` is false), `rollback`
+    (a node failed: when this node `switched`, put `previous` back at runtime and on disk, read
+    it back and smoke-test the old version), or `release` (nothing to change). The release lock
+    is released last in every case, also after a failure (the report says what is live).
+    `module` (the AnsibleModule) commits the map file through atomic_move.
+    """
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import release as release_lock
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
+
+    keys = [service["key"] for service in services]
+    result = dict(changed=False, persist=None, rollback=None, rollback_smoke=None, rolled_back=False,
+                  unlocked=False, stage=None, warnings=[])
+    base = dict(map=map_name, map_file=map_file, persist=True, backup=bool(backup), switch_at=None, state="present",
+                key=None, value=None, expected_value=None, entries=None, expected_entries=None, release_lock=None)
+
+    def change(values, expected, phase=None):
+        params = dict(base, release_lock=dict(path=lock["path"], owner=lock["owner"], phase=phase)
+                      if lock and phase else None)
+        if bulk:
+            params.update(entries=dict(values), expected_entries=dict(expected) if expected else None)
+        else:
+            params.update(key=keys[0], value=values[keys[0]], expected_value=expected[keys[0]] if expected else None)
+        return change_map(client, params, backup=backup, warn=result["warnings"].append, module=module)
+
+    try:
+        if outcome == "persist" and persist:
+            # The values are live already: a compare-and-set on them writes the file and never moves traffic.
+            try:
+                result["persist"] = change(targets, targets)
+            except MapStepError as exc:
+                result["persist"] = exc.result
+                raise StepFailed("PERSIST", str(exc))
+            result["changed"] = bool(result["persist"].get("changed"))
+        elif outcome == "rollback" and switched:
+            try:
+                result["rollback"] = change(previous, None, phase="rolling back")
+            except MapStepError as exc:
+                result["rollback"] = exc.result
+                raise StepFailed("ROLLBACK", str(exc))
+            result["changed"] = True
+            errors = readback_errors(previous, result["rollback"], "ROLLBACK VERIFY", "after the rollback")
+            if errors:
+                raise StepFailed("ROLLBACK", "; ".join(errors))
+            result["rolled_back"] = True
+            try:
+                result["rollback_smoke"] = _smoke_services(http.run_smoke, services, previous, smoke)
+            except (http.SmokeOptionError, SmokeBodiesError) as exc:
+                raise StepFailed("ROLLBACK", str(exc))
+            failed = [(item["key"], item) for item in result["rollback_smoke"] if not item["passed"]]
+            if failed:
+                raise StepFailed("ROLLBACK", _service_message(failed, keys))
+    except StepFailed as exc:
+        result.update(failed=True, stage=exc.stage, msg=str(exc))
+    if lock:
+        try:
+            release_lock(lock["path"], lock["owner"])
+            result["unlocked"] = True
+        except (LockError, OSError) as exc:
+            if not result.get("failed"):
+                result.update(failed=True, stage="UNLOCK", msg="cannot release lock %s: %s" % (lock["path"], exc))
+    if not result.get("failed"):
+        result["msg"] = {"persist": "persisted %s" % describe(targets) if persist else "live %s, not persisted (release_persist)" % describe(targets),
+                         "rollback": "rolled back to %s" % describe(previous) if switched else "nothing to roll back here",
+                         "release": "nothing changed"}.get(outcome, outcome)
+    return result

@@ -1,0 +1,55 @@
+"""The release engine in three steps (issue 14): module runs per node on the happy path.
+
+A one-node cutover runs exactly three modules on the node - release_prepare, release_switch,
+release_finish - and nothing else reaches it: every other task is the controller's (facts,
+gates, the report). A fleet adds the collection of its armed switch (async_status: a look
+right after arming and one when the step should be done). Counted from the run's own task
+results (the test_json callback), against real HAProxy on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+
+from release_report import final_message
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
+GREEN = {"release_target": "backend_green"}
+# Actions that run on the controller only (no module is sent to the node).
+CONTROLLER_ONLY = {"set_fact", "assert", "debug", "fail", "set_stats", "include_role", "include_tasks", "import_tasks",
+                   "validate_argument_spec", "meta", "pause"}
+
+
+def module_runs(report, host):
+    """[(action, attempts)] of every task that ran a module on `host` (skipped ones did not)."""
+    runs = []
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            action = task["task"]["action"].rsplit(".", 1)[-1]
+            result = task["hosts"].get(host)
+            if result is None or result.get("skipped") or action in CONTROLLER_ONLY:
+                continue
+            runs.append((action, int(result.get("attempts") or 1)))
+    return runs
+
+
+def test_a_one_node_cutover_is_three_module_runs(fleet_factory, run_playbook):
+    fleet = fleet_factory(nodes=1)
+    rc, report = run_playbook(CUTOVER, dict(GREEN, release_watch_seconds=0), inventory=fleet.inventory)
+    assert rc == 0, final_message(report)
+    assert fleet.map_values() == ["backend_green"]
+    assert module_runs(report, "node1") == [("release_prepare", 1), ("release_switch", 1), ("release_finish", 1)]
+
+
+def test_a_fleet_adds_only_the_collection_of_its_armed_switch(fleet_factory, run_playbook):
+    fleet = fleet_factory(nodes=2)
+    rc, report = run_playbook(CUTOVER, GREEN, inventory=fleet.inventory)
+    assert rc == 0, final_message(report)
+    assert fleet.map_values() == ["backend_green", "backend_green"]
+    for host in ("node1", "node2"):
+        runs = module_runs(report, host)
+        assert [action for action, _attempts in runs] == ["release_prepare", "release_switch", "async_status",
+                                                          "release_finish"], runs
+        # The collection looks once right away and once after the instant and the smoke test.
+        assert runs[2][1] <= 2, runs
