@@ -24,8 +24,8 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import release_steps  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import release_prepare  # noqa: E402
 
-from fake_map_haproxy import FakeHAProxy  # noqa: E402
-from module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.fake_map_haproxy import FakeHAProxy  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
 
 MAP = "/etc/haproxy/maps/bluegreen.map"
 SERVICE = dict(key="active", target="backend_green", backends=["backend_blue", "backend_green"],

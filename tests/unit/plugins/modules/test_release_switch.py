@@ -24,8 +24,8 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke, traffic  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import release_switch  # noqa: E402
 
-from fake_map_haproxy import FakeHAProxy  # noqa: E402
-from module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.fake_map_haproxy import FakeHAProxy  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
 
 MAP = "/etc/haproxy/maps/bluegreen.map"
 SERVICE = dict(key="active", smoke_url="http://release.test/release", smoke_resolve="127.0.0.1:80")
