@@ -215,8 +215,9 @@ LEFTOVER_DIRS = {".pytest_cache", ".venv", ".venv-matrix", ".tmp", "__pycache__"
 # requirements, the example EE's build context, and the tests that need this repository's lab.
 DEVELOPMENT_FILES = {"Makefile", "ansible.cfg", ".ansible-lint", ".gitignore", ".dockerignore",
                      "tests/lab.py", "tests/conftest.py", "changelogs/.plugin-cache.yaml"}
+# examples/: the AWX examples configure a controller through awx.awx (the docs site sends users there).
 DEVELOPMENT_DIRS = (".ci/", "scripts/", "requirements/", "collections/", "execution-environment/", "molecule/",
-                    "tests/app/", "tests/integration/", "tests/support/")
+                    "examples/", "tests/app/", "tests/integration/", "tests/support/")
 
 
 def is_leftover(name):
