@@ -15,10 +15,10 @@ description:
     lock at O(lock.path). From that read each key's target (a rollback picks the other backend,
     or the value a dead run's lock records as C(previous) when O(lock.force) takes it over).
   - A node that already runs every target at runtime and on disk, with no lock held, stops here
-    (RV(already_live)): nothing will change on it, so it is neither locked nor checked.
+    (RV(already_live)) - nothing will change on it, so it is neither locked nor checked.
   - Refusals from this node's own read, before anything is written (RV(stage=PRECHECK)) - no
     target, a key missing from the live map, drift between runtime and disk (unless
-    O(allow_drift)), another live value than RV(plan.currents).
+    O(allow_drift)), another live value than O(services[].expected_current).
   - B(LOCK) - takes the release lock recording the run (owner, controller, start, the phase
     C(precheck), the map, keys, previous and target values), as M(bluegreen.haproxy.release_lock)
     does. In check mode it only proves the lock could be taken.

@@ -21,7 +21,7 @@ description:
     the target (as M(bluegreen.haproxy.http_smoke)).
   - B(WATCH) - for O(watch_seconds), real users' requests to each target are judged from HAProxy's
     counters (as M(bluegreen.haproxy.haproxy_backend_traffic)), the engine's own smoke requests
-    taken out; then the keys are read once more (B(WATCH VERIFY)): a reload during the window
+    taken out; then the keys are read once more (B(WATCH VERIFY)) - a reload during the window
     would have put the map file's values back.
   - A failure says which stage failed (RV(stage)); the switch's result (RV(switch)) tells whether
     and when this node switched, so the last step can roll it back.
