@@ -17,7 +17,6 @@ import difflib
 import math
 import multiprocessing
 import os
-import re
 import socket
 
 from ansible.errors import AnsibleFilterError

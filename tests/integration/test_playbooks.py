@@ -126,7 +126,8 @@ def test_unhealthy_green_on_one_node_refuses_cutover_everywhere(fleet_factory, r
     assert "node2: PRECHECK" in message and "green2 (%s" % status in message
     assert fleet.map_values() == ["backend_blue", "backend_blue"]
     assert [node.disk_text() for node in fleet.nodes] == disks_before
-    attempted = {host: result for host, result in task_results(report, "SWITCH AND PROVE | compare-and-set at the instant").items() if not result.get("skipped")}
+    attempted = {host: result for host, result in task_results(report, "SWITCH AND PROVE | compare-and-set at the instant").items()
+                 if not result.get("skipped")}
     assert attempted == {}, "no node may even attempt the switch"
     assert summary(report)["node1"]["outcome"] == "refused"
     assert lock_files(fleet) == []
