@@ -1060,7 +1060,26 @@ MIN_MODULE_SECONDS = 0.3
 LEAD_MARGIN = 0.5
 
 
-def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_seconds=0):
+def arming_phase(runs, batches):
+    """(module_seconds, phase_seconds) for switch_lead from PREPARE's module runs.
+
+    `runs` are each host's {started, seconds, work} (controller times from the release_prepare
+    action, `work` the node's own waits and requests). A module run without its work is what
+    arming one costs; the phase is the first run's start to the last one's end without its work,
+    less the work of every batch before the last (batches run one after the other), so it holds
+    the workers' staggered starts on a busy controller, not the health waits.
+    """
+    runs = [run for run in runs or [] if isinstance(run, dict) and float(run.get("started") or 0) > 0]
+    if not runs:
+        return 0.0, 0.0
+    overheads = [max(0.0, float(run["seconds"]) - float(run.get("work") or 0)) for run in runs]
+    work = max(float(run.get("work") or 0) for run in runs)
+    ends = [float(run["started"]) + overhead for run, overhead in zip(runs, overheads)]
+    phase = max(ends) - min(float(run["started"]) for run in runs) - max(0, int(batches) - 1) * work
+    return max(overheads), max(max(overheads), phase)
+
+
+def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_seconds=0, runs=None):
     """Seconds between choosing the switch instant and the instant itself.
 
     Every node's switch must be armed, and its armed module started and done with its reads,
@@ -1072,7 +1091,8 @@ def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_
     OVERSUBSCRIPTION_SHARE per core. The last batch's armed modules then start on their own:
     about one module run (`module_seconds`, the slowest host's lock run). Plus LEAD_MARGIN.
     The estimate grows with the batches, not their square (the LOCK phase already holds every
-    batch). `configured` above 0 (release_switch_lead) wins.
+    batch). `configured` above 0 (release_switch_lead) wins. With `runs` (PREPARE's module runs,
+    see arming_phase) both are estimated from them.
     """
     if configured and float(configured) > 0:
         return float(configured)
@@ -1080,6 +1100,8 @@ def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_
     forks = max(1, int(forks or 5))
     cores = max(1, int(cores or os.cpu_count() or 1))
     batches = int(math.ceil(hosts / float(forks)))
+    if runs:
+        module_seconds, phase_seconds = arming_phase(runs, batches)
     parallel = min(forks, hosts)
     contention = 1.0 + OVERSUBSCRIPTION_SHARE * max(0, parallel - cores) / float(cores)
     module_seconds = max(MIN_MODULE_SECONDS, float(module_seconds or 0))

@@ -831,3 +831,15 @@ def test_step_failures_name_each_stage_a_step_module_found():
     # A task that is no step module (an assert): its message as it is.
     assert release.step_failures(dict(failed=True, msg="LOCK: the clock of node2 is 1.0 s ahead")) == \
         ["LOCK: the clock of node2 is 1.0 s ahead"]
+
+
+def test_the_arming_phase_leaves_out_the_nodes_own_work():
+    # Two hosts in one batch: the second started 0.4 s late; each spent 2 s waiting for health.
+    runs = [dict(started=100.0, seconds=2.8, work=2.0), dict(started=100.4, seconds=3.0, work=2.0)]
+    assert release.arming_phase(runs, 1) == (pytest.approx(1.0), pytest.approx(1.4))
+    # Two batches: the second batch started after the first one's work; that work is not arming.
+    runs = [dict(started=100.0, seconds=2.8, work=2.0), dict(started=102.9, seconds=2.9, work=2.0)]
+    assert release.arming_phase(runs, 2) == (pytest.approx(0.9), pytest.approx(1.8))
+    assert release.arming_phase([], 1) == (0.0, 0.0)
+    # The lead from them equals the lead from the numbers they stand for.
+    assert release.switch_lead(2, 5, runs=runs[:1]) == release.switch_lead(2, 5, 0, 0.8, phase_seconds=0.8)
