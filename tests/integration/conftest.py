@@ -99,7 +99,7 @@ def run_ansible(command, check=False, diff=False, timeout=600):
     completed = subprocess.run(command, env=ansible_env(), capture_output=True, text=True,
                                cwd=REPO, timeout=timeout, check=False)
     try:
-        if os.environ.get("BG_DUMP"):
+        if os.environ.get("BG_DUMP"):  # debugging: BG_DUMP=<file> keeps the last run's JSON report
             open(os.environ["BG_DUMP"], "w").write(completed.stdout)
         return completed.returncode, json.loads(completed.stdout)
     except ValueError:
