@@ -499,7 +499,7 @@ class LoadGenerator(threading.Thread):
         """200 answers from a version not in `allowed` (a user saw the wrong release)."""
         return sum(count for color, count in self.colors.items() if color not in allowed)
 
-    def wait_requests(self, count, timeout=60.0):
+    def wait_requests(self, count, timeout=180.0):
         """Wait until `count` more requests were answered (or failed) from now on."""
         target = self.requests + count
         wait_for(lambda: self.requests >= target, timeout=timeout,

@@ -51,5 +51,6 @@ def test_a_fleet_adds_only_the_collection_of_its_armed_switch(fleet_factory, run
         runs = module_runs(report, host)
         assert [action for action, _attempts in runs] == ["release_prepare", "release_switch", "async_status",
                                                           "release_finish"], runs
-        # The collection looks once right away and once after the instant and the smoke test.
-        assert runs[2][1] <= 2, runs
+        # The collection looks right away, then after the instant and what the step takes after it
+        # (at most 2 s): twice on a quiet machine; a third look is a node slower than that.
+        assert runs[2][1] <= 3, runs
