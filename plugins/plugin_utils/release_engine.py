@@ -1076,7 +1076,8 @@ def arming_phase(runs, batches):
     work = max(float(run.get("work") or 0) for run in runs)
     ends = [float(run["started"]) + overhead for run, overhead in zip(runs, overheads)]
     phase = max(ends) - min(float(run["started"]) for run in runs) - max(0, int(batches) - 1) * work
-    return max(overheads), max(max(overheads), phase)
+    overhead = max(overheads)
+    return overhead, max(overhead, phase)
 
 
 def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_seconds=0, runs=None):
