@@ -126,6 +126,41 @@ def unknown_names_message(unknown):
             % ("" if len(unknown) == 1 else "s", ", ".join(parts), "it" if len(unknown) == 1 else "them"))
 
 
+def internal_names_message(refused):
+    """The refusal of a run that sets the engine's own state ('' when nothing is refused)."""
+    if not refused:
+        return ""
+    return ("refusing to run: %s %s the release engine's internal state, not an input; remove %s from the extra "
+            "vars and the inventory. Nothing was read or changed."
+            % (", ".join(short(name, 60) for name in refused), "is" if len(refused) == 1 else "are",
+               "it" if len(refused) == 1 else "them"))
+
+
+def run_refusals(names, specs, fleet=None):
+    """Why this run may not start at all, one message per cause (empty: it may start).
+
+    Checked on every node before anything is read: a `_release_*` name set from outside (extra
+    vars beat set_fact, so it could open a gate), a `release_*` name the role does not know (a
+    misspelled input would be ignored), and for a cutover or rollback (`fleet`: {group_hosts,
+    play_hosts, allow_partial, strategy}) a run on part of the release_hosts group and a fleet
+    under Mitogen's strategy.
+    """
+    names = list(names or [])
+    messages = [internal_names_message(refused_names(names)),
+                unknown_names_message(unknown_names([name for name in names if str(name).startswith("release_")], specs))]
+    if fleet is not None:
+        messages.append(partial_fleet(fleet.get("group_hosts") or [], fleet.get("play_hosts") or [],
+                                      bool(fleet.get("allow_partial")))["message"])
+        messages.append(strategy_refusal(fleet.get("strategy"), fleet.get("play_hosts")))
+    return [message for message in messages if message]
+
+
+def input_failures(inputs):
+    """This node's INIT failure, as the list the node's record starts with: [] when every input is valid."""
+    errors = input_errors(inputs)
+    return ["INIT: invalid release inputs: " + "; ".join(errors)] if errors else []
+
+
 def _host_list(hosts, most=20):
     """Host names for a message: the first `most`, shortened, then '...' when there are more."""
     more = ", ..." if len(hosts) > most else ""
@@ -809,11 +844,18 @@ def left_node_summary(hostvars, host, key):
                 switched_at=switch.get("switched_at") if _ok(switch) else None)
 
 
-def fleet_summary(hostvars, all_hosts, play_hosts, key):
-    """{host: node summary}: the node's own `_release_node` when it reported, else what it was last seen doing."""
+def fleet_summary(hostvars, all_hosts, play_hosts, key, persist=None, check_mode=False, finished=None):
+    """{host: node summary}: every node still in the play summarized from its own results, else what it was last seen doing.
+
+    With `persist` (release_persist) each node in the play is summarized here (node_summary), in
+    the one REPORT task; without it, from its own `_release_node` fact.
+    """
     summary = {}
     for host in all_hosts:
-        node = _hostvar(hostvars, host, "_release_node") if host in play_hosts else None
+        if host in play_hosts and persist is not None:
+            node = node_summary(hostvars, host, key, persist, check_mode, finished)
+        else:
+            node = _hostvar(hostvars, host, "_release_node") if host in play_hosts else None
         summary[host] = dict(node) if isinstance(node, dict) else left_node_summary(hostvars, host, key)
     return summary
 
@@ -1141,6 +1183,35 @@ def clock_offset(clock, tolerance):
             "%ss" % (abs(offset), "ahead of" if offset > 0 else "behind", error, abs(offset) + error, tolerance))
 
 
+def prepared_failures(hostvars, host, play_hosts, map_name, allow_drift=False, clock_tolerance=0.5):
+    """This node's failures once every node ran PREPARE: the ones it had, then its clock, then the fleet's live value.
+
+    A node that already failed (INIT, or its PREPARE step: the rescue recorded why) keeps its
+    failures. Otherwise its clock must agree with the controller's (the fleet switches at one
+    instant of each node's clock), and, when it has something to switch, every key's live value
+    must agree with what the other nodes run (or release_expected_current) - the one question no
+    node can answer alone. Every node's PREPARE result is its registered `_release_prepared`.
+    """
+    failures = list(_hostvar(hostvars, host, "_release_failures", []) or [])
+    prepared = _hostvar(hostvars, host, "_release_prepared", {}) or {}
+    if failures or prepared.get("failed") or prepared.get("skipped"):
+        return failures
+    if prepared.get("clock") is not None:
+        refusal = clock_offset(prepared["clock"], clock_tolerance)
+        if refusal:
+            return ["LOCK: the clock of %s %s: the fleet switches at one instant of each node's clock; fix NTP or "
+                    "raise release_clock_tolerance" % (host, refusal)]
+    plan = prepared.get("plan") or {}
+    if prepared.get("already_live") or not plan:
+        return failures
+    fleet_lives = []
+    for other in play_hosts or []:
+        other_plan = (_hostvar(hostvars, other, "_release_prepared", {}) or {}).get("plan")
+        if isinstance(other_plan, dict) and "lives" in other_plan:
+            fleet_lives.append(other_plan["lives"])
+    return ["PRECHECK: " + error for error in precheck_errors(plan, fleet_lives, map_name, allow_drift)]
+
+
 def strategy_refusal(configured_strategy, play_hosts, loaded_modules=None):
     """The refusal of a fleet run under Mitogen ('' when the run may go on).
 
@@ -1180,6 +1251,9 @@ STEPS = {
     "input_errors": input_errors,
     "services": services,
     "describe": describe,
+    "run_refusals": run_refusals,
+    "input_failures": input_failures,
+    "prepared_failures": prepared_failures,
     "report_keys": report_keys,
     "read_plan": read_plan,
     "lock_entries": lock_entries,

@@ -843,3 +843,82 @@ def test_the_arming_phase_leaves_out_the_nodes_own_work():
     assert release.arming_phase([], 1) == (0.0, 0.0)
     # The lead from them equals the lead from the numbers they stand for.
     assert release.switch_lead(2, 5, runs=runs[:1]) == release.switch_lead(2, 5, 0, 0.8, phase_seconds=0.8)
+
+
+# ---------------------------------------------------------------- INIT's guard and inputs in one task each
+
+def test_run_refusals_names_every_cause_and_nothing_for_a_clean_run():
+    fleet = dict(group_hosts=["a", "b"], play_hosts=["a", "b"], allow_partial=False, strategy="linear")
+    assert release.run_refusals(["release_target", "release_watch_seconds"], _argument_specs(), fleet) == []
+    refusals = release.run_refusals(["_release_failures", "release_watch_secnds"], _argument_specs(),
+                                    dict(fleet, play_hosts=["a"], strategy="mitogen_linear"))
+    assert refusals[0] == ("refusing to run: _release_failures is the release engine's internal state, not an input; "
+                           "remove it from the extra vars and the inventory. Nothing was read or changed.")
+    assert "release_watch_secnds (did you mean `release_watch_seconds`?)" in refusals[1]
+    assert "release_allow_partial=true" in refusals[2]
+    # One node of a fleet cut by --limit: Mitogen would run it synchronously, so only the partial refusal.
+    assert len(refusals) == 3
+    mitogen = release.run_refusals([], _argument_specs(), dict(fleet, strategy="mitogen_linear"))
+    assert len(mitogen) == 1 and "mitogen_linear on a fleet of 2 nodes" in mitogen[0]
+
+
+def test_run_refusals_without_a_fleet_checks_only_the_names():
+    """status.yml: a read-only run on part of a fleet, or under Mitogen, is fine."""
+    assert release.run_refusals(["release_map_key"], _argument_specs()) == []
+    refusals = release.run_refusals(["_release_a", "_release_b"], _argument_specs())
+    assert refusals == ["refusing to run: _release_a, _release_b are the release engine's internal state, not an input; "
+                        "remove them from the extra vars and the inventory. Nothing was read or changed."]
+
+
+def test_input_failures_start_the_record_with_one_init_failure():
+    assert release.input_failures(dict(good_inputs(), given_services=None, map_key=KEY)) == []
+    failures = release.input_failures(dict(good_inputs(smoke_requests=0, smoke_url="ftp://x"), given_services=None,
+                                           map_key=KEY))
+    assert len(failures) == 1 and failures[0].startswith("INIT: invalid release inputs: ")
+    assert "release_smoke_requests" in failures[0] and "release_smoke_url" in failures[0]
+
+
+# ---------------------------------------------------------------- PREPARE's fleet-wide refusals
+
+def _prepared(lives, clock=None, **extra):
+    result = dict(plan=dict(targets={KEY: "backend_green"}, currents=dict(lives), lives=dict(lives),
+                            disks=dict(lives), expected_current_set={}), lock_taken=True)
+    if clock is not None:
+        result["clock"] = clock
+    result.update(extra)
+    return result
+
+
+def test_prepared_failures_keep_earlier_ones_then_clock_then_fleet_agreement():
+    good_clock = dict(offset=0.01, error=0.002)
+    hostvars = {"a": {"_release_failures": [], "_release_prepared": _prepared({KEY: "backend_blue"}, good_clock)},
+                "b": {"_release_failures": [], "_release_prepared": _prepared({KEY: "backend_blue"}, good_clock)}}
+    assert release.prepared_failures(hostvars, "a", ["a", "b"], "bg.map") == []
+    # A node that failed before keeps exactly its failures (its rescue recorded them).
+    hostvars["a"]["_release_failures"] = ["PRECHECK: target has no healthy server"]
+    assert release.prepared_failures(hostvars, "a", ["a", "b"], "bg.map") == ["PRECHECK: target has no healthy server"]
+    # A clock off by more than the tolerance.
+    hostvars["a"] = {"_release_failures": [], "_release_prepared": _prepared({KEY: "backend_blue"}, dict(offset=2.0, error=0.01))}
+    failures = release.prepared_failures(hostvars, "a", ["a", "b"], "bg.map", clock_tolerance=0.5)
+    assert len(failures) == 1 and failures[0].startswith("LOCK: the clock of a is 2.000s ahead of the controller's")
+    # Nodes that disagree on the live value, and release_expected_current settling it.
+    hostvars["a"] = {"_release_failures": [], "_release_prepared": _prepared({KEY: "backend_red"}, good_clock)}
+    failures = release.prepared_failures(hostvars, "b", ["a", "b"], "bg.map")
+    assert failures == ["PRECHECK: nodes disagree on the live backend (backend_blue, backend_red); set release_expected_current"]
+    hostvars["b"]["_release_prepared"]["plan"]["expected_current_set"] = {KEY: True}
+    assert release.prepared_failures(hostvars, "b", ["a", "b"], "bg.map") == []
+
+
+def test_prepared_failures_of_a_skipped_or_already_live_node_are_its_own():
+    hostvars = {"a": {"_release_failures": ["INIT: invalid release inputs: x"], "_release_prepared": {"skipped": True}},
+                "b": {"_release_failures": [], "_release_prepared": _prepared({KEY: "backend_green"}, already_live=True)},
+                "c": {"_release_failures": [], "_release_prepared": _prepared({KEY: "backend_blue"})}}
+    assert release.prepared_failures(hostvars, "a", ["a", "b", "c"], "bg.map") == ["INIT: invalid release inputs: x"]
+    assert release.prepared_failures(hostvars, "b", ["a", "b", "c"], "bg.map") == []
+
+
+def test_fleet_summary_summarizes_every_node_in_the_play_in_one_call():
+    hostvars = {"n1": switched_node(), "n2": switched_node()}
+    summary = release.fleet_summary(hostvars, ["n1", "n2"], ["n1", "n2"], KEY, "on_success", False, 103.0)
+    assert summary["n1"] == release.node_summary(hostvars, "n1", KEY, "on_success", False, 103.0)
+    assert summary["n2"]["outcome"] == "switched"
