@@ -527,20 +527,6 @@ def already_live(hostvars, all_hosts, play_hosts):
     return True
 
 
-def live_from(result, key):
-    """The runtime value of `key` a haproxy_map or haproxy_map_info result read from HAProxy, or None.
-
-    None also when the key is absent or the result read nothing (see _read_values: a failed
-    result counts when it read, e.g. a refused compare-and-set).
-    """
-    return _read_values(result, [key]).get(key)
-
-
-def disk_from(result, key):
-    """The map-file value of `key` a haproxy_map or haproxy_map_info result shows, or None."""
-    return _disk_values(result, [key]).get(key)
-
-
 # A haproxy_map result that says it does not know what is live (a reply lost after the change,
 # and the read-back failed too) read nothing, whatever its runtime_entries hold.
 LIVE_UNKNOWN_FLAGS = ("runtime_unknown",)
@@ -1243,12 +1229,7 @@ def strategy_refusal(configured_strategy, play_hosts, loaded_modules=None):
 
 # What the role may call through bluegreen.haproxy._release: the engine's steps by name.
 STEPS = {
-    "refused_names": refused_names,
-    "unknown_names": unknown_names,
-    "unknown_names_message": unknown_names_message,
     "partial_fleet": partial_fleet,
-    "body_regex": body_regex,
-    "input_errors": input_errors,
     "services": services,
     "describe": describe,
     "run_refusals": run_refusals,
@@ -1259,21 +1240,13 @@ STEPS = {
     "lock_entries": lock_entries,
     "precheck_errors": precheck_errors,
     "precheck_services": precheck_services,
-    "readback_errors": readback_errors,
     "failure_message": failure_message,
     "step_failures": step_failures,
-    "watch_errors": watch_errors,
-    "watch_plan": watch_plan,
     "fleet_reasons": fleet_reasons,
     "already_live": already_live,
-    "live_from": live_from,
-    "disk_from": disk_from,
-    "node_outcome": node_outcome,
     "fleet_summary": fleet_summary,
-    "node_summary": node_summary,
     "run_outcome": run_outcome,
     "run_message": run_message,
-    "seconds_since": seconds_since,
     "node_status": node_status,
     "fleet_status": fleet_status,
     "switch_spread": switch_spread,
@@ -1281,5 +1254,4 @@ STEPS = {
     "switch_lead": switch_lead,
     "controller": controller,
     "clock_offset": clock_offset,
-    "strategy_refusal": strategy_refusal,
 }
