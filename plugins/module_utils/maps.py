@@ -736,6 +736,8 @@ def apply_plan(client, plan, prepared_file=None, switch_at=None, clock=None, sle
                 # Everything but the commit happens before the agreed instant.
                 version = stage_version(client, plan.map_name, plan.action[1])
             if switch_at is not None:
+                # How early this node was ready: the fleet's lead, less what arming it took (0: late).
+                facts["waited"] = round(max(0.0, switch_at - clock()), 3)
                 wait_until(switch_at, clock, sleep)
             plan, live = _switch(client, plan, version, facts, clock)
             facts["changed_keys"] = plan.changed_keys

@@ -307,6 +307,13 @@ late_by:
   returned: success
   type: float
   sample: 0.0
+waited:
+  description:
+    - Seconds this run was ready before O(switch_at) and waited for it, rounded to milliseconds
+      (V(0.0) when it was ready late); what the fleet's lead left to spare on this node.
+  returned: when O(switch_at) is set and the change was attempted
+  type: float
+  sample: 0.42
 persisted:
   description: Whether the map file holds the requested values when the task ends (written now or already there).
   returned: success

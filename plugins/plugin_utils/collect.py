@@ -1,0 +1,37 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Collecting an async job with one look at it (the release_collect action's loop).
+
+A fleet's switch step runs as an async job armed for one instant; looking at a job before it can
+have finished costs a module run on the node and gives nothing. So the controller first waits,
+without touching the node, until the job should be done (`not_before`), and then looks; only a
+job still running is looked at again, every `interval` seconds, until `timeout`.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def collect(look, not_before=None, interval=0.5, timeout=60.0, clock=time.time, sleep=time.sleep):
+    """Wait until `not_before` (epoch), then call `look()` until its result is finished.
+
+    `look()` returns async_status's result (`finished` true once the job ended, whatever its
+    outcome). Returns (result, looks); a job still unfinished `timeout` seconds after the first
+    look is returned as it was last seen, with `failed` and a message naming the wait.
+    """
+    if not_before is not None and not_before > clock():
+        sleep(not_before - clock())
+    deadline = clock() + max(float(timeout), 0.0)
+    looks = 0
+    while True:
+        result = look()
+        looks += 1
+        if result.get("finished") or (result.get("failed") and not result.get("started")):
+            return result, looks
+        if clock() + interval > deadline:
+            result = dict(result, failed=True,
+                          msg="the async job %s had not finished %.1fs after the first look at it"
+                              % (result.get("ansible_job_id", "?"), float(timeout)))
+            return result, looks
+        sleep(interval)
