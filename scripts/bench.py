@@ -17,7 +17,7 @@ still going a minute later is stopped, so `make bench` stays under 10 minutes. C
 - a socat loop setting N keys one `set map` at a time;
 - haproxy_map, one key, and `entries` with N keys in one module run;
 - the cutover playbook on 1 node, and on M nodes (and on 20) at forks 5 and at forks = nodes,
-  with the switch spread from the run's JSON report (release_report_file);
+  with the switch spread from the run's REPORT message;
 - the cutover under Mitogen's strategy (mitogen_linear, installed by this script into its own
   directory, --mitogen-dir) on 1 and on 2 nodes: measured, or the engine's refusal.
 - haproxy_map_info reading one key of a 1-entry and of a big map;
@@ -486,34 +486,28 @@ class Bench(object):
         self.case(names[1], lambda rep: run(rep, nodes[1:3]), nodes=2, note=MITOGEN)
 
     def cutover(self, nodes, forks=None, env=None, fleet=False):
-        """One cutover to the backend the first node does not hold: {spread, late, modules}."""
+        """One cutover to the backend the first node does not hold: {spread, late, modules}.
+
+        No release_report_file (writing it is one more module run, which a user who does not ask
+        for it does not pay): the fleet's spread is read from the run's REPORT message."""
         target = self.other(nodes[0])
-        report_file = os.path.join(self.workdir, "report.json")
-        if os.path.exists(report_file):
-            os.unlink(report_file)
         group_vars = {"release_smoke_url": "http://release.test/release", "release_health_wait": 10,
                       "release_smoke_requests": 6}
         if fleet:
             # A late node is measured (the spread column), not a failed run that rolls back.
             group_vars["release_spread_action"] = "warn"
-        report = self.playbook(CUTOVER, {"release_target": target, "release_report_file": report_file},
+        report = self.playbook(CUTOVER, {"release_target": target},
                                inventory=self.inventory(nodes, group_vars), forks=forks, env=env)
         result = dict(modules=len(self.modules) / float(len(nodes)) if not env else None)
         switch = {}
-        if os.path.exists(report_file):
-            with open(report_file) as handle:
-                switch = json.load(handle).get("switch") or {}
+        for play in report["plays"]:
+            for task in play["tasks"]:
+                for value in task["hosts"].values():
+                    message = value.get("msg") if isinstance(value, dict) else None
+                    if isinstance(message, dict) and "switch" in message and "nodes" in message:
+                        switch = message["switch"] or {}
         if len(nodes) > 1 and switch.get("spread_ms") is not None:
             result.update(spread=switch["spread_ms"] / 1000.0, late=len(switch.get("late") or {}))
-        elif len(nodes) > 1:  # a report without the spread: from the switched_at of the results
-            switched = {}
-            for play in report["plays"]:
-                for task in play["tasks"]:
-                    for host, value in task["hosts"].items():
-                        if isinstance(value, dict) and isinstance(value.get("switched_at"), (int, float)):
-                            switched[host] = value["switched_at"]
-            if len(switched) == len(nodes):
-                result.update(spread=max(switched.values()) - min(switched.values()))
         return result
 
 
@@ -531,6 +525,45 @@ def machine():
                 ansible=ansible, python=platform.python_version())
 
 
+def targets(bench):
+    """Issue 14's targets, each judged from this run's rows: [(target, measured, met)] (None: not measured)."""
+    rows = dict((row["name"], row) for row in bench.rows)
+    one, hand, shell = (rows.get(name) for name in ("cutover playbook, 1 node",
+                                                     "hand-written playbook (8 tasks, 7 module runs), 1 node",
+                                                     "shell runbook (socat, curl, sed), 1 node"))
+    found = []
+
+    def ratio(row, base):
+        return row["median"] / base["median"] if row and base and row.get("median") and base.get("median") else None
+
+    value = ratio(one, hand)
+    found.append(("one-node cutover <= 0.7x the hand-written playbook",
+                  "%.2fx" % value if value else None, value is not None and value <= 0.7))
+    value = ratio(one, shell)
+    found.append(("one-node cutover <= 50x the shell runbook", "%.0fx" % value if value else None,
+                  value is not None and value <= 50))
+    runs = statistics.median(one["modules"]) if one and one["modules"] else None
+    found.append(("<= 3 module runs per node (one node)", "%g" % runs if runs is not None else None,
+                  runs is not None and runs <= 3))
+    one_cpu = one["cpu_median"] if one else None
+    for row in bench.rows:
+        if not row["name"].startswith("cutover playbook, ") or " forks " not in row["name"] or not row["median"]:
+            continue
+        label = row["name"][len("cutover playbook, "):]
+        if row["spread"] is not None:
+            found.append(("%s: every node switches within 100 ms" % label, "%.0f ms" % (row["spread"] * 1000),
+                          row["spread"] <= 0.1))
+        if one_cpu and row["cpu_median"]:
+            per_node = row["cpu_median"] / row["nodes"]
+            found.append(("%s: CPU per node <= 1.2x one node's" % label, "%.2fx" % (per_node / one_cpu),
+                          per_node <= 1.2 * one_cpu))
+        if row["cpu_median"]:
+            bound = 1.15 * row["cpu_median"] / bench.cores + 2
+            found.append(("%s: wall <= 1.15x CPU/cores + 2 s" % label, "%.1f s (bound %.1f s)" % (row["median"], bound),
+                          row["median"] <= bound))
+    return found
+
+
 def render(bench, info, started, finished, load_before, load_after, tiny):
     lines = [
         "# Benchmarks",
@@ -541,13 +574,16 @@ def render(bench, info, started, finished, load_before, load_after, tiny):
         "",
     ] + Bench.HEADER.splitlines()
     lines += [bench.format_row(row) for row in bench.rows]
+    lines += ["", "## Targets (issue 14)", "", "| target | measured | met |", "| --- | --- | --- |"]
+    lines += ["| %s | %s | %s |" % (target, measured or "not measured", "yes" if met else "**no**")
+              for target, measured, met in targets(bench)]
     lines += [
         "",
         "Ratios compare the case with the named ones, measured in the same run. CPU is the median CPU",
         "seconds (user + system) of the case's whole process tree; CPU/node divides it by the nodes;",
         "idle is wall - CPU / %d cores (time spent waiting, not working); spread is the last minus the"
         % info["cores"],
-        "first node's switch (the run's JSON report); module runs are per node, counted from the module",
+        "first node's switch (the run's REPORT message); module runs are per node, counted from the module",
         "processes each run started. The numbers depend heavily on the machine's load: the ratios",
         "are the part to compare between runs.",
         "",
