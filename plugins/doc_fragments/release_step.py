@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment(object):
-    """The `services` option every step module of the release engine takes (release_steps.SERVICE_SPEC)."""
+    """The `services` option of the release engine's step module, release_step (release_steps.SERVICE_SPEC)."""
 
     DOCUMENTATION = r"""
 options:

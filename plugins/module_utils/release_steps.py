@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The release engine's steps on one node (private to the release role).
 
-PREPARE is one module run per node (plugins/modules/release_prepare.py): read every key of the
+PREPARE is one module run per node (plugins/modules/release_step.py, step=prepare): read every key of the
 run live and on disk with the release lock, decide each key's target, refuse what cannot be
 switched here (no target, the key missing, drift, another live value than expected), take the
 lock recording the run, then the precheck (health gate, per-server preflight, the current path
@@ -34,7 +34,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIError
 
 
-# A service of the run as the step modules take it (their `services` option).
+# A service of the run as the step module (release_step) takes it (its `services` option).
 SERVICE_SPEC = dict(
     key=dict(type="str", required=True, no_log=False),
     target=dict(type="str", default=""),

@@ -38,12 +38,10 @@ import urllib.request
 import zlib
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
-from ansible.module_utils.urls import basic_auth_header
-
-try:
-    from ansible.module_utils.urls import make_context
-except ImportError:  # an ansible-core without it: the TLS context is built from ssl's defaults
-    make_context = None
+# ansible.module_utils.urls is imported where it is used (Basic auth, the TLS context), not here:
+# importing it costs ~45 ms of every module run that loads this file, and the release engine's
+# steps load it on every run whether or not they send a request over TLS or with credentials.
+# AnsiballZ bundles it all the same (it finds imports inside functions too).
 
 HTTP_AGENT = 'ansible-httpget'
 # The most of a body that is read and judged; the rest is never read (issue 7: a 50 MB body
@@ -733,6 +731,8 @@ class _Hop(object):
 def _basic_authorization(username, password):
     """ansible-core's Basic Authorization value, as text (it gives bytes, which http.client's
     CONNECT tunnel would write as "b'...'")."""
+    from ansible.module_utils.urls import basic_auth_header  # lazily: see the imports at the top
+
     value = basic_auth_header(username, password)
     return value.decode('ascii') if isinstance(value, bytes) else value
 
@@ -838,6 +838,10 @@ def build_tls_context(validate_certs=True, ca_path=None, client_cert=None, clien
     """The TLS context of smoke requests: ansible-core's (the CA store it finds, ``ca_path``
     instead when given, verification off with ``validate_certs=False``), with the client
     certificate loaded. Raises SmokeOptionError naming the file that could not be used."""
+    try:  # lazily: see the imports at the top
+        from ansible.module_utils.urls import make_context
+    except ImportError:  # an ansible-core without it: the TLS context is built from ssl's defaults
+        make_context = None
     try:
         if make_context is not None:
             context = make_context(cafile=ca_path, validate_certs=validate_certs)

@@ -676,7 +676,7 @@ def _item_key(result):
 def _by_service(result):
     """{service key: result} of a task looped over the services; {None: result} for a plain task.
 
-    A step module's per-service results (release_switch's `smoke`, ...) are a list of results
+    The step module's per-service results (release_step's switch: `smoke`, ...) are a list of results
     that each carry their service's `key`.
     """
     if isinstance(result, list):
@@ -1096,7 +1096,7 @@ LEAD_MARGIN = 0.5
 def arming_phase(runs, batches):
     """(module_seconds, phase_seconds) for switch_lead from PREPARE's module runs.
 
-    `runs` are each host's {started, seconds, work} (controller times from the release_prepare
+    `runs` are each host's {started, seconds, work} (controller times from the release_step
     action, `work` the node's own waits and requests). A module run without its work is what
     arming one costs; the phase is the first run's start to the last one's end without its work,
     less the work of every batch before the last (batches run one after the other), so it holds

@@ -12,9 +12,10 @@ import os
 COLLECTION = "bluegreen.haproxy."
 
 
-def results(report, action):
+def results(report, action, step=None):
     """[(task name, host, result)] of every task that ran `action` (short or FQCN), in order.
 
+    `step` names one step of the release engine's module (release_step: prepare, switch, finish).
     A task looped over the release's services gives one result per service (its `item` is the
     service), so a test reads a single-key run and a multi-service run the same way.
     """
@@ -22,6 +23,8 @@ def results(report, action):
     for play in report["plays"]:
         for task in play["tasks"]:
             name = task["task"]["action"]
+            if step is not None and task["task"].get("step") != step:
+                continue
             if name == action or name == COLLECTION + action or name == "ansible.builtin." + action:
                 for host, result in task["hosts"].items():
                     items = result.get("results") if isinstance(result.get("results"), list) else [result]
@@ -29,19 +32,19 @@ def results(report, action):
     return found
 
 
-def ran(report, action):
-    """[(task name, host, result)] of `action` that did run (not skipped)."""
-    return [item for item in results(report, action) if not item[2].get("skipped")]
+def ran(report, action, step=None):
+    """[(task name, host, result)] of `action` (and `step`, see results) that did run (not skipped)."""
+    return [item for item in results(report, action, step) if not item[2].get("skipped")]
 
 
 def prechecked(report, stage):
     """[(host, service key, result)] of one precheck stage (health, preflight, current) that ran.
 
-    The release engine's PREPARE step (release_prepare) returns its precheck under `precheck`,
-    shaped as release_precheck returns it.
+    The release engine's PREPARE step (release_step, step prepare) returns its precheck under
+    `precheck`, shaped as release_precheck returns it.
     """
     checks = [(host, result) for _name, host, result in ran(report, "release_precheck")] + \
-        [(host, result.get("precheck") or {}) for _name, host, result in ran(report, "release_prepare")]
+        [(host, result.get("precheck") or {}) for _name, host, result in ran(report, "release_step", "prepare")]
     return [(host, service["key"], service[stage]) for host, result in checks
             for service in result.get("services", []) if service.get(stage)]
 
@@ -77,15 +80,15 @@ def lock_files(fleet):
 
 
 def nothing_switched(report):
-    """No node started its SWITCH AND PROVE step (release_switch, the only step that moves a live map first)."""
-    return [(name, host) for name, host, _result in ran(report, "release_switch")]
+    """No node started its SWITCH AND PROVE step (release_step's switch, the only step that moves a live map first)."""
+    return [(name, host) for name, host, _result in ran(report, "release_step", "switch")]
 
 
 def switch_steps(report):
-    """{host: release_switch's result} as the run collected it (a fleet's async job, or one node's run)."""
+    """{host: the switch step's result} as the run collected it (a fleet's async job, or one node's run)."""
     steps = {}
-    for action in ("release_switch", "async_status"):
-        for _name, host, result in ran(report, action):
+    for action, step in (("release_step", "switch"), ("async_status", None)):
+        for _name, host, result in ran(report, action, step):
             if "switch" in result and "stage" in result:
                 steps[host] = result
     return steps
@@ -98,8 +101,8 @@ def step_items(report, field):
 
 
 def finish_steps(report):
-    """{host: release_finish's result} (the last one of a node that finished twice)."""
-    return dict((host, result) for _name, host, result in ran(report, "release_finish"))
+    """{host: the finish step's result} (the last one of a node that finished twice)."""
+    return dict((host, result) for _name, host, result in ran(report, "release_step", "finish"))
 
 
 def report_task(report):

@@ -7,7 +7,7 @@
 - A node whose clock is off (tests/integration/connection_plugins/skewed_local.py makes the
   node's `date` answer 1 s ahead) is refused, naming the offset and the measurement's error.
 - A node that switched long after the others (connection_plugins/slow_local.py starts its
-  switch late) fails the run and every node rolls back, or with release_spread_action=warn the
+  armed switch step late) fails the run and every node rolls back, or with release_spread_action=warn the
   run succeeds with the warning in the report's summary.
 """
 
@@ -82,7 +82,7 @@ def test_a_misspelled_input_is_refused_with_the_closest_name_and_nothing_moves(f
     assert rc != 0
     assert "release_watch_secnds (did you mean `release_watch_seconds`?)" in message, message
     assert "release_max_eror_rate (did you mean `release_max_error_rate`?)" in message, message
-    assert ran(report, "haproxy_map_info") + ran(report, "release_prepare") == [], "nothing may even be read"
+    assert ran(report, "haproxy_map_info") + ran(report, "release_step", "prepare") == [], "nothing may even be read"
     assert_nothing_moved(fleet, report, disks)
 
 
@@ -99,7 +99,7 @@ def test_an_input_no_haproxy_command_can_carry_is_refused_at_init_without_being_
     # The play's name shows at most the start of the value.
     names = [play["play"]["name"] for play in report["plays"]]
     assert all(len(name) < 200 for name in names), [name[:300] for name in names]
-    assert ran(report, "haproxy_map_info") + ran(report, "release_prepare") == [], "nothing may even be read"
+    assert ran(report, "haproxy_map_info") + ran(report, "release_step", "prepare") == [], "nothing may even be read"
     assert_nothing_moved(fleet, report, disks)
 
 
@@ -115,7 +115,7 @@ def test_a_limited_run_is_refused_unless_partial_runs_are_allowed(fleet_factory,
     message = final_message(report)
     assert rc != 0
     assert "part of the fleet" in message and "node2" in message and "release_allow_partial=true" in message, message
-    assert ran(report, "haproxy_map_info") + ran(report, "release_prepare") == []
+    assert ran(report, "haproxy_map_info") + ran(report, "release_step", "prepare") == []
     assert_nothing_moved(fleet, report, disks)
 
     rc, report = cutover(fleet, tmp_path, dict(GREEN, release_allow_partial=True, release_report_file=str(report_file)),
@@ -209,7 +209,8 @@ def test_a_node_one_second_ahead_is_refused_at_half_a_second_naming_offset_and_e
 def test_a_node_that_switched_late_fails_the_run_and_every_node_rolls_back(fleet_factory, tmp_path):
     fleet = fleet_factory(nodes=2)
     set_host_vars(fleet.inventory, "node2",
-                  "ansible_connection=slow_local slow_local_module=release_switch slow_local_seconds=3")
+                  "ansible_connection=slow_local slow_local_module=release_step slow_local_async_only=true "
+                  "slow_local_seconds=3")
 
     rc, report = cutover(fleet, tmp_path, dict(GREEN, release_switch_lead=1, release_max_spread=1.0))
 
@@ -227,7 +228,8 @@ def test_a_node_that_switched_late_fails_the_run_and_every_node_rolls_back(fleet
 def test_with_spread_action_warn_a_late_node_is_a_warning_in_the_summary(fleet_factory, tmp_path):
     fleet = fleet_factory(nodes=2)
     set_host_vars(fleet.inventory, "node2",
-                  "ansible_connection=slow_local slow_local_module=release_switch slow_local_seconds=3")
+                  "ansible_connection=slow_local slow_local_module=release_step slow_local_async_only=true "
+                  "slow_local_seconds=3")
 
     rc, report = cutover(fleet, tmp_path, dict(GREEN, release_switch_lead=1, release_spread_action="warn"))
 

@@ -3,7 +3,7 @@
 Against real HAProxy on loopback, a 4-node fleet at forks 2 (two batches) and at forks 4 (one
 batch, more nodes at once than this machine's cores on a 2-core CI runner):
 - the lead is estimated from the slowest host's PREPARE module run, its own work taken out (timed per host by the
-  release_prepare action), the batches of forks and the controller's cores: the role chooses
+  release_step action), the batches of forks and the controller's cores: the role chooses
   exactly what the engine's switch_lead step computes from those;
 - every node is armed for one instant, switches, and reports how late it was (`late_by`), and
   the fleet's spread is within release_max_spread (a later node would fail the run).
@@ -50,11 +50,11 @@ def test_the_fleet_switches_at_one_instant_at_any_forks(fleet_factory, run_playb
     written = json.loads(report_file.read_text())
     assert written["outcome"] == "succeeded", written
 
-    # The estimate's input: each host's own PREPARE module run, timed by the release_prepare
+    # The estimate's input: each host's own PREPARE module run, timed by the release_step
     # action, less the node's own work in it (its waits and requests).
     runs = dict((host, dict(started=result.get("module_started"), seconds=result.get("module_seconds"),
                             work=result.get("work_seconds")))
-                for _name, host, result in ran(report, "release_prepare") if result.get("clock"))
+                for _name, host, result in ran(report, "release_step", "prepare") if result.get("clock"))
     assert sorted(runs) == ["node%d" % index for index in range(1, NODES + 1)], runs
     assert all(isinstance(run["started"], float) and isinstance(run["seconds"], float) and run["seconds"] > run["work"] >= 0
                for run in runs.values()), runs
@@ -65,7 +65,7 @@ def test_the_fleet_switches_at_one_instant_at_any_forks(fleet_factory, run_playb
     assert lead == pytest.approx(expected, abs=0.11), (lead, expected, runs)
 
     # Every node was armed for that instant and says how late it was.
-    armed = [result for _name, _host, result in results(report, "release_switch") if result.get("ansible_job_id")]
+    armed = [result for _name, _host, result in results(report, "release_step", "switch") if result.get("ansible_job_id")]
     assert len(armed) == NODES, armed
     nodes = written["nodes"]
     assert sorted(nodes) == sorted(runs)

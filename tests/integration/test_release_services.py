@@ -155,7 +155,7 @@ def test_services_switch_together_persist_and_roll_back_together(host_keyed_flee
     # Each service had its own health gate, preflight and current path (one precheck per node),
     # and its own smoke test after the switch.
     every = sorted((host, key) for host in ("node1", "node2") for key in ("shop.test", "api.test"))
-    assert len(ran(report, "release_prepare")) == 2
+    assert len(ran(report, "release_step", "prepare")) == 2
     for stage in ("health", "preflight", "current"):
         assert sorted((host, key) for host, key, _result in prechecked(report, stage)) == every, stage
     assert sorted({(host, key) for host, key, _result in step_items(report, "smoke")}) == every
@@ -214,5 +214,5 @@ def test_bad_services_are_refused_before_anything_is_read(host_keyed_fleet, run_
 
     assert rc != 0
     assert expected in final_message(report), final_message(report)
-    assert not ran(report, "release_prepare") and not ran(report, "haproxy_map")
+    assert not ran(report, "release_step", "prepare") and not ran(report, "haproxy_map")
     assert nodes[0].values() == BLUE

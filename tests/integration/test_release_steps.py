@@ -1,7 +1,7 @@
 """The release engine in three steps (issue 14): module runs per node on the happy path.
 
-A one-node cutover runs exactly three modules on the node - release_prepare, release_switch,
-release_finish - and nothing else reaches it: every other task is the controller's (facts,
+A one-node cutover runs exactly three modules on the node - release_step's prepare, switch and
+finish - and nothing else reaches it: every other task is the controller's (facts,
 gates, the report). A fleet adds the collection of its armed switch (async_status: a look
 right after arming and one when the step should be done). Counted from the run's own task
 results (the test_json callback), against real HAProxy on loopback.
@@ -22,11 +22,14 @@ CONTROLLER_ONLY = {"set_fact", "assert", "debug", "fail", "set_stats", "include_
 
 
 def module_runs(report, host):
-    """[(action, attempts)] of every task that ran a module on `host` (skipped ones did not)."""
+    """[(action, attempts)] of every task that ran a module on `host` (skipped ones did not);
+    release_step's runs as `release_step:<step>`."""
     runs = []
     for play in report["plays"]:
         for task in play["tasks"]:
             action = task["task"]["action"].rsplit(".", 1)[-1]
+            if task["task"].get("step"):
+                action = "%s:%s" % (action, task["task"]["step"])
             result = task["hosts"].get(host)
             if result is None or result.get("skipped") or action in CONTROLLER_ONLY:
                 continue
@@ -39,7 +42,8 @@ def test_a_one_node_cutover_is_three_module_runs(fleet_factory, run_playbook):
     rc, report = run_playbook(CUTOVER, dict(GREEN, release_watch_seconds=0), inventory=fleet.inventory)
     assert rc == 0, final_message(report)
     assert fleet.map_values() == ["backend_green"]
-    assert module_runs(report, "node1") == [("release_prepare", 1), ("release_switch", 1), ("release_finish", 1)]
+    assert module_runs(report, "node1") == [("release_step:prepare", 1), ("release_step:switch", 1),
+                                            ("release_step:finish", 1)]
 
 
 def test_a_fleet_adds_only_the_collection_of_its_armed_switch(fleet_factory, run_playbook):
@@ -49,8 +53,8 @@ def test_a_fleet_adds_only_the_collection_of_its_armed_switch(fleet_factory, run
     assert fleet.map_values() == ["backend_green", "backend_green"]
     for host in ("node1", "node2"):
         runs = module_runs(report, host)
-        assert [action for action, _attempts in runs] == ["release_prepare", "release_switch", "async_status",
-                                                          "release_finish"], runs
+        assert [action for action, _attempts in runs] == ["release_step:prepare", "release_step:switch", "async_status",
+                                                          "release_step:finish"], runs
         # The collection looks right away, then after the instant and what the step takes after it
         # (at most 2 s): twice on a quiet machine; a third look is a node slower than that.
         assert runs[2][1] <= 3, runs

@@ -63,7 +63,7 @@ def test_a_key_moved_by_hand_between_read_and_switch_is_kept_and_reported(fleet_
     moved_host = "node%d" % nodes
     done = tmp_path / "hand.done"
     cue = tmp_path / "hand.json"
-    cue.write_text(json.dumps({"action": "bluegreen.haproxy.release_switch", "socket": moved.socket,
+    cue.write_text(json.dumps({"action": "bluegreen.haproxy.release_step", "step": "switch", "socket": moved.socket,
                                "command": "set map %s active %s" % (moved.map_path, HAND), "done": str(done)}))
     monkeypatch.setenv("ANSIBLE_CALLBACKS_ENABLED", "hand_on_cue")
     monkeypatch.setenv("HAND_ON_CUE", str(cue))
@@ -71,7 +71,7 @@ def test_a_key_moved_by_hand_between_read_and_switch_is_kept_and_reported(fleet_
 
     rc, report = run_playbook(CUTOVER, dict(GREEN, release_report_file=str(report_file)), inventory=fleet.inventory)
 
-    assert done.exists(), "the hand never moved the key (no release_switch task started): %s" % final_message(report)
+    assert done.exists(), "the hand never moved the key (no switch step started): %s" % final_message(report)
     hand = json.loads(done.read_text())
     assert "SWITCH AND PROVE |" in hand["task"], hand
     assert hand["reply"].strip() == "", hand

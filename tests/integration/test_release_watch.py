@@ -26,7 +26,7 @@ GREEN = {"release_target": "backend_green"}
 
 
 def gates(report):
-    """The watch window's verdicts (release_switch's `traffic`, not the baseline taken at the switch), by host."""
+    """The watch window's verdicts (the switch step's `traffic`, not the baseline taken at the switch), by host."""
     return {host: result for host, _key, result in step_items(report, "traffic")
             if result.get("verdict") not in (None, "baseline")}
 

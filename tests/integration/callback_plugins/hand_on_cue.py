@@ -6,7 +6,8 @@ A test enables it (ANSIBLE_CALLBACKS_ENABLED=hand_on_cue) and points HAND_ON_CUE
     {"action": "bluegreen.haproxy.haproxy_map", "socket": "/path/admin.sock",
      "command": "set map /path/bluegreen.map active backend_hand", "done": "/path/hand.done"}
 
-When the first task that runs `action` starts, the command is sent to the Runtime API socket
+An optional "step" (e.g. "switch" with "bluegreen.haproxy.release_step") also requires the task's
+`step` argument to be that. When the first task that runs `action` starts, the command is sent to the Runtime API socket
 and its reply written to `done`. Callbacks run in the controller's main process and a task's
 start is announced before any worker runs it, so the hand moves the key after every earlier
 task finished (READ, PRECHECK) and before this task reads anything: exactly the window a
@@ -27,7 +28,7 @@ type: aggregate
 short_description: sends one Runtime API command when a given task starts (tests only)
 description:
   - Reads the JSON file named by the environment variable E(HAND_ON_CUE); when the first task
-    running its C(action) starts, sends its C(command) to its C(socket) and writes the reply to
+    running its C(action) (with its C(step) argument, when the cue names one) starts, sends its C(command) to its C(socket) and writes the reply to
     its C(done) file.
 requirements:
   - enabled in callbacks_enabled
@@ -66,6 +67,8 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_task_start(self, task, is_conditional):
         cue = self.cue
         if not cue or task.action != cue["action"]:
+            return
+        if cue.get("step") and task.args.get("step") != cue["step"]:
             return
         self.cue = None  # once
         reply = send(cue["socket"], cue["command"])

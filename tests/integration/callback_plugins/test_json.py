@@ -34,7 +34,9 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_task_start(self, task, is_conditional):
         if not self.plays:
             self.plays.append(dict(play=dict(name=""), tasks=[]))
-        self.plays[-1]["tasks"].append(dict(task=dict(name=task.get_name(), action=task.action), hosts={}))
+        # `step`: which step of the release engine's one module (release_step) the task runs.
+        step = task.args.get("step") if isinstance(task.args.get("step"), str) else None
+        self.plays[-1]["tasks"].append(dict(task=dict(name=task.get_name(), action=task.action, step=step), hosts={}))
 
     v2_playbook_on_handler_task_start = v2_playbook_on_task_start
 

@@ -3,7 +3,9 @@
 
 A test gives a host `ansible_connection=slow_local slow_local_module=haproxy_map slow_local_seconds=3`:
 every command that runs that module on the host (its AnsiballZ file, or async_wrapper starting it)
-waits that many seconds before it starts, as on a node whose process start is slow. Everything
+waits that many seconds before it starts, as on a node whose process start is slow. With
+`slow_local_async_only=true` only its async launches wait (the release engine's steps are one
+module, release_step: its switch step is the one a fleet arms as an async task). Everything
 else runs as with `local`.
 """
 
@@ -25,6 +27,12 @@ options:
     default: ""
     vars:
       - name: slow_local_module
+  async_only:
+    description: Only the async launches of O(module) wait (async_wrapper starting it).
+    type: bool
+    default: false
+    vars:
+      - name: slow_local_async_only
   seconds:
     description: Seconds each run of O(module) waits before it starts.
     type: float
@@ -53,6 +61,6 @@ class Connection(LocalConnection):
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
         module = self.get_option("module")
-        if module and ("AnsiballZ_%s.py" % module) in cmd:
+        if module and ("AnsiballZ_%s.py" % module) in cmd and (not self.get_option("async_only") or "async_wrapper" in cmd):
             time.sleep(float(self.get_option("seconds") or 0))
         return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)

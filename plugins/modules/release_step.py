@@ -1,0 +1,649 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: release_step
+short_description: One step of the release engine on one HAProxy node - prepare, switch or finish - in one module run
+version_added: 0.2.0
+description:
+  - The release engine's three steps, used by the C(bluegreen.haproxy.release) role, one module run per node
+    each; O(step) says which one. One module for the three, so Ansible builds its payload once per run.
+  - O(step=prepare) - B(READ) every key of O(services) at runtime (C(get map)) and in the map file, and the
+    release lock at O(lock.path). From that read each key's target (a rollback picks the other backend,
+    or the value a dead run's lock records as C(previous) when O(lock.force) takes it over). A node that
+    already runs every target at runtime and on disk, with no lock held, stops there (RV(already_live)) -
+    nothing will change on it, so it is neither locked nor checked. Refusals from this node's own read come
+    before anything is written (RV(stage=PRECHECK)) - no target, a key missing from the live map, drift
+    between runtime and disk (unless O(allow_drift)), another live value than O(services[].expected_current).
+    B(LOCK) takes the release lock recording the run (owner, controller, start, the phase C(precheck), the
+    map, keys, previous and target values), as M(bluegreen.haproxy.release_lock) does; in check mode it only
+    proves the lock could be taken. B(PRECHECK) runs the socket's level, the health gate (waiting up to
+    O(health_wait)), the per-server preflight and the current path through this node's listener, as
+    M(bluegreen.haproxy.release_precheck) runs them. The action plugin then reads the node's clock,
+    bracketed by the controller's (RV(clock)), when the lock was taken (or, in check mode, could be), so the
+    fleet's switch instant can be trusted. Whether every node agrees on the live value is the fleet's
+    question, judged by the role after this step.
+  - O(step=switch) (SWITCH AND PROVE, armed as an async task for a fleet's instant) - B(SWITCH) records the
+    phase C(switching) in the release lock, then moves every key of O(targets) with compare-and-set from
+    O(expected) (one key - C(set map); O(bulk) - one C(prepare)/C(commit map) of the whole map), waiting for
+    O(switch_at) first and judging the compare-and-set at that instant, and reads the keys back, as
+    M(bluegreen.haproxy.haproxy_map) does. The map file is not written (the finish step persists).
+    B(SMOKE) takes the live-traffic baseline of each target when O(watch_seconds) is set, then O(requests)
+    requests of each service's smoke test through this node's listener, answered by the target (as
+    M(bluegreen.haproxy.http_smoke)). B(WATCH) judges real users' requests to each target for
+    O(watch_seconds) from HAProxy's counters (as M(bluegreen.haproxy.haproxy_backend_traffic)), the
+    engine's own smoke requests taken out; then the keys are read once more (B(WATCH VERIFY)) - a reload
+    during the window would have put the map file's values back. The switch's result (RV(switch)) tells
+    whether and when this node switched, so the finish step can roll it back.
+  - O(step=finish) (after the fleet's verdict) - O(outcome=persist) (every node passed) writes O(targets) to
+    the map file, a compare-and-set on the live values that never moves traffic (skipped with
+    O(persist=false)). O(outcome=rollback) (a node failed) - when this node O(switched), records the phase
+    C(rolling back) in the lock, puts O(previous) back at runtime and on disk in one change, reads it back
+    (B(ROLLBACK VERIFY)) and smoke-tests the old version through this node's listener; a node that did not
+    switch has nothing to roll back. O(outcome=release) - nothing to change (nothing moved anywhere). In
+    every case the release lock is released last, also after a failure.
+  - The first refusal or failure ends a step; RV(stage) names it. An option another step uses, set with this
+    step, is refused before anything is read (RV(stage=INIT)).
+author:
+  - Blue-green HAProxy maintainers (@bluegreen-haproxy)
+extends_documentation_fragment:
+  - bluegreen.haproxy.runtime_api
+  - bluegreen.haproxy.release_step
+  - bluegreen.haproxy.runtime_api.attributes
+attributes:
+  check_mode:
+    support: partial
+    details:
+      - O(step=prepare) runs in check mode and takes no lock. O(step=switch) and O(step=finish) are skipped in
+        check mode (the release role stops before them).
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details:
+      - O(step=prepare) takes the release lock, which the finish step releases.
+      - A node already on O(targets) is not changed by O(step=switch) (the compare-and-set finds nothing to do).
+      - Persisting values already on disk, or rolling back a node that is back, changes nothing.
+options:
+  step:
+    description: The step to run on this node.
+    type: str
+    choices: [prepare, switch, finish]
+    required: true
+  map:
+    description: The map as HAProxy names it (C(show map)).
+    type: str
+    required: true
+  map_file:
+    description:
+      - The map file on this node. Defaults to O(map).
+      - Step C(switch) reads it after the watch window, to tell a reload from a bad release.
+    type: path
+  lock:
+    description:
+      - The release lock. Omit it for a run without a lock.
+      - Step C(prepare) takes it; steps C(switch) and C(finish) work under it (the phase recorded in it),
+        and C(finish) releases it.
+    type: dict
+    suboptions:
+      path:
+        description: The lock file.
+        type: path
+        required: true
+      owner:
+        description: The run that holds it. Steps C(switch) and C(finish) only, required there (C(prepare) takes it from O(run.owner)).
+        type: str
+      force:
+        description: Take the lock over whoever holds it (a run that died). Step C(prepare) only.
+        type: bool
+        default: false
+      stale_after:
+        description: Seconds after which another owner's lock is taken over; V(0) never. Step C(prepare) only.
+        type: int
+        default: 0
+  run:
+    description: The run, as the lock records it. Step C(prepare) only, required there.
+    type: dict
+    suboptions:
+      owner:
+        description: Who runs the release (the lock's owner).
+        type: str
+        required: true
+      action:
+        description: What the run does.
+        type: str
+        choices: [cutover, rollback]
+        default: cutover
+      controller:
+        description: The controller's host name.
+        type: str
+      controller_pid:
+        description: The run's process id on the controller.
+        type: int
+      started_at:
+        description: When the run started (ISO 8601).
+        type: str
+  allow_drift:
+    description: Switch even when runtime and disk disagree. Step C(prepare) only.
+    type: bool
+    default: false
+  preflight:
+    description: Send the smoke request to every server of each target directly first. Step C(prepare) only.
+    type: bool
+    default: true
+  smoke_current:
+    description: Smoke-test the current path through this node's listener first. Step C(prepare) only.
+    type: bool
+    default: true
+  health_wait:
+    description: Seconds to wait for the targets to become healthy. Step C(prepare) only.
+    type: float
+    default: 0
+  poll_interval:
+    description: Seconds between two health reads while waiting. Step C(prepare) only.
+    type: float
+    default: 1.0
+  allow_no_check:
+    description: Count servers without a health check as healthy. Step C(prepare) only.
+    type: bool
+    default: false
+  force:
+    description: Report the targets' health without judging it (they must still exist). Step C(prepare) only.
+    type: bool
+    default: false
+  preflight_validate_certs:
+    description: Verify TLS certificates of the servers in the preflight. Step C(prepare) only.
+    type: bool
+    default: false
+  skip_servers:
+    description: Servers the preflight leaves out. Step C(prepare) only.
+    type: list
+    elements: str
+    default: []
+  targets:
+    description:
+      - Every key of the run with the value to make live (step C(switch)), or with its new value, persisted
+        on success (step C(finish)).
+      - Steps C(switch) and C(finish) only, required there.
+    type: dict
+  expected:
+    description: Every key with the value that must still be live at the instant (the compare-and-set). Step C(switch) only, required there.
+    type: dict
+  bulk:
+    description:
+      - Switch (or roll back) every key in one C(prepare)/C(commit map) (several services), instead of one C(set map).
+      - Steps C(switch) and C(finish) only.
+    type: bool
+    default: false
+  switch_at:
+    description: The fleet's instant (epoch seconds of this node's clock); V(null) switches at once. Step C(switch) only.
+    type: float
+  watch_seconds:
+    description: Seconds of the watch window; V(0) for none. Step C(switch) only.
+    type: float
+    default: 0
+  watch_interval:
+    description:
+      - Seconds between two rounds of smoke requests in the window (counters are read at least every second).
+      - Step C(switch) only.
+    type: float
+    default: 1
+  max_error_rate:
+    description: The highest share of real requests (percent) that may fail in the window. Step C(switch) only.
+    type: float
+    default: 1.0
+  min_requests:
+    description: The fewest real requests to judge the error rate from. Step C(switch) only.
+    type: int
+    default: 20
+  insufficient_traffic:
+    description:
+      - Whether too few real requests in the window fail the step (V(fail)) or pass it (V(pass)).
+      - Step C(switch) only.
+    type: str
+    choices: [fail, pass]
+    default: fail
+  outcome:
+    description: The fleet's verdict. Step C(finish) only, required there.
+    type: str
+    choices: [persist, rollback, release]
+  previous:
+    description: Every key with the value it had before the run (put back by a rollback). Step C(finish) only, required there.
+    type: dict
+  switched:
+    description: Whether this node's live map moved in this run (only then is there something to roll back). Step C(finish) only.
+    type: bool
+    default: false
+  persist:
+    description:
+      - Write the new values to the map file on success (V(false) - C(release_persist=manual), persist.yml later).
+      - Step C(finish) only.
+    type: bool
+    default: true
+  backup:
+    description: Back up the map file before it is replaced. Step C(finish) only.
+    type: bool
+    default: false
+  requests:
+    description:
+      - Requests of each smoke test - the current path's (step C(prepare)), the new version's after the switch
+        (step C(switch)), the old version's after a rollback (step C(finish)).
+    type: int
+    default: 1
+  request_timeout:
+    description: Seconds for each request (step C(switch) also retries a counter read during a reload that long).
+    type: float
+    default: 5.0
+  validate_certs:
+    description: Verify TLS certificates of the smoke tests (step C(prepare) - of the current path).
+    type: bool
+    default: true
+seealso:
+  - module: bluegreen.haproxy.release_precheck
+  - module: bluegreen.haproxy.release_lock
+  - module: bluegreen.haproxy.haproxy_map
+  - module: bluegreen.haproxy.haproxy_map_info
+"""
+
+EXAMPLES = r"""
+- name: PREPARE this node for backend_green
+  bluegreen.haproxy.release_step:
+    step: prepare
+    map: /etc/haproxy/maps/bluegreen.map
+    services:
+      - key: active
+        target: backend_green
+        backends: [backend_blue, backend_green]
+        smoke_url: http://shop.example.com/health
+        smoke_resolve: 127.0.0.1:80
+    run:
+      owner: "awx-job-{{ awx_job_id | default('manual') }}"
+    lock:
+      path: /etc/haproxy/maps/bluegreen.map.lock
+    health_wait: 30
+  register: prepared
+
+- name: SWITCH AND PROVE this node
+  bluegreen.haproxy.release_step:
+    step: switch
+    map: /etc/haproxy/maps/bluegreen.map
+    targets: "{{ prepared.plan.targets }}"
+    expected: "{{ prepared.plan.lives }}"
+    services:
+      - key: active
+        smoke_url: http://shop.example.com/health
+        smoke_resolve: 127.0.0.1:80
+    lock:
+      path: /etc/haproxy/maps/bluegreen.map.lock
+      owner: "awx-job-{{ awx_job_id | default('manual') }}"
+    requests: 10
+    watch_seconds: 60
+  register: switched
+
+- name: FINISH this node - persist when every node passed, otherwise roll back
+  bluegreen.haproxy.release_step:
+    step: finish
+    map: /etc/haproxy/maps/bluegreen.map
+    outcome: "{{ 'rollback' if fleet_failed else 'persist' }}"
+    targets: "{{ prepared.plan.targets }}"
+    previous: "{{ prepared.plan.lives }}"
+    switched: "{{ switched.switched }}"
+    services:
+      - key: active
+        smoke_url: http://shop.example.com/health
+        smoke_resolve: 127.0.0.1:80
+    lock:
+      path: /etc/haproxy/maps/bluegreen.map.lock
+      owner: "awx-job-{{ awx_job_id | default('manual') }}"
+"""
+
+RETURN = r"""
+stage:
+  description:
+    - The stage that refused or failed this node, or V(null).
+    - V(INIT) (bad options, any step); step C(prepare) - V(READ), V(LOCK) or V(PRECHECK); step C(switch) - V(SWITCH),
+      V(SMOKE) or V(WATCH VERIFY); step C(finish) - V(PERSIST), V(ROLLBACK) or V(UNLOCK).
+  returned: always
+  type: str
+entries:
+  description: The keys' live values (a key HAProxy does not have is left out). Step C(prepare).
+  returned: when the map was read
+  type: dict
+  sample: {"active": "backend_blue"}
+disk_entries:
+  description: The keys' values in the map file; V(null) when the file could not be read. Step C(prepare).
+  returned: when the map was read
+  type: dict
+lock:
+  description: The release lock as it was found (C(held), C(holder), C(age)). Step C(prepare).
+  returned: when the map was read
+  type: dict
+plan:
+  description: Per key C(lives), C(disks), C(targets), C(currents), and a dead run's C(recovery) record. Step C(prepare).
+  returned: when the map and the lock were read
+  type: dict
+already_live:
+  description: Every target is live at runtime and on disk and no lock is held; nothing was locked or checked.
+  returned: step C(prepare)
+  type: bool
+lock_acquired:
+  description: The lock was taken (in check mode - could be taken).
+  returned: step C(prepare)
+  type: bool
+lock_taken:
+  description: This run now holds the lock on this node (never in check mode).
+  returned: step C(prepare)
+  type: bool
+holder:
+  description: The lock record after the step, or the other holder's when it refused.
+  returned: step C(prepare)
+  type: dict
+precheck:
+  description: The precheck, as M(bluegreen.haproxy.release_precheck) returns it; V(null) when it did not run.
+  returned: step C(prepare)
+  type: dict
+clock:
+  description: The node's clock against the controller's (C(offset), C(error), C(readings)), read by the action plugin.
+  returned: step C(prepare), when the lock was acquired
+  type: dict
+work_seconds:
+  description: How long the step's own work took on the node (reads, waits, requests), within RV(module_seconds).
+  returned: step C(prepare), when the options were valid
+  type: float
+module_started:
+  description: When the module run started on the controller's clock (epoch seconds), set by the action plugin.
+  returned: always, except for an async task's launch
+  type: float
+module_seconds:
+  description: How long the module run took, on the controller's clock, set by the action plugin.
+  returned: always, except for an async task's launch
+  type: float
+switched:
+  description: Whether this node's live map moved (the finish step rolls it back when the fleet failed).
+  returned: step C(switch)
+  type: bool
+switch:
+  description: The switch, as M(bluegreen.haproxy.haproxy_map) returns it (C(switched_at), C(late_by), C(runtime_entries), C(refused), ...).
+  returned: step C(switch)
+  type: dict
+baseline:
+  description: Per key, the target's counters read right after the switch (the watch window judges from them).
+  returned: step C(switch)
+  type: dict
+smoke:
+  description: Per key, the smoke test as M(bluegreen.haproxy.http_smoke) returns it.
+  returned: step C(switch)
+  type: dict
+traffic:
+  description: Per watched key, the watch window as M(bluegreen.haproxy.haproxy_backend_traffic) returns it.
+  returned: step C(switch)
+  type: dict
+watch_verify:
+  description: The keys read after the window, as M(bluegreen.haproxy.haproxy_map_info) returns them.
+  returned: step C(switch)
+  type: dict
+persist:
+  description: The map file write, as M(bluegreen.haproxy.haproxy_map) returns it; V(null) when not written.
+  returned: step C(finish)
+  type: dict
+rollback:
+  description: The rollback's map change, as M(bluegreen.haproxy.haproxy_map) returns it; V(null) when none.
+  returned: step C(finish)
+  type: dict
+rollback_smoke:
+  description: Per service (with its C(key)), the old version's smoke test after the rollback.
+  returned: step C(finish)
+  type: list
+  elements: dict
+rolled_back:
+  description: Whether this node is back on O(previous) (read back).
+  returned: step C(finish)
+  type: bool
+unlocked:
+  description: Whether the release lock was released.
+  returned: step C(finish)
+  type: bool
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
+    MapFileEncodingError,
+    MapFileError,
+    read_map_file,
+)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import MapChangeError, normalize_entries
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import (
+    PrecheckOptionError,
+    validate_options as validate_precheck_options,
+)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps import (
+    SERVICE_SPEC,
+    finish,
+    prepare,
+    switch_and_prove,
+)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
+    RuntimeAPIClient,
+    RuntimeAPIError,
+    runtime_api_argument_spec,
+)
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import build_tls_context
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import (
+    TrafficOptionError,
+    validate_options as validate_watch_options,
+)
+
+RUN_SPEC = dict(
+    owner=dict(type="str", required=True),
+    action=dict(type="str", choices=["cutover", "rollback"], default="cutover"),
+    controller=dict(type="str"),
+    controller_pid=dict(type="int"),
+    started_at=dict(type="str"),
+)
+LOCK_SPEC = dict(
+    path=dict(type="path", required=True),
+    owner=dict(type="str"),
+    force=dict(type="bool", default=False),
+    stale_after=dict(type="int", default=0),
+)
+
+# Which options each step reads besides the ones every step reads (socket, timeout, step, map,
+# map_file, services, lock, requests, request_timeout, validate_certs). Any other option set to
+# something else than its default is refused: it would be silently ignored otherwise.
+STEP_OPTIONS = dict(
+    prepare=("run", "allow_drift", "preflight", "smoke_current", "health_wait", "poll_interval", "allow_no_check",
+             "force", "preflight_validate_certs", "skip_servers"),
+    switch=("targets", "expected", "bulk", "switch_at", "watch_seconds", "watch_interval", "max_error_rate",
+            "min_requests", "insufficient_traffic"),
+    finish=("outcome", "targets", "previous", "switched", "persist", "bulk", "backup"),
+)
+LOCK_OPTIONS = dict(prepare=("path", "force", "stale_after"), switch=("path", "owner"), finish=("path", "owner"))
+REQUIRED_IF = [
+    ("step", "prepare", ("run",)),
+    ("step", "switch", ("targets", "expected")),
+    ("step", "finish", ("outcome", "targets", "previous")),
+]
+
+
+def argument_spec():
+    spec = runtime_api_argument_spec()
+    spec.update(
+        step=dict(type="str", choices=["prepare", "switch", "finish"], required=True),
+        map=dict(type="str", required=True),
+        map_file=dict(type="path"),
+        services=dict(type="list", elements="dict", required=True, options=SERVICE_SPEC),
+        lock=dict(type="dict", options=LOCK_SPEC),
+        requests=dict(type="int", default=1),
+        request_timeout=dict(type="float", default=5.0),
+        validate_certs=dict(type="bool", default=True),
+        # prepare
+        run=dict(type="dict", options=RUN_SPEC),
+        allow_drift=dict(type="bool", default=False),
+        preflight=dict(type="bool", default=True),
+        smoke_current=dict(type="bool", default=True),
+        health_wait=dict(type="float", default=0),
+        poll_interval=dict(type="float", default=1.0),
+        allow_no_check=dict(type="bool", default=False),
+        force=dict(type="bool", default=False),
+        preflight_validate_certs=dict(type="bool", default=False),
+        skip_servers=dict(type="list", elements="str", default=[]),
+        # switch (and finish)
+        targets=dict(type="dict"),
+        expected=dict(type="dict"),
+        bulk=dict(type="bool", default=False),
+        switch_at=dict(type="float"),
+        watch_seconds=dict(type="float", default=0),
+        watch_interval=dict(type="float", default=1),
+        max_error_rate=dict(type="float", default=1.0),
+        min_requests=dict(type="int", default=20),
+        insufficient_traffic=dict(type="str", choices=["fail", "pass"], default="fail"),
+        # finish
+        outcome=dict(type="str", choices=["persist", "rollback", "release"]),
+        previous=dict(type="dict"),
+        switched=dict(type="bool", default=False),
+        persist=dict(type="bool", default=True),
+        backup=dict(type="bool", default=False),
+    )
+    return spec
+
+
+def option_refusal(step, params, spec):
+    """Why the options do not fit `step` (an option only another step reads, set; the lock's owner
+    missing where the lock is not taken but held), or None."""
+    shared = ("socket", "timeout", "step", "map", "map_file", "services", "lock", "requests", "request_timeout",
+              "validate_certs")
+    unused = [name for name in spec if name not in shared and name not in STEP_OPTIONS[step]
+              and params[name] != spec[name].get("default")]
+    lock = params["lock"]
+    if lock:
+        unused += ["lock.%s" % name for name in LOCK_SPEC if name not in LOCK_OPTIONS[step]
+                   and lock[name] != LOCK_SPEC[name].get("default")]
+    if unused:
+        users = dict((name, [other for other in STEP_OPTIONS if name in STEP_OPTIONS[other]
+                             or name in ["lock.%s" % sub for sub in LOCK_OPTIONS[other]]]) for name in unused)
+        return "step %s does not use %s: remove %s (%s)" % (
+            step, ", ".join(unused), "it" if len(unused) == 1 else "them",
+            "; ".join("%s is for step %s" % (name, " and ".join(users[name])) for name in unused))
+    if lock and step != "prepare" and not lock["owner"]:
+        return "step %s needs lock.owner, the run that holds the lock %s" % (step, lock["path"])
+    return None
+
+
+def run_prepare(module, params):
+    """PREPARE: read, lock, prove (module_utils/release_steps.prepare)."""
+    try:
+        skip_servers = validate_precheck_options(params["health_wait"], params["poll_interval"], params["requests"],
+                                                 params["request_timeout"], params["skip_servers"])
+        client = RuntimeAPIClient(params["socket"], params["timeout"])
+        # One context per setting, so the trust store is read at most once for each.
+        tls = dict((validate, build_tls_context(validate))
+                   for validate in set((params["validate_certs"], params["preflight_validate_certs"])))
+    except (PrecheckOptionError, RuntimeAPIError) as exc:
+        module.fail_json(msg=str(exc), changed=False, stage="INIT")
+    except Exception as exc:  # pylint: disable=broad-except  # e.g. an unreadable system trust store
+        module.fail_json(msg="cannot set up TLS for the precheck's requests: %s" % exc, changed=False, stage="INIT")
+
+    disk_text, disk_error = None, None
+    try:
+        disk_text = read_map_file(params["map_file"] or params["map"])
+    except MapFileEncodingError as exc:
+        # The file is there but an entry cannot be read for sure: never report its keys as absent.
+        disk_error = str(exc)
+    except MapFileError:
+        disk_text = None
+
+    started = time.time()
+    result = prepare(
+        client, params["map"], disk_text, params["services"], params["run"], lock=params["lock"],
+        allow_drift=params["allow_drift"], check_mode=module.check_mode, disk_error=disk_error,
+        precheck=dict(preflight=params["preflight"], smoke_current=params["smoke_current"],
+                      health_wait=params["health_wait"], poll_interval=params["poll_interval"],
+                      allow_no_check=params["allow_no_check"], force=params["force"], requests=params["requests"],
+                      request_timeout=params["request_timeout"], validate_certs=params["validate_certs"],
+                      preflight_validate_certs=params["preflight_validate_certs"], skip_servers=skip_servers,
+                      tls_context=tls[params["validate_certs"]],
+                      preflight_tls_context=tls[params["preflight_validate_certs"]]))
+    # The node's own work (waits, requests): the rest of the module run's time is what any module
+    # run costs at this forks setting, which the fleet's switch lead is estimated from.
+    result["work_seconds"] = round(time.time() - started, 3)
+    return result
+
+
+def run_switch(module, params):
+    """SWITCH AND PROVE: compare-and-set (at the instant), read back, smoke, watch (release_steps.switch_and_prove)."""
+    keys = [service["key"] for service in params["services"]]
+    # Every option is checked before anything is asked.
+    try:
+        targets = normalize_entries("targets", params["targets"])
+        expected = normalize_entries("expected", params["expected"])
+        if sorted(targets) != sorted(keys) or sorted(expected) != sorted(keys):
+            raise TrafficOptionError("targets and expected must name exactly the services' keys (%s)" % ", ".join(keys))
+        if len(keys) > 1 and not params["bulk"]:
+            raise TrafficOptionError("several keys switch together only with bulk=true")
+        if params["requests"] < 1:
+            raise TrafficOptionError("requests must be at least 1, got %d" % params["requests"])
+        validate_watch_options(params["watch_seconds"], min(params["watch_interval"], 1.0), params["max_error_rate"],
+                               params["min_requests"], None, params["insufficient_traffic"], params["watch_interval"])
+        client = RuntimeAPIClient(params["socket"], params["timeout"])
+    except (TrafficOptionError, RuntimeAPIError) as exc:
+        module.fail_json(msg=str(exc), changed=False, switched=False, stage="INIT")
+    try:
+        disk_text = read_map_file(params["map_file"] or params["map"]) if params["watch_seconds"] > 0 else None
+    except MapFileError:
+        disk_text = None  # the reload hint is lost, nothing else
+
+    return switch_and_prove(
+        client, params["map"], targets, expected, params["services"], bulk=params["bulk"],
+        switch_at=params["switch_at"], lock=params["lock"],
+        smoke=dict(requests=params["requests"], timeout=params["request_timeout"],
+                   validate_certs=params["validate_certs"]),
+        watch=dict(seconds=params["watch_seconds"], interval=params["watch_interval"],
+                   max_error_rate=params["max_error_rate"], min_requests=params["min_requests"],
+                   insufficient_traffic=params["insufficient_traffic"]),
+        disk_text=disk_text)
+
+
+def run_finish(module, params):
+    """FINISH: persist or roll back, then release the lock (release_steps.finish)."""
+    try:
+        targets = normalize_entries("targets", params["targets"])
+        previous = normalize_entries("previous", params["previous"])
+        client = RuntimeAPIClient(params["socket"], params["timeout"])
+    except (MapChangeError, RuntimeAPIError, ValueError) as exc:
+        module.fail_json(msg=str(exc), changed=False, stage="INIT")
+    return finish(
+        client, params["map"], params["map_file"] or params["map"], params["services"], params["outcome"], targets,
+        previous, switched=params["switched"], persist=params["persist"], bulk=params["bulk"], lock=params["lock"],
+        smoke=dict(requests=params["requests"], timeout=params["request_timeout"],
+                   validate_certs=params["validate_certs"]),
+        backup=module.backup_local if params["backup"] else None, module=module)
+
+
+STEPS = dict(prepare=run_prepare, switch=run_switch, finish=run_finish)
+
+
+def main():
+    spec = argument_spec()
+    module = AnsibleModule(argument_spec=spec, required_if=REQUIRED_IF, supports_check_mode=True)
+    params = module.params
+    step = params["step"]
+    if module.check_mode and step != "prepare":
+        # As Ansible skips a module without check mode: the release role stops before these steps then.
+        module.exit_json(skipped=True, changed=False, msg="step %s does not run in check mode" % step)
+    refusal = option_refusal(step, params, spec)
+    if refusal:
+        module.fail_json(msg=refusal, changed=False, stage="INIT", **(dict(switched=False) if step == "switch" else {}))
+    result = STEPS[step](module, params)
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests for release_step, the release engine's one module for its three steps.
+
+step=prepare (with module_utils/release_steps.py) - READ, LOCK, PRECHECK in one run. The precheck
+itself (health, preflight, current path) is release_precheck's, tested in test_release_precheck.py:
+here it is a recorder, so each test shows what PREPARE asks of it and in which order against the lock.
+
+step=switch - SWITCH, SMOKE, WATCH and WATCH VERIFY in one run. The smoke test and the watch window
+are http_smoke's and haproxy_backend_traffic's, tested with them: here they are recorders, so each
+test shows what the step asks of them, in which order, and what it makes of their verdicts.
+
+step=finish - persist and unlock, or roll back and unlock, in one run, with a real map file and lock
+file in a temporary directory; the old version's smoke test after a rollback is recorded.
+
+The maps are a fake HAProxy at the level of the bytes sent (fake_map_haproxy). Last, the argument
+spec: what each step requires, and an option only another step reads refused before anything is asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+try:  # ansible-test puts the tree on the path
+    import ansible_collections.bluegreen.haproxy  # noqa: F401  pylint: disable=unused-import
+except ImportError:  # plain pytest from the repo root: use the `make collection` tree
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
+
+from ansible_collections.bluegreen.haproxy.plugins.module_utils import release_steps, smoke, traffic  # noqa: E402
+from ansible_collections.bluegreen.haproxy.plugins.modules import release_step  # noqa: E402
+
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.fake_map_haproxy import FakeHAProxy  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
+
+MAP = "/etc/haproxy/maps/bluegreen.map"
+PREPARE_SERVICE = dict(key="active", target="backend_green", backends=["backend_blue", "backend_green"],
+                       smoke_url="http://release.test/release", smoke_resolve="127.0.0.1:80")
+SERVICE = dict(key="active", smoke_url="http://release.test/release", smoke_resolve="127.0.0.1:80")
+RUN = dict(owner="run-1", action="cutover", controller="ctl", controller_pid=42, started_at="2026-12-07T07:00:00Z")
+GREEN, BLUE = {"active": "backend_green"}, {"active": "backend_blue"}
+
+
+# step=prepare
+
+@pytest.fixture
+def haproxy(monkeypatch):
+    fake = FakeHAProxy({MAP: [("active", "backend_blue")]})
+    monkeypatch.setattr(release_step, "RuntimeAPIClient", fake.client)
+    return fake
+
+
+class Precheck(object):
+    """run_precheck stand-in: records the services it was asked to prove and whether the lock was held then."""
+
+    def __init__(self, lock_path, failed=False):
+        self.lock_path, self.failed, self.calls = lock_path, failed, []
+
+    def __call__(self, client, services, **options):
+        self.calls.append(dict(services=services, lock_held=os.path.exists(self.lock_path), options=options))
+        return dict(services=[dict(key=s["key"], backend=s["backend"], health=dict(healthy=not self.failed))
+                              for s in services],
+                    failed=self.failed, failed_stage="health" if self.failed else None,
+                    msg="backend 'backend_green' is not healthy" if self.failed else "precheck passed")
+
+
+@pytest.fixture
+def prepared(tmp_path, monkeypatch):
+    map_file = tmp_path / "bluegreen.map"
+    map_file.write_text("active backend_blue\n")
+    lock_path = str(tmp_path / "bluegreen.map.lock")
+    precheck = Precheck(lock_path)
+    monkeypatch.setattr(release_steps, "run_precheck", precheck)
+    return dict(map_file=str(map_file), lock=lock_path, precheck=precheck)
+
+
+def run_prepare(prepared, check=False, services=None, run_record=None, lock=True, **args):
+    params = dict(dict(step="prepare", map=MAP, map_file=prepared["map_file"], services=services or [PREPARE_SERVICE], run=run_record or RUN,
+                       socket="/nonexistent/admin.sock"), **args)
+    if lock:
+        params["lock"] = dict(path=prepared["lock"])
+    return run_main(release_step.main, params, check=check)
+
+
+def test_reads_locks_then_proves_in_one_run(haproxy, prepared):
+    outcome = run_prepare(prepared, health_wait=30)
+    result = outcome.result
+    assert not outcome.failed, result["msg"]
+    assert haproxy.writes == []  # PREPARE only reads the map
+    assert result["entries"] == {"active": "backend_blue"} and result["disk_entries"] == {"active": "backend_blue"}
+    assert result["plan"]["targets"] == {"active": "backend_green"} and result["plan"]["lives"] == {"active": "backend_blue"}
+    assert result["lock_taken"] is True and result["changed"] is True and result["stage"] is None
+    with open(prepared["lock"]) as handle:
+        record = json.load(handle)
+    assert (record["owner"], record["phase"], record["previous"], record["target"]) == \
+        ("run-1", "precheck", "backend_blue", "backend_green")
+    assert record["controller_pid"] == 42
+    # The precheck ran once, after the lock was taken, on the target with the current path's answer.
+    (call,) = prepared["precheck"].calls
+    assert call["lock_held"] is True and call["options"]["health_wait"] == 30
+    (checked,) = call["services"]
+    assert checked["backend"] == "backend_green" and checked["preflight"] and checked["current"]
+    assert checked["current_body_regex"].pattern == "version=blue"
+
+
+def test_check_mode_proves_the_lock_could_be_taken_and_writes_nothing(haproxy, prepared):
+    outcome = run_prepare(prepared, check=True)
+    assert not outcome.failed, outcome.result["msg"]
+    assert outcome.result["lock_acquired"] is True and outcome.result["lock_taken"] is False
+    assert outcome.result["changed"] is False and not os.path.exists(prepared["lock"])
+    assert len(prepared["precheck"].calls) == 1
+
+
+def test_a_lock_held_by_another_run_refuses_before_the_precheck(haproxy, prepared):
+    with open(prepared["lock"], "w") as handle:
+        json.dump(dict(owner="someone-else", acquired="2026-12-07T06:00:00Z", acquired_epoch=1.0), handle)
+    outcome = run_prepare(prepared)
+    assert outcome.failed and outcome.result["stage"] == "LOCK"
+    assert "held by someone-else" in outcome.result["msg"] and outcome.result["holder"]["owner"] == "someone-else"
+    assert outcome.result["lock_taken"] is False and prepared["precheck"].calls == []
+
+
+def test_drift_refuses_before_the_lock_and_changes_nothing(haproxy, prepared):
+    with open(prepared["map_file"], "w") as handle:
+        handle.write("active backend_green\n")
+    outcome = run_prepare(prepared)
+    assert outcome.failed and outcome.result["stage"] == "PRECHECK"
+    assert outcome.result["msg"].startswith("drift: active is backend_blue at runtime but backend_green on disk")
+    assert not os.path.exists(prepared["lock"]) and prepared["precheck"].calls == []
+    # What was read is in the result: the report shows it.
+    assert outcome.result["entries"] == {"active": "backend_blue"}
+
+
+def test_a_node_already_on_the_target_is_neither_locked_nor_checked(haproxy, prepared):
+    outcome = run_prepare(prepared, services=[dict(PREPARE_SERVICE, target="backend_blue")])
+    assert not outcome.failed and outcome.result["already_live"] is True
+    assert not os.path.exists(prepared["lock"]) and prepared["precheck"].calls == []
+    assert outcome.result["changed"] is False
+
+
+def test_a_failed_precheck_keeps_the_lock_for_the_run_to_release(haproxy, prepared):
+    prepared["precheck"].failed = True
+    outcome = run_prepare(prepared)
+    assert outcome.failed and outcome.result["stage"] == "PRECHECK"
+    assert outcome.result["msg"] == "backend 'backend_green' is not healthy"
+    assert outcome.result["lock_taken"] is True and os.path.exists(prepared["lock"])
+
+
+def test_an_unloaded_map_fails_the_read(haproxy, prepared):
+    outcome = run_prepare(prepared, map="/etc/haproxy/maps/other.map")
+    assert outcome.failed and outcome.result["stage"] == "READ" and "other.map" in outcome.result["msg"]
+    assert not os.path.exists(prepared["lock"])
+
+
+def test_a_rollback_after_a_dead_run_returns_to_the_previous_value_its_lock_records(haproxy, prepared):
+    with open(prepared["lock"], "w") as handle:
+        json.dump(dict(owner="dead-run", previous="backend_green", target="backend_blue", key="active",
+                       acquired="2026-12-07T06:00:00Z", acquired_epoch=1.0), handle)
+    with open(prepared["map_file"], "w") as handle:
+        handle.write("active backend_green\n")
+    rollback = dict(RUN, action="rollback")
+    outcome = run_prepare(prepared, services=[dict(PREPARE_SERVICE, target="")], run_record=rollback, lock=False)
+    # Without force the dead run's record is not used: a rollback goes to the other backend.
+    assert outcome.result["plan"]["targets"] == {"active": "backend_green"} and outcome.result["plan"]["recovery"] == {}
+    params = dict(step="prepare", map=MAP, map_file=prepared["map_file"], services=[dict(PREPARE_SERVICE, target="")], run=rollback,
+                  socket="/nonexistent/admin.sock", lock=dict(path=prepared["lock"], force=True))
+    outcome = run_main(release_step.main, params)
+    assert not outcome.failed, outcome.result["msg"]
+    assert outcome.result["plan"]["targets"] == {"active": "backend_green"}
+    assert outcome.result["plan"]["recovery"]["owner"] == "dead-run" and outcome.result["taken_over"] is True
+
+
+def test_prepare_bad_options_fail_before_anything_is_asked(haproxy, prepared):
+    outcome = run_prepare(prepared, requests=0)
+    assert outcome.failed and outcome.result["stage"] == "INIT" and "requests must be at least 1" in outcome.result["msg"]
+    assert haproxy.log == [] and haproxy.writes == []
+    assert not os.path.exists(prepared["lock"])
+
+
+# step=switch
+
+class Recorder(object):
+    """Stands in for run_smoke and watch_backend: records each call and the live map at that moment."""
+
+    def __init__(self, haproxy):
+        self.haproxy, self.smoke_calls, self.watch_calls = haproxy, [], []
+        self.smoke_passes, self.watch = True, dict(passed=True, verdict="passed", msg="0 of 40 real requests failed")
+        self.during_watch = None
+
+    def run_smoke(self, url, **options):
+        self.smoke_calls.append(dict(url=url, regex=options["body_regex"].pattern, live=self.haproxy.values(MAP)))
+        return dict(passed=self.smoke_passes, passed_count=10 if self.smoke_passes else 7,
+                    failed_count=0 if self.smoke_passes else 3, requests=10,
+                    summary=dict(status_counts={"200": 10} if self.smoke_passes else {"200": 7, "503": 3}),
+                    msg="10 requests passed" if self.smoke_passes else "3 of 10 requests failed: 3 x status 503")
+
+    def watch_backend(self, client, backend, **options):
+        self.watch_calls.append(dict(backend=backend, **options))
+        if options.get("duration", 0) == 0:
+            counters = dict((name, 0) for name in traffic.REQUIRED_FIELDS)
+            return dict(passed=True, counters=dict(counters, hrsp_2xx=100, read_at=1.0))
+        if self.during_watch:
+            self.during_watch()
+        return dict(self.watch, backend=backend)
+
+
+@pytest.fixture
+def http(haproxy, monkeypatch):
+    recorder = Recorder(haproxy)
+    monkeypatch.setattr(smoke, "run_smoke", recorder.run_smoke)
+    monkeypatch.setattr(traffic, "watch_backend", recorder.watch_backend)
+    return recorder
+
+
+def run_switch(**args):
+    params = dict(dict(step="switch", map=MAP, targets={"active": "backend_green"}, expected={"active": "backend_blue"},
+                       services=[SERVICE], socket="/nonexistent/admin.sock", requests=10), **args)
+    return run_main(release_step.main, params)
+
+
+def test_switches_reads_back_then_smokes_the_new_version(haproxy, http):
+    outcome = run_switch()
+    result = outcome.result
+    assert not outcome.failed, result["msg"]
+    assert result["switched"] is True and result["changed"] is True and result["stage"] is None
+    assert result["switch"]["runtime_entries"] == {"active": "backend_green"}
+    assert haproxy.writes == ["set map"]
+    # The smoke test asked for the new version, after the map had moved.
+    (call,) = http.smoke_calls
+    assert call["regex"] == "version=green" and call["live"] == {"active": "backend_green"}
+    assert result["smoke"][0]["key"] == "active" and result["smoke"][0]["passed"] is True
+    # No watch window was asked: no counters read.
+    assert http.watch_calls == [] and result["traffic"] is None
+
+
+def test_the_phase_switching_is_in_the_lock_before_anything_moves(haproxy, http, tmp_path):
+    lock = tmp_path / "bluegreen.map.lock"
+    lock.write_text(json.dumps(dict(owner="run-1", phase="precheck", acquired_epoch=1.0)))
+    outcome = run_switch(lock=dict(path=str(lock), owner="run-1"))
+    assert not outcome.failed, outcome.result["msg"]
+    assert json.loads(lock.read_text())["phase"] == "switching"
+
+
+def test_a_lock_taken_over_by_another_run_refuses_the_switch(haproxy, http, tmp_path):
+    lock = tmp_path / "bluegreen.map.lock"
+    lock.write_text(json.dumps(dict(owner="someone-else", acquired_epoch=1.0)))
+    outcome = run_switch(lock=dict(path=str(lock), owner="run-1"))
+    assert outcome.failed and outcome.result["stage"] == "SWITCH" and "nothing was changed" in outcome.result["msg"]
+    assert outcome.result["switched"] is False and haproxy.writes == [] and http.smoke_calls == []
+
+
+def test_a_value_moved_by_a_hand_is_refused_and_nothing_is_smoked(haproxy, http):
+    outcome = run_switch(expected={"active": "backend_canary"})
+    assert outcome.failed and outcome.result["stage"] == "SWITCH"
+    assert outcome.result["switched"] is False and haproxy.values(MAP)["active"] == "backend_blue"
+    assert http.smoke_calls == []
+
+
+def test_a_failing_smoke_test_fails_the_step_and_says_the_node_moved(haproxy, http):
+    http.smoke_passes = False
+    outcome = run_switch(watch_seconds=30)
+    assert outcome.failed and outcome.result["stage"] == "SMOKE"
+    assert outcome.result["msg"] == "3 of 10 requests failed: 3 x status 503"
+    # The node did switch: the last step must roll it back. No window after a failed smoke test.
+    assert outcome.result["switched"] is True and haproxy.values(MAP)["active"] == "backend_green"
+    assert [call.get("duration", 0) for call in http.watch_calls] == [0]
+
+
+def test_the_watch_window_judges_real_traffic_from_the_baseline_without_the_engines_own_requests(haproxy, http):
+    outcome = run_switch(watch_seconds=30, watch_interval=2, max_error_rate=0.5, min_requests=40)
+    assert not outcome.failed, outcome.result["msg"]
+    baseline, window = http.watch_calls
+    assert (baseline["backend"], baseline.get("duration", 0)) == ("backend_green", 0)
+    assert (window["backend"], window["duration"], window["max_error_rate"], window["min_requests"]) == \
+        ("backend_green", 30.0, 0.5, 40)
+    # The counters from right after the switch; the 10 smoke requests answered 200 are not users'.
+    assert window["baseline"]["hrsp_2xx"] == 100 and window["own"] == {"hrsp_2xx": 10}
+    assert window["interval"] == 1.0 and window["smoke_interval"] == 2.0 and window["smoke"] is not None
+    assert outcome.result["traffic"][0]["key"] == "active"
+    assert outcome.result["watch_verify"]["entries"] == {"active": "backend_green"}
+
+
+@pytest.mark.parametrize("insufficient, failed", [("fail", True), ("pass", False)])
+def test_too_few_real_requests_fails_unless_the_run_accepts_it(haproxy, http, insufficient, failed):
+    http.watch = dict(passed=True, verdict="insufficient", msg="backend_green: insufficient traffic to judge: 3 real requests")
+    outcome = run_switch(watch_seconds=30, insufficient_traffic=insufficient)
+    assert outcome.failed is failed
+    if failed:
+        assert outcome.result["stage"] == "SMOKE" and "release_insufficient_traffic=pass" in outcome.result["msg"]
+        assert outcome.result["msg"].startswith("backend_green: insufficient traffic to judge")
+
+
+def test_a_reload_during_the_window_is_caught_by_the_last_read(haproxy, http, tmp_path):
+    map_file = tmp_path / "bluegreen.map"
+    map_file.write_text("active backend_blue\n")
+
+    def reload():
+        haproxy.maps[MAP].entries = [("active", "backend_blue")]
+
+    http.during_watch = reload
+    outcome = run_switch(watch_seconds=30, map_file=str(map_file))
+    assert outcome.failed and outcome.result["stage"] == "WATCH VERIFY"
+    assert "active is backend_blue at runtime, expected backend_green" in outcome.result["msg"]
+    assert "did HAProxy reload?" in outcome.result["msg"]
+
+
+def test_a_window_that_failed_because_of_a_reload_names_both(haproxy, http):
+    def reload():
+        haproxy.maps[MAP].entries = [("active", "backend_blue")]
+
+    http.during_watch = reload
+    http.watch = dict(passed=False, verdict="failed", msg="smoke requests during the window failed")
+    outcome = run_switch(watch_seconds=30)
+    assert outcome.failed and outcome.result["stage"] == "SMOKE"
+    assert outcome.result["failures"] == ["SMOKE: smoke requests during the window failed",
+                                          "WATCH VERIFY: active is backend_blue at runtime, expected backend_green"]
+
+
+def test_several_keys_switch_together_in_one_commit(haproxy, http):
+    haproxy.maps[MAP].entries = [("shop", "shop_blue"), ("api", "api_blue")]
+    services = [dict(SERVICE, key="shop"), dict(SERVICE, key="api")]
+    outcome = run_switch(targets={"shop": "shop_green", "api": "api_green"}, expected={"shop": "shop_blue", "api": "api_blue"},
+                         services=services, bulk=True)
+    assert not outcome.failed, outcome.result["msg"]
+    assert haproxy.values(MAP) == {"shop": "shop_green", "api": "api_green"}
+    assert "commit map" in haproxy.writes and "set map" not in haproxy.writes
+    assert [call["regex"] for call in http.smoke_calls] == ["version=shop_green", "version=api_green"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(targets={"active": "backend_green", "other": "x"}), "must name exactly the services' keys"),
+    (dict(requests=0), "requests must be at least 1"),
+])
+def test_switch_bad_options_fail_before_anything_is_asked(haproxy, http, args, message):
+    outcome = run_switch(**args)
+    assert outcome.failed and outcome.result["stage"] == "INIT" and message in outcome.result["msg"]
+    assert haproxy.log == []
+
+
+# step=finish
+
+@pytest.fixture
+def finished(tmp_path, monkeypatch):
+    """A node after its switch to green: runtime green, disk blue, this run's lock held."""
+    fake = FakeHAProxy({MAP: [("active", "backend_green")]})
+    monkeypatch.setattr(release_step, "RuntimeAPIClient", fake.client)
+    map_file = tmp_path / "bluegreen.map"
+    map_file.write_text("# the switch\nactive backend_blue\n")
+    lock = tmp_path / "bluegreen.map.lock"
+    lock.write_text(json.dumps(dict(owner="run-1", phase="switching", acquired_epoch=1.0)))
+    smoked = []
+
+    def run_smoke(url, **options):
+        smoked.append(dict(regex=options["body_regex"].pattern, live=fake.values(MAP)))
+        return dict(passed=True, passed_count=1, failed_count=0, requests=1, summary={}, msg="1 request passed")
+
+    monkeypatch.setattr(smoke, "run_smoke", run_smoke)
+    return dict(haproxy=fake, map_file=map_file, lock=lock, smoked=smoked)
+
+
+def run_finish(finished, outcome, **args):
+    params = dict(dict(step="finish", map=MAP, map_file=str(finished["map_file"]), outcome=outcome, targets=GREEN, previous=BLUE,
+                       switched=True, services=[SERVICE], socket="/nonexistent/admin.sock",
+                       lock=dict(path=str(finished["lock"]), owner="run-1")), **args)
+    return run_main(release_step.main, params)
+
+
+def test_persist_writes_the_live_value_and_releases_the_lock(finished):
+    outcome = run_finish(finished, "persist")
+    assert not outcome.failed, outcome.result["msg"]
+    assert finished["map_file"].read_text() == "# the switch\nactive backend_green\n"
+    assert finished["haproxy"].writes == [] and finished["haproxy"].values(MAP) == GREEN
+    assert outcome.result["unlocked"] is True and not finished["lock"].exists()
+    assert outcome.result["persist"]["disk_value"] == "backend_green" and outcome.result["persist"]["persisted"] is True
+    assert outcome.result["changed"] is True and outcome.result["rolled_back"] is False
+
+
+def test_manual_persistence_only_releases_the_lock(finished):
+    outcome = run_finish(finished, "persist", persist=False)
+    assert not outcome.failed and outcome.result["persist"] is None
+    assert "active backend_blue" in finished["map_file"].read_text() and not finished["lock"].exists()
+
+
+def test_persist_never_moves_traffic_when_the_live_value_moved(finished):
+    finished["haproxy"].maps[MAP].entries = [("active", "backend_canary")]
+    outcome = run_finish(finished, "persist")
+    assert outcome.failed and outcome.result["stage"] == "PERSIST"
+    assert finished["haproxy"].values(MAP) == {"active": "backend_canary"} and finished["haproxy"].writes == []
+    assert "active backend_blue" in finished["map_file"].read_text()
+    # The lock is released whatever happened: the report says what is live.
+    assert outcome.result["unlocked"] is True and not finished["lock"].exists()
+
+
+def test_rollback_puts_the_old_value_back_at_runtime_and_on_disk_then_smokes_it(finished):
+    finished["map_file"].write_text("# the switch\nactive backend_green\n")
+    outcome = run_finish(finished, "rollback")
+    assert not outcome.failed, outcome.result["msg"]
+    assert finished["haproxy"].values(MAP) == BLUE and finished["map_file"].read_text() == "# the switch\nactive backend_blue\n"
+    assert outcome.result["rolled_back"] is True and outcome.result["rollback"]["runtime_entries"] == BLUE
+    assert finished["smoked"] == [dict(regex="version=blue", live=BLUE)]
+    assert outcome.result["rollback_smoke"][0]["key"] == "active" and not finished["lock"].exists()
+
+
+def test_a_node_that_did_not_switch_has_nothing_to_roll_back(finished):
+    finished["haproxy"].maps[MAP].entries = [("active", "backend_blue")]
+    outcome = run_finish(finished, "rollback", switched=False)
+    assert not outcome.failed and outcome.result["rolled_back"] is False and outcome.result["rollback"] is None
+    assert finished["haproxy"].writes == [] and finished["smoked"] == [] and not finished["lock"].exists()
+
+
+def test_a_rollback_whose_read_back_disagrees_fails_naming_it(finished):
+    finished["haproxy"].lie_after_write = {"active": "backend_green"}
+    outcome = run_finish(finished, "rollback")
+    assert outcome.failed and outcome.result["stage"] == "ROLLBACK"
+    assert "backend_green" in outcome.result["msg"] and outcome.result["rolled_back"] is False
+    assert finished["smoked"] == []
+
+
+def test_another_runs_lock_is_never_released(finished):
+    finished["lock"].write_text(json.dumps(dict(owner="someone-else", acquired_epoch=1.0)))
+    outcome = run_finish(finished, "release", switched=False)
+    assert outcome.failed and outcome.result["stage"] == "UNLOCK" and "someone-else" in outcome.result["msg"]
+    assert finished["lock"].exists()
+
+
+# The argument spec: one module, three steps
+
+@pytest.mark.parametrize("step, args, missing", [
+    ("prepare", dict(), "run"),
+    ("switch", dict(targets=GREEN), "expected"),
+    ("switch", dict(expected=BLUE), "targets"),
+    ("finish", dict(targets=GREEN, previous=BLUE), "outcome"),
+    ("finish", dict(outcome="persist", targets=GREEN), "previous"),
+])
+def test_an_option_the_step_requires_is_named_when_missing(haproxy, step, args, missing):
+    outcome = run_main(release_step.main, dict(step=step, map=MAP, services=[SERVICE], socket="/nonexistent/admin.sock",
+                                               **args))
+    assert outcome.failed
+    assert outcome.result["msg"] == "step is %s but all of the following are missing: %s" % (step, missing)
+    assert haproxy.log == []
+
+
+@pytest.mark.parametrize("step, args, message", [
+    ("prepare", dict(run=RUN, watch_seconds=30),
+     "step prepare does not use watch_seconds: remove it (watch_seconds is for step switch)"),
+    ("prepare", dict(run=RUN, targets=GREEN, lock=dict(path="/tmp/lock", owner="run-1")),
+     "step prepare does not use targets, lock.owner: remove them "
+     "(targets is for step switch and finish; lock.owner is for step switch and finish)"),
+    ("switch", dict(targets=GREEN, expected=BLUE, health_wait=30, outcome="persist"),
+     "step switch does not use health_wait, outcome: remove them "
+     "(health_wait is for step prepare; outcome is for step finish)"),
+    ("switch", dict(targets=GREEN, expected=BLUE, lock=dict(path="/tmp/lock", owner="run-1", force=True)),
+     "step switch does not use lock.force: remove it (lock.force is for step prepare)"),
+    ("switch", dict(targets=GREEN, expected=BLUE, lock=dict(path="/tmp/lock")),
+     "step switch needs lock.owner, the run that holds the lock /tmp/lock"),
+    ("finish", dict(outcome="persist", targets=GREEN, previous=BLUE, expected=BLUE, switch_at=1.0),
+     "step finish does not use expected, switch_at: remove them "
+     "(expected is for step switch; switch_at is for step switch)"),
+    ("finish", dict(outcome="persist", targets=GREEN, previous=BLUE, lock=dict(path="/tmp/lock")),
+     "step finish needs lock.owner, the run that holds the lock /tmp/lock"),
+])
+def test_an_option_only_another_step_reads_is_refused_before_anything_is_asked(haproxy, step, args, message):
+    outcome = run_main(release_step.main, dict(step=step, map=MAP, services=[SERVICE], socket="/nonexistent/admin.sock",
+                                               **args))
+    assert outcome.failed and outcome.result["stage"] == "INIT" and outcome.result["changed"] is False
+    assert outcome.result["msg"] == message
+    assert haproxy.log == [] and not os.path.exists("/tmp/lock")
+    if step == "switch":
+        assert outcome.result["switched"] is False  # the role reads it from every switch result
+
+
+def test_another_steps_option_at_its_default_is_not_refused(haproxy, http):
+    """A playbook that spells out a default (bulk: false, persist: true) passes it to any step."""
+    outcome = run_switch(persist=True, allow_drift=False, run=None)
+    assert not outcome.failed, outcome.result["msg"]
+    assert outcome.result["switched"] is True
+
+
+@pytest.mark.parametrize("step, args", [
+    ("switch", dict(targets=GREEN, expected=BLUE)),
+    ("finish", dict(outcome="rollback", targets=GREEN, previous=BLUE, switched=True)),
+])
+def test_switch_and_finish_are_skipped_in_check_mode(haproxy, step, args):
+    outcome = run_main(release_step.main, dict(step=step, map=MAP, services=[SERVICE], socket="/nonexistent/admin.sock",
+                                               **args), check=True)
+    assert not outcome.failed and outcome.result["skipped"] is True and outcome.result["changed"] is False
+    assert "does not run in check mode" in outcome.result["msg"]
+    assert haproxy.log == []
