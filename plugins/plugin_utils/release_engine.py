@@ -792,6 +792,8 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
         smoke=smoke,
         switched_at=switch.get("switched_at") if _ran(switch) else None,
         late_by=switch.get("late_by") if _ran(switch) else None,
+        # How early the node was ready for the fleet's instant (what the lead left to spare).
+        waited=switch.get("waited") if _ran(switch) else None,
         failures=failures,
         timings=seconds_since(timings, run.get("started", 0), finished),
         lock_kept=False,

@@ -87,7 +87,7 @@ def nothing_switched(report):
 def switch_steps(report):
     """{host: the switch step's result} as the run collected it (a fleet's async job, or one node's run)."""
     steps = {}
-    for action, step in (("release_step", "switch"), ("async_status", None)):
+    for action, step in (("release_step", "switch"), ("release_collect", None)):
         for _name, host, result in ran(report, action, step):
             if "switch" in result and "stage" in result:
                 steps[host] = result

@@ -187,7 +187,7 @@ def switched_node(host_failures=(), rolled_back=False, persisted=True):
     node = {
         "_release_read": {"entries": {KEY: "backend_blue"}, "disk_entries": {KEY: "backend_blue"}},
         "_release_switch": {"changed": True, "runtime_entries": {KEY: "backend_green"}, "switched_at": 100.05,
-                            "late_by": 0.0, "finished": 1},
+                            "late_by": 0.0, "waited": 0.42, "finished": 1},
         "_release_switch_job": {"ansible_job_id": "1", "started": 1, "finished": 0},
         "_release_switched": True, "_release_rolled_back": rolled_back, "_release_failures": list(host_failures),
         "_release_target": "backend_green", "_release_live": "backend_blue", "_release_lock_taken": True,
@@ -207,6 +207,7 @@ def test_node_summary_comes_from_persist_and_the_switch():
     assert summary["outcome"] == "switched"
     assert (summary["live_runtime"], summary["live_disk"], summary["drift"]) == ("backend_green", "backend_green", False)
     assert summary["switched_at"] == 100.05
+    assert (summary["late_by"], summary["waited"]) == (0.0, 0.42)
     assert summary["timings"] == {"precheck": 1.0, "switch": 2.5, "finished": 3.0}
     assert summary["failures"] == []
 
