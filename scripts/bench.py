@@ -528,9 +528,9 @@ def machine():
 def targets(bench):
     """Issue 14's targets, each judged from this run's rows: [(target, measured, met)] (None: not measured)."""
     rows = dict((row["name"], row) for row in bench.rows)
-    one, hand, shell = (rows.get(name) for name in ("cutover playbook, 1 node",
-                                                     "hand-written playbook (8 tasks, 7 module runs), 1 node",
-                                                     "shell runbook (socat, curl, sed), 1 node"))
+    names = ("cutover playbook, 1 node", "hand-written playbook (8 tasks, 7 module runs), 1 node",
+             "shell runbook (socat, curl, sed), 1 node")
+    one, hand, shell = (rows.get(name) for name in names)
     found = []
 
     def ratio(row, base):
