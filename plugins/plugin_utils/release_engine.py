@@ -1085,10 +1085,13 @@ ARM_COST_RATIO = 2.0
 # Each node run at once beyond the controller's cores adds this share of a core's worth of time.
 OVERSUBSCRIPTION_SHARE = 0.125
 # Arming a batch against the same batch's PREPARE runs, measured at the same forks on the same
-# controller (so its contention is in the measure already): the release_step module is built
-# once per run, the async wrapper adds a process. Measured on 2 cores, 10 nodes at forks 5 and 10,
-# by how long every node waited for the instant (haproxy_map's `waited`): 0.65-1.0 times.
-MEASURED_ARM_RATIO = 1.0
+# controller (so its contention is in the measure already): the async wrapper adds a process, and
+# each batch is armed while the one before starts its modules. Measured on 2 cores (10 and 20
+# nodes at forks 5, 10 nodes at forks 10) from every node's `waited` and `late_by`: 1.1-1.3 times.
+# With more than one batch, the last batch's modules start while the earlier ones still do: two
+# module runs' time after the last arming (20 nodes at forks 5: the last batch 2.7-3.5 s late with
+# one), one with a single batch.
+MEASURED_ARM_RATIO = 1.25
 # A module run is never assumed cheaper than this (a run without a lock measured nothing).
 MIN_MODULE_SECONDS = 0.3
 # Seconds to spare.
@@ -1125,8 +1128,8 @@ def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_
     divided by the batches. Without a measured phase, a batch costs ARM_COST_RATIO times
     `module_seconds`, and when more nodes run at once than the controller has `cores`
     (os.cpu_count() by default), every node beyond them adds OVERSUBSCRIPTION_SHARE per core.
-    The last batch's armed modules then start on their own: about one module run
-    (`module_seconds`, the slowest host's). Plus LEAD_MARGIN.
+    The last batch's armed modules then start: about one module run (`module_seconds`, the
+    slowest host's), two when earlier batches are still starting theirs. Plus LEAD_MARGIN.
     The estimate grows with the batches, not their square (the LOCK phase already holds every
     batch). `configured` above 0 (release_switch_lead) wins. With `runs` (PREPARE's module runs,
     see arming_phase) both are estimated from them.
@@ -1144,7 +1147,8 @@ def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_
     if phase_seconds > 0:
         # A measured phase ran at this forks setting on this controller: its contention is in it.
         per_batch = max(MIN_MODULE_SECONDS, phase_seconds / batches)
-        return round(LEAD_MARGIN + batches * per_batch * MEASURED_ARM_RATIO + module_seconds, 1)
+        starts = 2 if batches > 1 else 1
+        return round(LEAD_MARGIN + batches * per_batch * MEASURED_ARM_RATIO + starts * module_seconds, 1)
     parallel = min(forks, hosts)
     contention = 1.0 + OVERSUBSCRIPTION_SHARE * max(0, parallel - cores) / float(cores)
     return round(LEAD_MARGIN + batches * module_seconds * ARM_COST_RATIO * contention + module_seconds, 1)
