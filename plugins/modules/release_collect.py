@@ -9,7 +9,7 @@ module: release_collect
 short_description: Collect an async job's result, looking at it once it should be done
 version_added: 0.2.0
 description:
-  - The result of an async task (C(async) with C(poll 0)), like M(ansible.builtin.async_status)
+  - The result of an async task (C(async) with C(poll 0)), like C(ansible.builtin.async_status)
     with C(until) - but the first look waits until O(not_before), on the controller, without
     touching the node. The release role collects the fleet's SWITCH AND PROVE step with it - the
     step is armed for one instant and cannot have finished before it, so one look per node is
@@ -42,8 +42,6 @@ options:
     description: How long after the first look a running job is waited for before the task fails.
     type: float
     default: 60
-seealso:
-  - module: ansible.builtin.async_status
 """
 
 EXAMPLES = r"""

@@ -518,15 +518,16 @@ def option_refusal(step, params, spec):
     missing where the lock is not taken but held), or None."""
     shared = ("socket", "timeout", "step", "map", "map_file", "services", "lock", "requests", "request_timeout",
               "validate_certs")
-    unused = [name for name in spec if name not in shared and name not in STEP_OPTIONS[step]
-              and params[name] != spec[name].get("default")]
+    unused = [name for name in spec
+              if name not in shared and name not in STEP_OPTIONS[step] and params[name] != spec[name].get("default")]
     lock = params["lock"]
     if lock:
-        unused += ["lock.%s" % name for name in LOCK_SPEC if name not in LOCK_OPTIONS[step]
-                   and lock[name] != LOCK_SPEC[name].get("default")]
+        unused += ["lock.%s" % name for name in LOCK_SPEC
+                   if name not in LOCK_OPTIONS[step] and lock[name] != LOCK_SPEC[name].get("default")]
     if unused:
-        users = dict((name, [other for other in STEP_OPTIONS if name in STEP_OPTIONS[other]
-                             or name in ["lock.%s" % sub for sub in LOCK_OPTIONS[other]]]) for name in unused)
+        users = dict((name, [other for other in STEP_OPTIONS
+                             if name in STEP_OPTIONS[other] or name in ["lock.%s" % sub for sub in LOCK_OPTIONS[other]]])
+                     for name in unused)
         return "step %s does not use %s: remove %s (%s)" % (
             step, ", ".join(unused), "it" if len(unused) == 1 else "them",
             "; ".join("%s is for step %s" % (name, " and ".join(users[name])) for name in unused))

@@ -27,7 +27,8 @@ def plugin(monkeypatch, step, module_result, async_val=0, native_async=False):
     task = mock.MagicMock(async_val=async_val, check_mode=False, args=dict(step=step))
     connection = mock.MagicMock(has_native_async=native_async)
     connection._shell.tmpdir = "/tmp/ansible-tmp-1"
-    plug = action.ActionModule(task, connection, mock.MagicMock(), mock.MagicMock(), mock.MagicMock())
+    # Every argument by position: ansible-core 2.17 and 2.18 require shared_loader_obj too.
+    plug = action.ActionModule(task, connection, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), mock.MagicMock())
     plug.calls = []
     monkeypatch.setattr(plug, "_execute_module",
                         lambda **kwargs: plug.calls.append(("execute", kwargs["wrap_async"])) or dict(module_result))
