@@ -14,31 +14,13 @@ How the clock is read, and why that way: plugins/plugin_utils/clock.py.
 
 from __future__ import annotations
 
-import time
-
-from ansible.plugins.action import ActionBase
-from ansible.utils.vars import merge_hash
-
-from ansible_collections.bluegreen.haproxy.plugins.plugin_utils.clock import read_clock
+from ansible_collections.bluegreen.haproxy.plugins.plugin_utils.timed_action import TimedModuleAction
 
 
-class ActionModule(ActionBase):
+class ActionModule(TimedModuleAction):
 
-    _supports_check_mode = True
-    _supports_async = True
+    # An async lock run has always reported its launch's time.
+    _time_async_launch = True
 
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp  # tmp no longer has any effect
-        wrap_async = self._task.async_val and not self._connection.has_native_async
-        started = time.time()
-        result = merge_hash(result, self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
-        # What one module run on this host cost the controller right now, at this forks setting:
-        # the fleet's switch instant is chosen from it (the engine's switch_lead step).
-        result["module_started"] = round(started, 3)
-        result["module_seconds"] = round(time.time() - started, 3)
-        if not wrap_async:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
-        if not wrap_async and not result.get("failed") and self._task.args.get("state", "present") == "present":
-            result["clock"] = read_clock(self._low_level_execute_command)
-        return result
+    def wants_clock(self, result):
+        return not result.get("failed") and self._task.args.get("state", "present") == "present"

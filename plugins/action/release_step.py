@@ -14,32 +14,10 @@ a node whose clock disagrees is refused before anything moves.
 
 from __future__ import annotations
 
-import time
-
-from ansible.plugins.action import ActionBase
-from ansible.utils.vars import merge_hash
-
-from ansible_collections.bluegreen.haproxy.plugins.plugin_utils.clock import read_clock
+from ansible_collections.bluegreen.haproxy.plugins.plugin_utils.timed_action import TimedModuleAction
 
 
-class ActionModule(ActionBase):
+class ActionModule(TimedModuleAction):
 
-    _supports_check_mode = True
-    _supports_async = True
-
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp  # tmp no longer has any effect
-        # As ansible-core's action/normal.py: the async wrapper unless the connection has its own.
-        wrap_async = self._task.async_val and not self._connection.has_native_async
-        started = time.time()
-        result = merge_hash(result, self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
-        if wrap_async:
-            # The launch only: the module runs on in the background, from the tmp path it still needs.
-            return result
-        result["module_started"] = round(started, 3)
-        result["module_seconds"] = round(time.time() - started, 3)
-        self._remove_tmp_path(self._connection._shell.tmpdir)
-        if self._task.args.get("step") == "prepare" and result.get("lock_acquired"):
-            result["clock"] = read_clock(self._low_level_execute_command)
-        return result
+    def wants_clock(self, result):
+        return self._task.args.get("step") == "prepare" and bool(result.get("lock_acquired"))

@@ -19,6 +19,7 @@ if os.path.isdir(_COLLECTIONS):
     sys.path.insert(0, os.path.abspath(_COLLECTIONS))
 
 from ansible_collections.bluegreen.haproxy.plugins.action import release_step as action  # noqa: E402
+from ansible_collections.bluegreen.haproxy.plugins.plugin_utils import timed_action  # noqa: E402
 
 CLOCK = dict(offset=0.001, error=0.002, readings=1)
 
@@ -33,7 +34,7 @@ def plugin(monkeypatch, step, module_result, async_val=0, native_async=False):
     monkeypatch.setattr(plug, "_execute_module",
                         lambda **kwargs: plug.calls.append(("execute", kwargs["wrap_async"])) or dict(module_result))
     monkeypatch.setattr(plug, "_remove_tmp_path", lambda path: plug.calls.append(("remove", path)))
-    monkeypatch.setattr(action, "read_clock", lambda execute: plug.calls.append(("clock", None)) or dict(CLOCK))
+    monkeypatch.setattr(timed_action, "read_clock", lambda execute: plug.calls.append(("clock", None)) or dict(CLOCK))
     return plug
 
 
