@@ -63,6 +63,25 @@ MAP_TEXT = """\
 active backend_blue
 """
 
+# With HAProxyEnv(tcp_port=...): a `mode tcp` frontend switched by the same map, through its own
+# key (a second service of the map), to backends of the same apps in `mode tcp`, so a connection
+# is one TCP session end to end (an HTTP backend behind a TCP frontend would be upgraded to HTTP).
+TCP_KEY = "tcp"
+TCP_CFG = """
+frontend fe_tcp
+    mode tcp
+    bind 127.0.0.1:{tcp_port}
+    use_backend %[str({tcp_key}),map({map_path},backend_tcp_blue)]
+
+backend backend_tcp_blue
+    mode tcp
+{blue_servers}
+
+backend backend_tcp_green
+    mode tcp
+{green_servers}
+"""
+
 
 # Ports for the lab's listeners. Not bind(0): the kernel picks those from the ephemeral range,
 # the same ports it gives the load generators' and Ansible's outgoing connections, and HAProxy
@@ -250,6 +269,7 @@ class HAProxyEnv:
     stats_port: int
     inter: str
     process: subprocess.Popen = None
+    tcp_port: int = None  # set: add the `mode tcp` frontend of TCP_CFG on this port
     map_path: str = field(init=False)
     config_path: str = field(init=False)
     socket: str = field(init=False)
@@ -279,14 +299,18 @@ class HAProxyEnv:
         os.makedirs(os.path.dirname(self.map_path), exist_ok=True)
         if not os.path.exists(self.map_path):
             with open(self.map_path, "w") as handle:
-                handle.write(MAP_TEXT)
+                handle.write(MAP_TEXT + ("%s backend_tcp_blue\n" % TCP_KEY if self.tcp_port else ""))
+        config = HAPROXY_CFG.format(
+            admin_socket=self.socket, stats_port=self.stats_port,
+            pidfile=os.path.join(self.workdir, "haproxy.pid"), inter=self.inter,
+            frontend_port=self.frontend_port, map_path=self.map_path,
+            blue_servers=self._servers("blue"), green_servers=self._servers("green"),
+        )
+        if self.tcp_port:
+            config += TCP_CFG.format(tcp_port=self.tcp_port, tcp_key=TCP_KEY, map_path=self.map_path,
+                                     blue_servers=self._servers("blue"), green_servers=self._servers("green"))
         with open(self.config_path, "w") as handle:
-            handle.write(HAPROXY_CFG.format(
-                admin_socket=self.socket, stats_port=self.stats_port,
-                pidfile=os.path.join(self.workdir, "haproxy.pid"), inter=self.inter,
-                frontend_port=self.frontend_port, map_path=self.map_path,
-                blue_servers=self._servers("blue"), green_servers=self._servers("green"),
-            ))
+            handle.write(config)
 
     def start(self):
         self.write_config()

@@ -6,6 +6,9 @@ only, because the containers carry nothing but python3.
 
   GET /release, GET /   -> 200 "version=<answer>"
   GET /healthz          -> 200 "ok", or 503 while --unhealthy-file exists
+  GET /stream?seconds=N -> 200, chunked: "version=<answer> <i>" every 0.2 s for N seconds (default
+                           5, at most 600), then the last chunk: a long-lived response the drain
+                           tests hold open on one version while the switch moves new requests
   every answer carries the headers X-Release (the version) and X-App-Pid (this process)
   while --fail-file exists, holding "SHARE [PATH]": that share (0..1) of the requests for
   PATH (exact, without the query; every path but /healthz when absent) -> 500 "failed",
@@ -17,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -76,10 +80,44 @@ def build_handler(answer, unhealthy_file, fail_file=None):
                     self._reply(503, "unhealthy\n")
                 else:
                     self._reply(200, "ok\n")
+            elif path == "/stream":
+                self._stream()
             elif path in ("/", "/release"):
                 self._reply(200, "version=%s\n" % answer)
             else:
                 self._reply(404, "not found\n")
+
+        def _stream(self):
+            query = dict(item.partition("=")[::2] for item in self.path.partition("?")[2].split("&") if item)
+            try:
+                seconds = min(600.0, max(0.0, float(query.get("seconds", "5"))))
+            except ValueError:
+                self._reply(400, "seconds must be a number\n")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("X-Release", answer)
+            self.send_header("X-App-Pid", str(os.getpid()))
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            ends = time.monotonic() + seconds
+            index = 0
+            try:
+                while True:
+                    payload = ("version=%s %d\n" % (answer, index)).encode("utf-8")
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+                    self.wfile.flush()
+                    index += 1
+                    if time.monotonic() >= ends:
+                        break
+                    time.sleep(0.2)
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except OSError:
+                # The peer (HAProxy shutting the session down, or the client) closed: nothing to answer.
+                self.close_connection = True
 
         do_HEAD = do_GET
 
