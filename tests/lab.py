@@ -385,9 +385,9 @@ class HAProxyEnv:
         self.runtime("set map %s %s %s" % (self.map_path, key, value))
         wait_for(lambda: self.map_value(key) == value, what="%s to be %s at runtime" % (key, value))
 
-    def get(self, path="/release", timeout=5.0, host="release.test"):
-        """One request through the frontend on a fresh connection: (status, body)."""
-        with socket.create_connection(("127.0.0.1", self.frontend_port), timeout=timeout) as sock:
+    def get(self, path="/release", timeout=5.0, host="release.test", port=None):
+        """One request through the frontend (or the one on `port`, e.g. tcp_port) on a fresh connection: (status, body)."""
+        with socket.create_connection(("127.0.0.1", port or self.frontend_port), timeout=timeout) as sock:
             sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host)).encode())
             data = b""
             while True:

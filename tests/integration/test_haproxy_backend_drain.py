@@ -49,19 +49,6 @@ def port_of(env, kind):
     return env.frontend_port if kind == "http" else env.tcp_port
 
 
-def get(port, path="/release"):
-    """One request on a fresh connection to `port`: the answer's body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall((REQUEST % path).encode())
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data.partition(b"\r\n\r\n")[2].decode().strip()
-
-
 class HeldStream(threading.Thread):
     """A client holding GET /stream?seconds=60 open, reading every chunk; `ended` is set when the
     connection closes, `complete` tells whether the stream got its last chunk (a normal end)."""
@@ -101,8 +88,9 @@ class HeldStream(threading.Thread):
 class NewRequests(threading.Thread):
     """New users during the drain: one request after another through the frontend, each answer kept."""
 
-    def __init__(self, port):
+    def __init__(self, env, port):
         super().__init__(daemon=True)
+        self.env = env
         self.port = port
         self.answers = []
         self.stop_event = threading.Event()
@@ -110,8 +98,9 @@ class NewRequests(threading.Thread):
     def run(self):
         while not self.stop_event.is_set():
             try:
-                self.answers.append(get(self.port))
-            except OSError as exc:
+                status, body = self.env.get(port=self.port)
+                self.answers.append("%d %s" % (status, body.strip()))
+            except (OSError, ValueError) as exc:
                 self.answers.append("error %r" % exc)
             time.sleep(0.02)
 
@@ -139,8 +128,8 @@ def hold_and_switch(env, kind):
     assert b"version=blue" in stream.data
     wait_for(lambda: scur(env, blue, "blue1") == 1, what="%s/blue1 to count the held session" % blue)
     assert env.runtime("set map %s %s %s" % (env.map_path, key, green)) == "\n"
-    wait_for(lambda: get(port) == "version=green", what="new requests through the %s frontend to reach green" % kind)
-    requests = NewRequests(port)
+    wait_for(lambda: env.get(port=port) == (200, "version=green\n"), what="new requests through the %s frontend to reach green" % kind)
+    requests = NewRequests(env, port)
     requests.start()
     return stream, requests
 
@@ -169,7 +158,7 @@ def test_shutdown_closes_the_session_held_on_the_old_version(lab, run_module, ki
     # Closed by the module's shutdown, before it returned (0.3 s: the client thread's scheduling).
     assert stream.ended_at < returned + 0.3, (stream.ended_at - started, returned - started)
     assert scur(lab, blue, "blue1") == 0
-    assert set(requests.answers) == {"version=green"}, requests.answers
+    assert set(requests.answers) == {"200 version=green"}, requests.answers
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
@@ -192,4 +181,4 @@ def test_without_shutdown_the_session_left_is_reported_and_kept(lab, run_module,
     assert (result["changed"], result["shut_down"], result["sessions_left"], result["drained"]) == (False, 0, 1, False)
     assert result["servers"] == {"blue1": 1}
     assert result["waited"] >= 1.0
-    assert set(requests.answers) == {"version=green"}, requests.answers
+    assert set(requests.answers) == {"200 version=green"}, requests.answers
