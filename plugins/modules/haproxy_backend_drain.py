@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: haproxy_backend_drain
 short_description: Wait until an HAProxy backend holds no session, optionally closing what remains
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - After a switch, new requests go to the new backend at once, but sessions already open on the
     previous one (a streaming response, a long poll, a websocket, a C(mode tcp) connection) stay
