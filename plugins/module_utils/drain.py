@@ -21,8 +21,9 @@ carries are not in the new worker's `show stat`, so they are neither counted nor
 (`hard-stop-after` bounds them).
 
 Everything is pure except :func:`read_sessions` and :func:`shutdown_sessions`, the two
-functions that speak to HAProxy; :func:`drain` only calls the client, clock and sleep it is
-given, so the unit tests feed captured replies and a fake clock.
+functions that speak to HAProxy; :func:`drain` (one backend) and :func:`drain_backends` (the
+previous backends of a multi-service release, in one wait) only call the client, clock and sleep
+they are given, so the unit tests feed captured replies and a fake clock.
 """
 
 from __future__ import annotations
@@ -88,14 +89,15 @@ def servers_holding(sessions):
     return sorted(name for name, count in sessions.items() if count > 0)
 
 
-def _look(read, backend, started, deadline, interval, clock, sleep, stop):
-    """Read until stop(sessions) or the deadline; transient errors (a reload) are retried like a
-    look that did not satisfy stop. Returns (sessions, attempts, transient failures)."""
+def _look(read, backends, started, deadline, interval, clock, sleep, stop):
+    """Read every backend until stop(sessions) or the deadline; transient errors (a reload) are
+    retried like a look that did not satisfy stop. Returns ({backend: {server: scur}}, attempts,
+    transient failures)."""
     attempts = failures = 0
     while True:
         attempts += 1
         try:
-            sessions = read()
+            sessions = dict((backend, read(backend)) for backend in backends)
             error = None
         except RuntimeAPIError as exc:
             if not is_transient(exc):
@@ -106,7 +108,7 @@ def _look(read, backend, started, deadline, interval, clock, sleep, stop):
         if sessions is not None and (stop(sessions) or now >= deadline):
             return sessions, attempts, failures
         if now >= deadline:
-            raise TransientWaitError(backend, now - started, attempts, failures, error)
+            raise TransientWaitError(", ".join(backends), now - started, attempts, failures, error)
         sleep(max(0.0, min(interval, deadline - now)))
 
 
@@ -117,7 +119,7 @@ def drain(client, backend, timeout, interval=0.5, shutdown=False, check_mode=Fal
     and read again.
 
     timeout 0 looks once. In check mode nothing is closed: `would_shut_down` counts what would be.
-    `read` (default read_sessions on `client`) returns {server: scur}. Returns the report:
+    `read(backend)` (default read_sessions on `client`) returns {server: scur}. Returns the report:
       backend, servers ({name: scur} at the last read), sessions_left (after the wait and the
       shutdown), shut_down (sessions the shutdown closed: the drop of their servers' scur),
       would_shut_down, shutdown_servers (the servers a shutdown was (or would be) sent to),
@@ -126,37 +128,61 @@ def drain(client, backend, timeout, interval=0.5, shutdown=False, check_mode=Fal
     Raises DrainOptionError, BackendNotFoundError, TransientWaitError, CommandError (a refused
     shutdown, e.g. `Permission denied` on an operator socket) or another RuntimeAPIError.
     """
-    validate_options(backend, timeout, interval)
+    return drain_backends(client, [backend], timeout, interval, shutdown, check_mode, clock, sleep, read)[0]
+
+
+def drain_backends(client, backends, timeout, interval=0.5, shutdown=False, check_mode=False,
+                   clock=time.monotonic, sleep=time.sleep, read=None):
+    """drain() for several backends (the previous backends of a multi-service release) in ONE
+    wait: every look reads them all, the wait ends when none holds a session or `timeout`
+    passed, then the shutdown closes what each one holds. Returns one report per backend, in
+    the order given, each as drain() returns it (`waited`, `attempts` and `transient_errors`
+    are the shared wait's). A backend named twice is drained once."""
+    if not isinstance(backends, (list, tuple)) or not backends:
+        raise DrainOptionError("backends must be a non-empty list of backend names, got %r" % (backends,))
+    backends = list(dict.fromkeys(backends))
+    for backend in backends:
+        validate_options(backend, timeout, interval)
     if read is None:
-        def read():
+        def read(backend):
             return read_sessions(client, backend)
 
+    def none_held(found):
+        return not any(servers_holding(servers) for servers in found.values())
+
     started = clock()
-    sessions, attempts, failures = _look(read, backend, started, started + timeout, interval, clock, sleep,
-                                         lambda found: not servers_holding(found))
+    sessions, attempts, failures = _look(read, backends, started, started + timeout, interval, clock, sleep, none_held)
     waited = round(clock() - started, 3)
-    holding = servers_holding(sessions)
-    result = dict(backend=backend, servers=sessions, sessions_left=sum(sessions.values()), shut_down=0,
-                  would_shut_down=0, shutdown_servers=holding if shutdown else [], waited=waited)
-    if shutdown and holding:
+    holding = dict((backend, servers_holding(sessions[backend])) for backend in backends)
+    reports = [dict(backend=backend, servers=sessions[backend], sessions_left=sum(sessions[backend].values()),
+                    shut_down=0, would_shut_down=0, shutdown_servers=holding[backend] if shutdown else [],
+                    waited=waited)
+               for backend in backends]
+    if shutdown and any(holding.values()):
         if check_mode:
-            result["would_shut_down"] = sum(sessions[name] for name in holding)
+            for report in reports:
+                report["would_shut_down"] = report["sessions_left"]
         else:
-            for name in holding:
-                shutdown_sessions(client, backend, name)
+            for backend in backends:
+                for name in holding[backend]:
+                    shutdown_sessions(client, backend, name)
             settled = clock()
             after, more_attempts, more_failures = _look(
-                read, backend, settled, settled + SHUTDOWN_SETTLE_SECONDS, SHUTDOWN_SETTLE_INTERVAL, clock, sleep,
-                lambda found: not any(found.get(name, 0) for name in holding))
+                read, backends, settled, settled + SHUTDOWN_SETTLE_SECONDS, SHUTDOWN_SETTLE_INTERVAL, clock, sleep,
+                lambda found: not any(found[backend].get(name, 0) for backend in backends for name in holding[backend]))
             attempts += more_attempts
             failures += more_failures
-            result.update(
-                servers=after,
-                sessions_left=sum(after.values()),
-                shut_down=sum(max(0, sessions[name] - after.get(name, 0)) for name in holding),
-            )
-    result.update(drained=result["sessions_left"] == 0, attempts=attempts, transient_errors=failures)
-    return result
+            for report in reports:
+                backend = report["backend"]
+                report.update(
+                    servers=after[backend],
+                    sessions_left=sum(after[backend].values()),
+                    shut_down=sum(max(0, sessions[backend][name] - after[backend].get(name, 0))
+                                  for name in holding[backend]),
+                )
+    for report in reports:
+        report.update(drained=report["sessions_left"] == 0, attempts=attempts, transient_errors=failures)
+    return reports
 
 
 def _sessions(count):

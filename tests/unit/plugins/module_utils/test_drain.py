@@ -44,31 +44,38 @@ class FakeHAProxy(RuntimeAPIClient):
     """The real client (command formatting, escaping, reply checks) over captured replies.
 
     `looks` are the captures `show stat` answers in turn (the last repeats; an exception is
-    raised instead); a `shutdown sessions server` answers `shutdown_reply` and, when that is the
-    empty line, makes `show stat` answer `after_shutdown` from then on.
+    raised instead), one list for any backend or a dict of lists by backend; a `shutdown sessions
+    server` answers `shutdown_reply` and, when that is the empty line, makes `show stat` of that
+    backend answer `after_shutdown` (a capture name, or a dict of them by backend) from then on.
     """
 
     def __init__(self, version, looks, after_shutdown=None, shutdown_reply='shutdown_sessions_ok.txt'):
         super(FakeHAProxy, self).__init__('/nonexistent/admin.sock')
         self.version = version
-        self.looks = list(looks)
-        self.after_shutdown = after_shutdown
+        self.looks = dict((key, list(value)) for key, value in looks.items()) if isinstance(looks, dict) \
+            else {None: list(looks)}
+        self.after_shutdown = after_shutdown if isinstance(after_shutdown, dict) else {None: after_shutdown}
         self.shutdown_reply = shutdown_reply
         self.sent = []
+
+    def _key(self, table, backend):
+        return backend if backend in table else None
 
     def raw(self, line):
         self.sent.append(line)
         if line == 'show backend':
             return fixture(self.version, 'show_backend.txt')
         if line.startswith('show stat '):
-            item = self.looks.pop(0) if len(self.looks) > 1 else self.looks[0]
+            looks = self.looks[self._key(self.looks, line.split()[2])]
+            item = looks.pop(0) if len(looks) > 1 else looks[0]
             if isinstance(item, Exception):
                 raise item
             return fixture(self.version, item)
         if line.startswith('shutdown sessions server '):
             reply = fixture(self.version, self.shutdown_reply)
+            backend = line.split()[3].split('/')[0]
             if reply == '\n':
-                self.looks = [self.after_shutdown]
+                self.looks[self._key(self.looks, backend)] = [self.after_shutdown[self._key(self.after_shutdown, backend)]]
             return reply
         raise AssertionError('unexpected command %r' % line)
 
@@ -245,3 +252,46 @@ def test_timeout_zero_looks_once():
     client = FakeHAProxy('2.6', ['backend_blue_two_held.csv'])
     result, clock = run(client, timeout=0)
     assert (result['attempts'], result['waited'], clock.sleeps) == (1, 0.0, [])
+
+
+def run_backends(client, backends, timeout=2.0, interval=0.5, shutdown=False, check_mode=False):
+    clock = Clock()
+    reports = drain.drain_backends(client, backends, timeout, interval, shutdown=shutdown, check_mode=check_mode,
+                                   clock=clock, sleep=clock.sleep)
+    return reports, clock
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_several_backends_share_one_wait_and_each_gets_its_report(version):
+    # A multi-service release: blue's HTTP streams end by themselves, the TCP connection does not.
+    client = FakeHAProxy(version, {
+        'backend_blue': ['backend_blue_two_held.csv', 'backend_blue_one_held.csv', 'backend_blue_idle.csv'],
+        'backend_tcp': ['backend_tcp_held.csv'],
+    }, after_shutdown={'backend_tcp': 'backend_tcp_after_shutdown.csv'})
+    reports, clock = run_backends(client, ['backend_blue', 'backend_tcp'], timeout=2.0, interval=0.5, shutdown=True)
+    blue, tcp = reports
+    assert client.shutdowns == ['shutdown sessions server backend_tcp/tcp1']
+    assert (blue['backend'], blue['shut_down'], blue['sessions_left'], blue['drained']) == ('backend_blue', 0, 0, True)
+    assert (tcp['backend'], tcp['shut_down'], tcp['sessions_left'], tcp['drained']) == ('backend_tcp', 1, 0, True)
+    assert blue['waited'] == tcp['waited'] == 2.0  # one wait for both: the TCP connection kept it going
+    assert blue['attempts'] == tcp['attempts'] == 6  # 5 looks in the wait, 1 after the shutdown
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_several_backends_end_the_wait_when_none_holds_a_session(version):
+    client = FakeHAProxy(version, {
+        'backend_blue': ['backend_blue_one_held.csv', 'backend_blue_idle.csv'],
+        'backend_tcp': ['backend_tcp_held.csv', 'backend_tcp_after_shutdown.csv'],
+    })
+    reports, clock = run_backends(client, ['backend_blue', 'backend_tcp', 'backend_blue'], timeout=30.0, shutdown=True)
+    assert [report['backend'] for report in reports] == ['backend_blue', 'backend_tcp']
+    assert [report['drained'] for report in reports] == [True, True]
+    assert reports[0]['waited'] == 0.5 and client.shutdowns == []
+
+
+@pytest.mark.parametrize('backends', [[], 'backend_blue', None])
+def test_backends_must_be_a_list_of_names(backends):
+    client = FakeHAProxy('2.6', ['backend_blue_idle.csv'])
+    with pytest.raises(DrainOptionError):
+        run_backends(client, backends)
+    assert client.sent == []
