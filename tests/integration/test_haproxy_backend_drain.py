@@ -182,3 +182,21 @@ def test_without_shutdown_the_session_left_is_reported_and_kept(lab, run_module,
     assert result["servers"] == {"blue1": 1}
     assert result["waited"] >= 1.0
     assert set(requests.answers) == {"200 version=green"}, requests.answers
+
+
+def test_check_mode_reports_the_session_it_would_close_and_closes_nothing(lab, run_module):
+    key, blue, green = FRONTENDS["http"]
+    stream, requests = hold_and_switch(lab, "http")
+    try:
+        result = run_module(MODULE, dict(socket=lab.socket, backend=blue, shutdown=True), check=True)
+        chunks = stream.chunks
+        wait_for(lambda: stream.chunks >= chunks + 2, what="more chunks of the held stream")
+        still_open = not stream.ended.is_set()
+    finally:
+        requests.stop()
+        stream.close()
+
+    assert not result.get("failed"), result
+    assert (result["changed"], result["would_shut_down"], result["shut_down"], result["sessions_left"]) == (True, 1, 0, 1)
+    assert result["shutdown_servers"] == ["blue1"]
+    assert still_open
