@@ -105,7 +105,7 @@ def trickling(conn, server):
     try:
         while True:
             conn.sendall(b'.')
-            time.sleep(0.05)
+            time.sleep(0.02)
     except OSError:
         conn.close()
 
@@ -260,7 +260,8 @@ def test_a_silent_peer_fails_within_the_timeout(server):
 def test_the_timeout_bounds_the_whole_attempt_not_each_read(server):
     slow = server(trickling)
     started = time.monotonic()
-    result = tcp_probe.probe_once(spec(slow.port, expect='never', timeout=0.5))
+    # max_bytes ends a read that only a per-read timeout would bound (about 2 s at 50 bytes/s)
+    result = tcp_probe.probe_once(spec(slow.port, expect='never', timeout=0.5, max_bytes=100))
     assert time.monotonic() - started < 2.0
     assert result['reason'].startswith('timed out after ') and result['received_bytes'] > 0
     assert set(result['received_excerpt']) <= set('. ')  # the dots it sent, start and end
