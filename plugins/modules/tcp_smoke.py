@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: tcp_smoke
 short_description: Smoke-test a C(mode tcp) service through a listener with N connections
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Opens O(requests) TCP connections to O(host) and O(port), one after the other. On each it
     optionally sends O(send), optionally reads until the regular expression O(expect) matches
