@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 import time
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke
