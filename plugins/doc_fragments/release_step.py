@@ -10,10 +10,11 @@ class ModuleDocFragment(object):
     DOCUMENTATION = r"""
 options:
   services:
-    description: The services of the run, as the release role builds them from its inputs.
+    description:
+      - The services of the run, as the release role builds them from its inputs.
+      - Required by steps C(prepare), C(switch) and C(finish); step C(status) reads O(keys) instead.
     type: list
     elements: dict
-    required: true
     suboptions:
       key:
         description: The map key.

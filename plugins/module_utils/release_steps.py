@@ -120,15 +120,22 @@ def read_plan(read, lock_seen, services_list, run, lock_force=False):
     lives = dict((key, runtime.get(key, "")) for key in keys)
     disks = dict((key, disk.get(key, "")) for key in keys)
     targets, currents = {}, {}
+    persist = run.get("action") == "persist"
     for service in services_list:
         key, live = service["key"], lives[service["key"]]
         other = [backend for backend in service.get("backends") or [] if backend != live]
+        if persist:
+            # Persist writes what is live; release_target only names what must be live.
+            targets[key] = live
+            currents[key] = service.get("target") or service.get("expected_current") or live
+            continue
         targets[key] = service.get("target") or previous.get(key) or \
             (other[0] if other and run.get("action") == "rollback" else "")
         currents[key] = service.get("expected_current") or live
     expected = dict((service["key"], bool(service.get("expected_current"))) for service in services_list)
     return dict(lives=lives, disks=disks, targets=targets, currents=currents, recovery=recovery,
-                recovery_previous=previous, recovery_targets=recovery_targets, expected_current_set=expected)
+                recovery_previous=previous, recovery_targets=recovery_targets, expected_current_set=expected,
+                persist=persist)
 
 
 def key_refusal(plan, key, map_name, allow_drift=False):
@@ -142,11 +149,14 @@ def key_refusal(plan, key, map_name, allow_drift=False):
         return "no target: name the backend to make live (release_target)"
     if not live:
         return "key %s is not in the live map %s" % (key, map_name)
-    if not (allow_drift or disk == live or explained):
+    # Drift is what persist is for: it writes the live value to the disk.
+    if not (allow_drift or plan.get("persist") or disk == live or explained):
         return ("drift: %s is %s at runtime but %s on disk, so a reload would move traffic; persist or "
                 "fix it first (status.yml shows it, persist.yml writes the live value) or set "
                 "release_allow_drift" % (key, live, disk or "absent"))
     if live != current and key not in recovered:
+        if plan.get("persist"):
+            return "refusing to persist: %s is %s here but release_target is %s; nothing was written" % (key, live, current)
         return "%s is %s here, expected %s" % (key, live, current)
     return None
 
@@ -328,6 +338,10 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
                                          "user?)" % (lock["path"], exc))
             result.update(lock_acquired=True, lock_taken=not check_mode, holder=taken["holder"],
                           taken_over=taken["taken_over"], changed=taken["changed"] and not check_mode)
+        if plan["persist"]:
+            # Persist writes values that are live already: no backend changes, nothing to prove.
+            result["msg"] = "prepared: %s is live, to be written to disk" % describe(plan["targets"])
+            return result
         checks = run_precheck(client, checked, **precheck)
         result["precheck"] = checks
         if checks["failed"]:
@@ -357,7 +371,7 @@ def _smoke_services(run_smoke, services, values, smoke):
     from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
 
     smoke = dict(smoke or {})
-    tls = http.build_tls_context(bool(smoke.get("validate_certs", True)))
+    tls = http.LazyTLSContext(bool(smoke.get("validate_certs", True)))
     checks = []
     for service in services:
         target = http.parse_url(service["smoke_url"])
@@ -508,8 +522,36 @@ def switch_and_prove(client, map_name, targets, lives, services, bulk=False, swi
 # -- FINISH -------------------------------------------------------------------------------------
 
 
+def drain_previous(client, keys, targets, previous, drain, now=None):
+    """DRAIN: wait until the backends this release left hold no session, up to `drain['until']`.
+
+    `drain` holds `until` (epoch seconds: the fleet's verdict plus release_drain_timeout, so
+    nodes that reach FINISH later in the batches of forks wait less, and every node's wait ends
+    at the same instant) and `shutdown` (then close what is left: `shutdown sessions server`).
+    A backend that stays a target of another key of the release is not drained. Returns
+    {key: report} (module_utils/drain.py's report, or `error`), None when nothing was left.
+    A drain never fails the release: the new version is live and persisted, and the report says
+    what the old one still holds.
+    """
+    import time
+
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.drain import DrainOptionError, drain_backends
+
+    left = dict((key, previous[key]) for key in keys
+                if previous.get(key) and previous[key] != targets.get(key) and previous[key] not in targets.values())
+    if not left:
+        return None
+    timeout = max(0.0, float(drain.get("until") or 0) - (time.time() if now is None else now))
+    try:
+        reports = drain_backends(client, list(left.values()), timeout, shutdown=bool(drain.get("shutdown")))
+    except (DrainOptionError, RuntimeAPIError) as exc:
+        return dict((key, dict(backend=backend, error=str(exc))) for key, backend in left.items())
+    by_backend = dict((report["backend"], report) for report in reports)
+    return dict((key, by_backend[backend]) for key, backend in left.items())
+
+
 def finish(client, map_name, map_file, services, outcome, targets, previous, switched=False, persist=True, bulk=False,
-           lock=None, smoke=None, backup=None, module=None):
+           lock=None, smoke=None, backup=None, module=None, drain=None):
     """FINISH on this node; returns the result, `failed`/`stage`/`msg` when a stage failed.
 
     `outcome` is the fleet's verdict: `persist` (every node passed: write `targets` to the map
@@ -517,14 +559,16 @@ def finish(client, map_name, map_file, services, outcome, targets, previous, swi
     (a node failed: when this node `switched`, put `previous` back at runtime and on disk, read
     it back and smoke-test the old version), or `release` (nothing to change). The release lock
     is released last in every case, also after a failure (the report says what is live).
-    `module` (the AnsibleModule) commits the map file through atomic_move.
+    `module` (the AnsibleModule) commits the map file through atomic_move. With `drain`
+    (release_drain_timeout), a persisted release then drains the backends it left
+    (drain_previous), before the lock is released.
     """
     from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
     from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import release as release_lock
     from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
 
     keys = [service["key"] for service in services]
-    result = dict(changed=False, persist=None, rollback=None, rollback_smoke=None, rolled_back=False,
+    result = dict(changed=False, persist=None, rollback=None, rollback_smoke=None, rolled_back=False, drain=None,
                   unlocked=False, stage=None, warnings=[])
     base = dict(map=map_name, map_file=map_file, persist=True, backup=bool(backup), switch_at=None, state="present",
                 key=None, value=None, expected_value=None, entries=None, expected_entries=None, release_lock=None)
@@ -565,6 +609,11 @@ def finish(client, map_name, map_file, services, outcome, targets, previous, swi
             failed = [(item["key"], item) for item in result["rollback_smoke"] if not item["passed"]]
             if failed:
                 raise StepFailed("ROLLBACK", _service_message(failed, keys))
+        if outcome == "persist" and drain:
+            result["drain"] = drain_previous(client, keys, targets, previous, drain)
+            for report in (result["drain"] or {}).values():
+                if report.get("error"):
+                    result["warnings"].append("DRAIN: %s: %s" % (report["backend"], report["error"]))
     except StepFailed as exc:
         result.update(failed=True, stage=exc.stage, msg=str(exc))
     if lock:
@@ -578,4 +627,48 @@ def finish(client, map_name, map_file, services, outcome, targets, previous, swi
         result["msg"] = {"persist": "persisted %s" % describe(targets) if persist else "live %s, not persisted (release_persist)" % describe(targets),
                          "rollback": "rolled back to %s" % describe(previous) if switched else "nothing to roll back here",
                          "release": "nothing changed"}.get(outcome, outcome)
+    return result
+
+
+# -- STATUS -------------------------------------------------------------------------------------
+
+
+def status(client, map_name, disk_text, keys, lock_path=None, backends=(), allow_no_check=False, disk_error=None):
+    """status.yml's read of this node, read-only: every key live and on disk, the release lock, each backend's health.
+
+    Never fails as a whole: what could not be read is a failed part (`map`: failed and msg;
+    `health` items: failed and msg), so the report shows every node, the unreadable ones as
+    unknown with the reason. `map` is what haproxy_map_info returns, `lock` release_lock_info's,
+    `health` haproxy_backend_health's result for each backend (with `item`, as a loop has it).
+    """
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.health import (
+        HealthOptionError,
+        parse_min_healthy,
+        query_backend_servers,
+        wait_for_health,
+    )
+
+    result = dict(changed=False, map=None, lock={}, health=[])
+    try:
+        if disk_error:
+            raise RuntimeAPIError(disk_error)
+        result["map"] = read_map_info(client, map_name, disk_text, keys)
+    except RuntimeAPIError as exc:
+        result["map"] = dict(failed=True, msg=str(exc))
+    if lock_path:
+        try:
+            result["lock"] = lock_info(lock_path)
+        except OSError as exc:
+            # As haproxy_map_info says it: the map it read still counts, the lock is unknown.
+            result["map"].update(failed=True, msg="cannot read release lock %s: %s (run as a user that may read it)"
+                                 % (lock_path, exc))
+    for backend in backends or []:
+        try:
+            health = wait_for_health(lambda name=backend: query_backend_servers(client, name), backend,
+                                     parse_min_healthy(None), allow_no_check=allow_no_check)
+        except (HealthOptionError, RuntimeAPIError) as exc:
+            health = dict(failed=True, msg=str(exc), backend=backend, healthy=False)
+        result["health"].append(dict(health, item=backend))
+    read = "read" if not result["map"].get("failed") else "not read (%s)" % result["map"]["msg"]
+    result["msg"] = "map %s %s; %d backend(s) checked" % (map_name, read, len(result["health"]))
     return result

@@ -861,6 +861,24 @@ def build_tls_context(validate_certs=True, ca_path=None, client_cert=None, clien
     return context
 
 
+class LazyTLSContext(object):
+    """A TLS context built on first use and shared from then on (``tls_context`` of send_request).
+
+    The release engine's steps hand one to every request they may send: a run whose smoke URLs
+    and servers are all plain http never reads the CA store nor imports ansible's urls (~0.1 s
+    a module run), and a run with https reads it once.
+    """
+
+    def __init__(self, validate_certs=True):
+        self.validate_certs = validate_certs
+        self._context = None
+
+    def get(self):
+        if self._context is None:
+            self._context = build_tls_context(self.validate_certs)
+        return self._context
+
+
 def send_request(url, method='GET', headers=None, data=None, status_codes=(200,), body_regex=None,
                  timeout=5.0, max_body_bytes=DEFAULT_MAX_BODY_BYTES, connect_address=None,
                  validate_certs=True, ca_path=None, follow_redirects='none', use_proxy=True,
@@ -911,8 +929,11 @@ def send_request(url, method='GET', headers=None, data=None, status_codes=(200,)
             elif connect_address is None:
                 route = _proxy_route(hop.target, use_proxy)
             route = route or _Route((hop.target.host, hop.target.port))
-            if tls_context is None and hop.target.scheme == 'https':  # reading the CA store costs ~0.1 s
-                tls_context = build_tls_context(validate_certs, ca_path, client_cert, client_key)
+            if hop.target.scheme == 'https':  # reading the CA store costs ~0.1 s
+                if isinstance(tls_context, LazyTLSContext):
+                    tls_context = tls_context.get()
+                elif tls_context is None:
+                    tls_context = build_tls_context(validate_certs, ca_path, client_cert, client_key)
             connection = _SmokeConnection(hop.target, route, deadline, tls_context)
             cookie_request = urllib.request.Request(hop.url, method=method)
             cookies.add_cookie_header(cookie_request)

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: release_step
-short_description: One step of the release engine on one HAProxy node - prepare, switch or finish - in one module run
+short_description: One step of the release engine on one HAProxy node - status, prepare, switch or finish - in one module run
 version_added: 0.2.0
 description:
   - The release engine's three steps, used by the C(bluegreen.haproxy.release) role, one module run per node
     each; O(step) says which one. One module for the three, so Ansible builds its payload once per run.
+    Status reads with it too (O(step=status)); persist.yml is O(step=prepare) with O(run.action=persist), then
+    O(step=finish).
+  - O(step=status) (read-only, status.yml) - every key of O(keys) at runtime and in the map file, the release
+    lock at O(lock.path), and the health of every backend of O(backends), in one module run. It does not fail
+    for what it cannot read - RV(map) (or a RV(health) item) is then failed with the reason - so the report
+    shows every node, an unreadable one as unknown.
   - O(step=prepare) - B(READ) every key of O(services) at runtime (C(get map)) and in the map file, and the
     release lock at O(lock.path). From that read each key's target (a rollback picks the other backend,
     or the value a dead run's lock records as C(previous) when O(lock.force) takes it over). A node that
@@ -57,8 +63,8 @@ attributes:
   check_mode:
     support: partial
     details:
-      - O(step=prepare) runs in check mode and takes no lock. O(step=switch) and O(step=finish) are skipped in
-        check mode (the release role stops before them).
+      - O(step=status) only reads. O(step=prepare) runs in check mode and takes no lock. O(step=switch) and
+        O(step=finish) are skipped in check mode (the release role stops before them).
   diff_mode:
     support: none
   idempotent:
@@ -71,8 +77,17 @@ options:
   step:
     description: The step to run on this node.
     type: str
-    choices: [prepare, switch, finish]
+    choices: [status, prepare, switch, finish]
     required: true
+  keys:
+    description: The map keys to read. Step C(status) only, required there.
+    type: list
+    elements: str
+  backends:
+    description: The backends whose health is read. Step C(status) only.
+    type: list
+    elements: str
+    default: []
   map:
     description: The map as HAProxy names it (C(show map)).
     type: str
@@ -86,7 +101,7 @@ options:
     description:
       - The release lock. Omit it for a run without a lock.
       - Step C(prepare) takes it; steps C(switch) and C(finish) work under it (the phase recorded in it),
-        and C(finish) releases it.
+        and C(finish) releases it. Step C(status) reads it (O(lock.path) only).
     type: dict
     suboptions:
       path:
@@ -113,9 +128,12 @@ options:
         type: str
         required: true
       action:
-        description: What the run does.
+        description:
+          - What the run does. V(persist) writes the live values to the map file, which is what drift calls for.
+            Each key's target is its live value, a service's C(target) names what must be live, and there is
+            nothing to prove before the lock (no health gate, preflight or current path).
         type: str
-        choices: [cutover, rollback]
+        choices: [cutover, rollback, persist]
         default: cutover
       controller:
         description: The controller's host name.
@@ -147,7 +165,7 @@ options:
     type: float
     default: 1.0
   allow_no_check:
-    description: Count servers without a health check as healthy. Step C(prepare) only.
+    description: Count servers without a health check as healthy. Steps C(prepare) and C(status).
     type: bool
     default: false
   force:
@@ -227,6 +245,20 @@ options:
     description: Back up the map file before it is replaced. Step C(finish) only.
     type: bool
     default: false
+  drain_until:
+    description:
+      - With O(outcome=persist), after the write - wait until the backends the release left (O(previous), unless
+        another key still targets them) hold no session (C(scur) of their servers in C(show stat)), up to this
+        instant (epoch seconds of this node's clock), as M(bluegreen.haproxy.haproxy_backend_drain) does.
+      - The release role passes the fleet's verdict plus C(release_drain_timeout), so every node's wait ends at
+        the same instant whatever batch of forks it ran in. Omitted - no drain. Step C(finish) only.
+      - A drain never fails the step - what the old version still holds is reported (RV(drain)).
+    type: float
+  drain_shutdown:
+    description: After the drain's wait, close the sessions left (C(shutdown sessions server)), so those clients
+      reconnect to the new version. Step C(finish) only, with O(drain_until).
+    type: bool
+    default: false
   requests:
     description:
       - Requests of each smoke test - the current path's (step C(prepare)), the new version's after the switch
@@ -249,6 +281,16 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: STATUS of this node (read-only) - the key live and on disk, the lock, both backends' health
+  bluegreen.haproxy.release_step:
+    step: status
+    map: /etc/haproxy/maps/bluegreen.map
+    keys: [active]
+    lock:
+      path: /etc/haproxy/maps/bluegreen.map.lock
+    backends: [backend_blue, backend_green]
+  register: status_read
+
 - name: PREPARE this node for backend_green
   bluegreen.haproxy.release_step:
     step: prepare
@@ -301,10 +343,25 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+map:
+  description:
+    - What step C(status) read of O(keys) - C(entries), C(disk_entries), C(drift_keys) and more, as
+      M(bluegreen.haproxy.haproxy_map_info) returns them; C(failed) and C(msg) when the map (or the lock) could
+      not be read.
+  returned: step C(status)
+  type: dict
+health:
+  description:
+    - Each backend of O(backends), as M(bluegreen.haproxy.haproxy_backend_health) returns it with
+      O(bluegreen.haproxy.haproxy_backend_health#module:fail_on_unhealthy=false), plus C(item) (the backend);
+      C(failed) and C(msg) when it could not be read (e.g. no such backend). Step C(status).
+  returned: step C(status)
+  type: list
+  elements: dict
 stage:
   description:
     - The stage that refused or failed this node, or V(null).
-    - V(INIT) (bad options, any step); step C(prepare) - V(READ), V(LOCK) or V(PRECHECK); step C(switch) - V(SWITCH),
+    - V(INIT) (bad options, any step; the only stage of step C(status)); step C(prepare) - V(READ), V(LOCK) or V(PRECHECK); step C(switch) - V(SWITCH),
       V(SMOKE) or V(WATCH VERIFY); step C(finish) - V(PERSIST), V(ROLLBACK) or V(UNLOCK).
   returned: always
   type: str
@@ -318,8 +375,8 @@ disk_entries:
   returned: when the map was read
   type: dict
 lock:
-  description: The release lock as it was found (C(held), C(holder), C(age)). Step C(prepare).
-  returned: when the map was read
+  description: The release lock as it was found (C(held), C(holder), C(age)). Steps C(prepare) and C(status).
+  returned: step C(prepare) when the map was read; step C(status) when O(lock) is set
   type: dict
 plan:
   description: Per key C(lives), C(disks), C(targets), C(currents), and a dead run's C(recovery) record. Step C(prepare).
@@ -406,6 +463,15 @@ unlocked:
   description: Whether the release lock was released.
   returned: step C(finish)
   type: bool
+drain:
+  description:
+    - Per key whose previous backend was drained, that backend's report - C(backend), C(sessions_left) (after the
+      wait and the shutdown), C(shut_down) (sessions closed), C(waited), C(servers) (C(scur) per server) and more,
+      as M(bluegreen.haproxy.haproxy_backend_drain) returns them; C(error) instead when it could not be read.
+    - V(null) without O(drain_until), or when no backend was left.
+  returned: step C(finish)
+  type: dict
+  sample: {"active": {"backend": "backend_blue", "sessions_left": 0, "shut_down": 1, "waited": 30.0}}
 """
 
 import time
@@ -417,7 +483,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import 
     MapFileError,
     read_map_file,
 )
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import MapChangeError, normalize_entries
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import MapChangeError, normalize_entries, validate_key
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import (
     PrecheckOptionError,
     validate_options as validate_precheck_options,
@@ -426,14 +492,16 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps im
     SERVICE_SPEC,
     finish,
     prepare,
+    status,
     switch_and_prove,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import (
     RuntimeAPIClient,
     RuntimeAPIError,
+    escape_argument,
     runtime_api_argument_spec,
 )
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import build_tls_context
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import LazyTLSContext
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import (
     TrafficOptionError,
     validate_options as validate_watch_options,
@@ -441,7 +509,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import (
 
 RUN_SPEC = dict(
     owner=dict(type="str", required=True),
-    action=dict(type="str", choices=["cutover", "rollback"], default="cutover"),
+    action=dict(type="str", choices=["cutover", "rollback", "persist"], default="cutover"),
     controller=dict(type="str"),
     controller_pid=dict(type="int"),
     started_at=dict(type="str"),
@@ -457,27 +525,32 @@ LOCK_SPEC = dict(
 # map_file, services, lock, requests, request_timeout, validate_certs). Any other option set to
 # something else than its default is refused: it would be silently ignored otherwise.
 STEP_OPTIONS = dict(
+    status=("keys", "backends", "allow_no_check"),
     prepare=("run", "allow_drift", "preflight", "smoke_current", "health_wait", "poll_interval", "allow_no_check",
              "force", "preflight_validate_certs", "skip_servers"),
     switch=("targets", "expected", "bulk", "switch_at", "watch_seconds", "watch_interval", "max_error_rate",
             "min_requests", "insufficient_traffic"),
-    finish=("outcome", "targets", "previous", "switched", "persist", "bulk", "backup"),
+    finish=("outcome", "targets", "previous", "switched", "persist", "bulk", "backup", "drain_until", "drain_shutdown"),
 )
-LOCK_OPTIONS = dict(prepare=("path", "force", "stale_after"), switch=("path", "owner"), finish=("path", "owner"))
+LOCK_OPTIONS = dict(status=("path",), prepare=("path", "force", "stale_after"), switch=("path", "owner"), finish=("path", "owner"))
 REQUIRED_IF = [
-    ("step", "prepare", ("run",)),
-    ("step", "switch", ("targets", "expected")),
-    ("step", "finish", ("outcome", "targets", "previous")),
+    ("step", "status", ("keys",)),
+    ("step", "prepare", ("run", "services")),
+    ("step", "switch", ("targets", "expected", "services")),
+    ("step", "finish", ("outcome", "targets", "previous", "services")),
 ]
 
 
 def argument_spec():
     spec = runtime_api_argument_spec()
     spec.update(
-        step=dict(type="str", choices=["prepare", "switch", "finish"], required=True),
+        step=dict(type="str", choices=["status", "prepare", "switch", "finish"], required=True),
         map=dict(type="str", required=True),
         map_file=dict(type="path"),
-        services=dict(type="list", elements="dict", required=True, options=SERVICE_SPEC),
+        services=dict(type="list", elements="dict", options=SERVICE_SPEC),
+        # status
+        keys=dict(type="list", elements="str", no_log=False),
+        backends=dict(type="list", elements="str", default=[]),
         lock=dict(type="dict", options=LOCK_SPEC),
         requests=dict(type="int", default=1),
         request_timeout=dict(type="float", default=5.0),
@@ -509,6 +582,8 @@ def argument_spec():
         switched=dict(type="bool", default=False),
         persist=dict(type="bool", default=True),
         backup=dict(type="bool", default=False),
+        drain_until=dict(type="float"),
+        drain_shutdown=dict(type="bool", default=False),
     )
     return spec
 
@@ -531,9 +606,20 @@ def option_refusal(step, params, spec):
         return "step %s does not use %s: remove %s (%s)" % (
             step, ", ".join(unused), "it" if len(unused) == 1 else "them",
             "; ".join("%s is for step %s" % (name, " and ".join(users[name])) for name in unused))
-    if lock and step != "prepare" and not lock["owner"]:
+    if lock and step in ("switch", "finish") and not lock["owner"]:
         return "step %s needs lock.owner, the run that holds the lock %s" % (step, lock["path"])
     return None
+
+
+def read_disk(params):
+    """(the map file's text or None when there is none, why an existing file cannot be read or None)."""
+    try:
+        return read_map_file(params["map_file"] or params["map"]), None
+    except MapFileEncodingError as exc:
+        # The file is there but an entry cannot be read for sure: never report its keys as absent.
+        return None, str(exc)
+    except MapFileError:
+        return None, None
 
 
 def run_prepare(module, params):
@@ -542,22 +628,14 @@ def run_prepare(module, params):
         skip_servers = validate_precheck_options(params["health_wait"], params["poll_interval"], params["requests"],
                                                  params["request_timeout"], params["skip_servers"])
         client = RuntimeAPIClient(params["socket"], params["timeout"])
-        # One context per setting, so the trust store is read at most once for each.
-        tls = dict((validate, build_tls_context(validate))
-                   for validate in set((params["validate_certs"], params["preflight_validate_certs"])))
     except (PrecheckOptionError, RuntimeAPIError) as exc:
         module.fail_json(msg=str(exc), changed=False, stage="INIT")
-    except Exception as exc:  # pylint: disable=broad-except  # e.g. an unreadable system trust store
-        module.fail_json(msg="cannot set up TLS for the precheck's requests: %s" % exc, changed=False, stage="INIT")
+    # One context per setting, built by the first https request: the trust store is read at most
+    # once for each, and never by a run that only speaks http.
+    tls = dict((validate, LazyTLSContext(validate))
+               for validate in set((params["validate_certs"], params["preflight_validate_certs"])))
 
-    disk_text, disk_error = None, None
-    try:
-        disk_text = read_map_file(params["map_file"] or params["map"])
-    except MapFileEncodingError as exc:
-        # The file is there but an entry cannot be read for sure: never report its keys as absent.
-        disk_error = str(exc)
-    except MapFileError:
-        disk_text = None
+    disk_text, disk_error = read_disk(params)
 
     started = time.time()
     result = prepare(
@@ -623,10 +701,29 @@ def run_finish(module, params):
         previous, switched=params["switched"], persist=params["persist"], bulk=params["bulk"], lock=params["lock"],
         smoke=dict(requests=params["requests"], timeout=params["request_timeout"],
                    validate_certs=params["validate_certs"]),
-        backup=module.backup_local if params["backup"] else None, module=module)
+        backup=module.backup_local if params["backup"] else None, module=module,
+        drain=dict(until=params["drain_until"], shutdown=params["drain_shutdown"])
+        if params["drain_until"] is not None else None)
 
 
-STEPS = dict(prepare=run_prepare, switch=run_switch, finish=run_finish)
+def run_status(module, params):
+    """STATUS: read-only, every key live and on disk, the lock, each backend's health (release_steps.status)."""
+    try:
+        for key in params["keys"]:
+            escape_argument(key)
+            validate_key(key)
+    except ValueError as exc:  # InvalidMapKeyError too
+        module.fail_json(msg="invalid keys: %s" % exc, changed=False, stage="INIT")
+    try:
+        client = RuntimeAPIClient(params["socket"], params["timeout"])
+    except RuntimeAPIError as exc:
+        module.fail_json(msg=str(exc), changed=False, stage="INIT")
+    disk_text, disk_error = read_disk(params)
+    return status(client, params["map"], disk_text, params["keys"], lock_path=(params["lock"] or {}).get("path"),
+                  backends=params["backends"], allow_no_check=params["allow_no_check"], disk_error=disk_error)
+
+
+STEPS = dict(status=run_status, prepare=run_prepare, switch=run_switch, finish=run_finish)
 
 
 def main():
@@ -634,7 +731,7 @@ def main():
     module = AnsibleModule(argument_spec=spec, required_if=REQUIRED_IF, supports_check_mode=True)
     params = module.params
     step = params["step"]
-    if module.check_mode and step != "prepare":
+    if module.check_mode and step not in ("status", "prepare"):
         # As Ansible skips a module without check mode: the release role stops before these steps then.
         module.exit_json(skipped=True, changed=False, msg="step %s does not run in check mode" % step)
     refusal = option_refusal(step, params, spec)

@@ -76,7 +76,7 @@ def refused_names(names):
 # none of them (release_summary, release_switch and release_status were internal names once, and
 # refusing them refused every workflow job after a cutover or a status run).
 PUBLISHED_NAMES = frozenset(("release_outcome", "release_fleet", "release_partial", "release_summary",
-                             "release_switch", "release_status"))
+                             "release_switch", "release_status", "release_drain"))
 
 
 def known_names(specs):
@@ -390,6 +390,7 @@ def input_errors(inputs):
     _number(errors, "release_min_requests", inputs.get("min_requests"), int, minimum=1)
     _number(errors, "release_clock_tolerance", inputs.get("clock_tolerance"), float, above=0)
     _number(errors, "release_switch_lead", inputs.get("switch_lead"), float, minimum=0, maximum=600)
+    _number(errors, "release_drain_timeout", inputs.get("drain_timeout", 0), float, minimum=0, maximum=86400)
     if "max_spread" in inputs:
         _number(errors, "release_max_spread", inputs.get("max_spread"), float, above=0)
     if "spread_action" in inputs and inputs.get("spread_action") not in ("rollback", "warn"):
@@ -627,7 +628,7 @@ def node_outcome(node):
 
     `node` keys: left (bool: not in the play any more), switched (the switch changed the
     live value), rolled_back, failures (list), fleet_failed, unchanged (value already live),
-    checked (check mode).
+    checked (check mode), persisted (the map file was written without a switch: persist.yml).
     """
     switched = bool(node.get("switched"))
     if node.get("left"):
@@ -643,6 +644,8 @@ def node_outcome(node):
         return "checked"
     if switched:
         return "switched"
+    if node.get("persisted"):
+        return "persisted"
     return "unchanged"
 
 
@@ -768,13 +771,16 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
         if counts is not None and (len(keys) == 1 or any(counts.values())):
             smoke[phase] = counts
     outcome = node_outcome(dict(switched=switched, rolled_back=rolled_back, failures=failures,
-                                fleet_failed=var("_release_fleet_failed", False), checked=check_mode))
+                                fleet_failed=var("_release_fleet_failed", False), checked=check_mode,
+                                persisted=bool((var("_release_persist", {}) or {}).get("changed"))))
     timings = var("_release_timings", {}) or {}
     run = var("_release_run", {}) or {}
     plan = var("_release_plan") or {}
     targets = plan.get("targets") or {keys[0]: var("_release_target")}
     previous = plan.get("lives") or {keys[0]: var("_release_live")}
     drift = dict((k, None if k in unknown or disk[k] is None else runtime[k] != disk[k]) for k in keys)
+    drained = var("_release_drain") or {}
+    drain = dict((k, _drain_report(drained[k])) for k in keys if isinstance(drained, dict) and isinstance(drained.get(k), dict))
     return dict(
         outcome=outcome,
         switched=switched,
@@ -794,10 +800,47 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
         late_by=switch.get("late_by") if _ran(switch) else None,
         # How early the node was ready for the fleet's instant (what the lead left to spare).
         waited=switch.get("waited") if _ran(switch) else None,
+        # What the backends this release left still held (release_drain_timeout), None without a drain.
+        drain=_collapse(drain, keys) if drain else None,
         failures=failures,
         timings=seconds_since(timings, run.get("started", 0), finished),
         lock_kept=False,
     )
+
+
+def _drain_report(report):
+    """One drained backend in the node summary: backend, sessions_left, shut_down, waited (or error)."""
+    if report.get("error"):
+        return dict(backend=report.get("backend"), error=report["error"], sessions_left=None, shut_down=None,
+                    waited=None)
+    return dict((name, report.get(name)) for name in ("backend", "sessions_left", "shut_down", "waited"))
+
+
+def drain_summary(summary):
+    """The fleet's drain in one sentence, None when no node drained (release_drain_timeout 0).
+
+    "the previous version holds no session on any node", or the nodes where it still does (or
+    could not be read), with the backend and the count.
+    """
+    reports = []
+    for host, node in sorted((summary or {}).items()):
+        drain = node.get("drain") if isinstance(node, dict) else None
+        if not isinstance(drain, dict):
+            continue
+        for report in ([drain] if "backend" in drain else [item for item in drain.values() if isinstance(item, dict)]):
+            reports.append((host, report))
+    if not reports:
+        return None
+    closed = sum(int(report.get("shut_down") or 0) for _host, report in reports)
+    held = ["%s: %s holds %d session%s" % (host, report["backend"], report["sessions_left"],
+                                           "" if report["sessions_left"] == 1 else "s")
+            for host, report in reports if report.get("sessions_left")]
+    unread = ["%s: %s not read (%s)" % (host, report["backend"], report["error"])
+              for host, report in reports if report.get("error")]
+    if held or unread:
+        return "the previous version still holds sessions: %s" % "; ".join(held + unread)
+    return "the previous version holds no session on any node%s" % (
+        " (%d closed by release_drain_shutdown)" % closed if closed else "")
 
 
 def left_node_summary(hostvars, host, key):
@@ -1251,11 +1294,6 @@ STEPS = {
     "input_failures": input_failures,
     "prepared_failures": prepared_failures,
     "report_keys": report_keys,
-    "read_plan": read_plan,
-    "lock_entries": lock_entries,
-    "precheck_errors": precheck_errors,
-    "precheck_services": precheck_services,
-    "failure_message": failure_message,
     "step_failures": step_failures,
     "fleet_reasons": fleet_reasons,
     "already_live": already_live,
@@ -1265,8 +1303,8 @@ STEPS = {
     "node_status": node_status,
     "fleet_status": fleet_status,
     "switch_spread": switch_spread,
+    "drain_summary": drain_summary,
     "spread_failures": spread_failures,
     "switch_lead": switch_lead,
     "controller": controller,
-    "clock_offset": clock_offset,
 }

@@ -184,10 +184,25 @@ def test_manual_persistence_shows_drift_until_persist_playbook(fleet_factory, ru
     assert rc != 0
     assert "a reload would move traffic" in task_results(report, "Fail on drift")["node1"]["msg"]
 
+    # release_target names what must be live: another live value is refused, nothing written.
+    rc, report = run_playbook(PERSIST, {"release_target": "backend_blue"}, inventory=fleet.inventory)
+    assert rc != 0
+    assert "refusing to persist: active is backend_green here but release_target is backend_blue" \
+        in failure_message(report)
+    assert fleet.disk_values() == ["backend_blue", "backend_blue"]
+    assert lock_files(fleet) == []
+
     rc, report = run_playbook(PERSIST, {}, inventory=fleet.inventory)
-    assert rc == 0
+    assert rc == 0, failure_message(report)
     assert fleet.disk_values() == ["backend_green", "backend_green"]
     assert fleet.map_values() == ["backend_green", "backend_green"]
+    assert {node["outcome"] for node in summary(report).values()} == {"persisted"}
+    assert lock_files(fleet) == []
+
+    # Nothing left to write: no lock taken, nothing changed.
+    rc, report = run_playbook(PERSIST, {}, inventory=fleet.inventory)
+    assert rc == 0, failure_message(report)
+    assert {node["outcome"] for node in summary(report).values()} == {"unchanged"}
 
 
 def test_rollback_refuses_an_unhealthy_target_unless_forced(fleet_factory, run_playbook):

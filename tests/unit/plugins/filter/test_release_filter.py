@@ -39,4 +39,4 @@ def test_a_step_runs_with_its_arguments():
 def test_an_unknown_step_names_the_known_ones(step):
     with pytest.raises(AnsibleFilterError) as raised:
         _release.engine_step({}, step)
-    assert "unknown engine step" in str(raised.value) and "read_plan" in str(raised.value)
+    assert "unknown engine step" in str(raised.value) and "fleet_summary" in str(raised.value)

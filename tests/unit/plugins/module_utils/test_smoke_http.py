@@ -174,6 +174,29 @@ def test_no_socket_or_ssl_global_is_patched_while_a_request_runs(serve, pki):
     assert [seen['globals_untouched'] for seen in plain.seen + tls.seen] == [True, True]
 
 
+def test_a_lazy_tls_context_is_built_by_the_first_https_request_only(serve, pki, monkeypatch):
+    built = []
+    real_build = smoke.build_tls_context
+
+    def build(validate_certs=True, *args):
+        built.append(validate_certs)
+        return real_build(validate_certs, pki['ca.pem'])
+
+    monkeypatch.setattr(smoke, 'build_tls_context', build)
+    lazy = smoke.LazyTLSContext(validate_certs=True)
+    plain, tls = serve(), serve(tls_context=tls_server_context(pki))
+    for _attempt in range(2):
+        result = smoke.send_request('http://%s/release' % PUBLIC_HOST, connect_address=('127.0.0.1', plain.port),
+                                    tls_context=lazy)
+        assert result['matched'] is True, result
+    assert built == []  # plain http never reads the CA store
+    for _attempt in range(2):
+        result = smoke.send_request('https://%s/release' % PUBLIC_HOST, connect_address=('127.0.0.1', tls.port),
+                                    tls_context=lazy)
+        assert result['matched'] is True, result
+    assert built == [True]  # once, then shared
+
+
 def test_resolve_keeps_the_url_host_in_sni_host_and_certificate_check(serve, pki):
     tls = serve(tls_context=tls_server_context(pki))
     url = 'https://%s:%d/release' % (PUBLIC_HOST, tls.port)

@@ -15,6 +15,9 @@ file in a temporary directory; the old version's smoke test after a rollback is 
 
 The maps are a fake HAProxy at the level of the bytes sent (fake_map_haproxy). Last, the argument
 spec: what each step requires, and an option only another step reads refused before anything is asked.
+
+step=status - read-only, the key live and on disk, the lock and each backend's health in one run,
+never failing for what it cannot read (the health reads are captured `show stat` replies).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ try:  # ansible-test puts the tree on the path
 except ImportError:  # plain pytest from the repo root: use the `make collection` tree
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.collections'))
 
-from ansible_collections.bluegreen.haproxy.plugins.module_utils import release_steps, smoke, traffic  # noqa: E402
+from ansible_collections.bluegreen.haproxy.plugins.module_utils import drain, health, release_steps, smoke, traffic  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import release_step  # noqa: E402
 
 from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.fake_map_haproxy import FakeHAProxy  # noqa: E402
@@ -378,6 +381,54 @@ def test_persist_writes_the_live_value_and_releases_the_lock(finished):
     assert outcome.result["changed"] is True and outcome.result["rolled_back"] is False
 
 
+class HeldSessions(object):
+    """backend_blue's servers as `show stat` counts their sessions; a shutdown closes a server's."""
+
+    def __init__(self, monkeypatch, sessions):
+        self.sessions, self.reads, self.closed = dict(sessions), [], []
+        monkeypatch.setattr(drain, "read_sessions", self.read)
+        monkeypatch.setattr(drain, "shutdown_sessions", self.shutdown)
+
+    def read(self, client, backend):
+        self.reads.append(backend)
+        return dict(self.sessions) if backend == "backend_blue" else {}
+
+    def shutdown(self, client, backend, server):
+        self.closed.append("%s/%s" % (backend, server))
+        self.sessions[server] = 0
+
+
+@pytest.mark.parametrize("shutdown, left, closed", [(False, 1, 0), (True, 0, 1)])
+def test_a_persisted_release_drains_the_backend_it_left_before_unlocking(finished, monkeypatch, shutdown, left, closed):
+    held = HeldSessions(monkeypatch, {"blue1": 1, "blue2": 0})
+    # The fleet's drain instant is past: one look, then the shutdown (a later batch of forks waits no more).
+    outcome = run_finish(finished, "persist", drain_until=1.0, drain_shutdown=shutdown)
+    assert not outcome.failed, outcome.result["msg"]
+    report = outcome.result["drain"]["active"]
+    assert (report["backend"], report["sessions_left"], report["shut_down"]) == ("backend_blue", left, closed)
+    assert held.reads[0] == "backend_blue" and held.closed == (["backend_blue/blue1"] if shutdown else [])
+    assert finished["map_file"].read_text() == "# the switch\nactive backend_green\n" and not finished["lock"].exists()
+
+
+def test_no_drain_without_its_instant_nor_after_a_rollback(finished, monkeypatch):
+    held = HeldSessions(monkeypatch, {"blue1": 1})
+    assert run_finish(finished, "persist", lock=None).result["drain"] is None
+    outcome = run_finish(finished, "rollback", drain_until=1.0, drain_shutdown=True)
+    assert not outcome.failed and outcome.result["drain"] is None
+    assert held.reads == [] and held.closed == []
+
+
+def test_a_drain_that_cannot_read_is_reported_and_never_fails_the_release(finished, monkeypatch):
+    def unreadable(client, backend):
+        raise health.BackendNotFoundError(backend, ["backend_green"])
+
+    monkeypatch.setattr(drain, "read_sessions", unreadable)
+    outcome = run_finish(finished, "persist", drain_until=1.0)
+    assert not outcome.failed and outcome.result["changed"] is True
+    assert outcome.result["drain"]["active"]["error"].startswith("backend 'backend_blue' does not exist")
+    assert any(warning.startswith("DRAIN: backend_blue: ") for warning in outcome.result["warnings"])
+
+
 def test_manual_persistence_only_releases_the_lock(finished):
     outcome = run_finish(finished, "persist", persist=False)
     assert not outcome.failed and outcome.result["persist"] is None
@@ -426,18 +477,81 @@ def test_another_runs_lock_is_never_released(finished):
     assert finished["lock"].exists()
 
 
-# The argument spec: one module, three steps
+# step=status
+
+FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures')
+
+
+@pytest.fixture
+def backends(monkeypatch):
+    """backend_green's servers as HAProxy 2.6 showed them, all UP; any other backend does not exist."""
+    with open(os.path.join(FIXTURES, 'haproxy-2.6', 'show_stat_all_up.txt')) as handle:
+        reply = handle.read()
+    asked = []
+
+    def query(client, backend):
+        asked.append(backend)
+        if backend != 'backend_green':
+            raise health.BackendNotFoundError(backend, ['backend_blue', 'backend_green'])
+        return health.servers_from_stat_reply(reply, backend)
+
+    monkeypatch.setattr(health, 'query_backend_servers', query)
+    return asked
+
+
+def run_status(tmp_path, check=False, **args):
+    map_file = tmp_path / "bluegreen.map"
+    if not map_file.exists():
+        map_file.write_text("active backend_green\n")
+    params = dict(dict(step="status", map=MAP, map_file=str(map_file), keys=["active"],
+                       lock=dict(path=str(tmp_path / "bluegreen.map.lock")), backends=["backend_green"],
+                       socket="/nonexistent/admin.sock"), **args)
+    return run_main(release_step.main, params, check=check)
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_status_reads_the_key_the_lock_and_the_health_in_one_run(haproxy, backends, tmp_path, check):
+    with open(str(tmp_path / "bluegreen.map.lock"), "w") as handle:
+        json.dump(dict(owner="dead-run", previous="backend_green", target="backend_blue", key="active"), handle)
+    outcome = run_status(tmp_path, check=check)
+    assert not outcome.failed, outcome.result["msg"]
+    result = outcome.result
+    assert result["map"]["entries"] == {"active": "backend_blue"} and result["map"]["disk_entries"] == {"active": "backend_green"}
+    assert result["lock"]["held"] is True and result["lock"]["holder"]["owner"] == "dead-run"
+    (green,) = result["health"]
+    assert green["item"] == "backend_green" and green["healthy"] is True and green["total"] > 0
+    assert result["changed"] is False and haproxy.writes == [] and backends == ["backend_green"]
+
+
+def test_status_reports_what_it_cannot_read_without_failing(haproxy, backends, tmp_path):
+    outcome = run_status(tmp_path, map="/etc/haproxy/maps/other.map", backends=["backend_purple", "backend_green"])
+    assert not outcome.failed
+    assert outcome.result["map"]["failed"] is True and "other.map" in outcome.result["map"]["msg"]
+    purple, green = outcome.result["health"]
+    assert purple["failed"] is True and purple["healthy"] is False
+    assert purple["msg"] == "backend 'backend_purple' does not exist in HAProxy; backends: backend_blue, backend_green"
+    assert green["healthy"] is True
+
+
+def test_status_refuses_a_key_no_haproxy_command_can_carry(haproxy, backends, tmp_path):
+    outcome = run_status(tmp_path, keys=["two words"])
+    assert outcome.failed and outcome.result["stage"] == "INIT" and outcome.result["msg"].startswith("invalid keys:")
+    assert haproxy.log == [] and backends == []
+
+
+# The argument spec: one module, four steps
 
 @pytest.mark.parametrize("step, args, missing", [
-    ("prepare", dict(), "run"),
+    ("status", dict(), "keys"),
+    ("prepare", dict(services=None), "run, services"),
     ("switch", dict(targets=GREEN), "expected"),
     ("switch", dict(expected=BLUE), "targets"),
     ("finish", dict(targets=GREEN, previous=BLUE), "outcome"),
     ("finish", dict(outcome="persist", targets=GREEN), "previous"),
 ])
 def test_an_option_the_step_requires_is_named_when_missing(haproxy, step, args, missing):
-    outcome = run_main(release_step.main, dict(step=step, map=MAP, services=[SERVICE], socket="/nonexistent/admin.sock",
-                                               **args))
+    params = dict(dict(step=step, map=MAP, services=[SERVICE], socket="/nonexistent/admin.sock"), **args)
+    outcome = run_main(release_step.main, dict((name, value) for name, value in params.items() if value is not None))
     assert outcome.failed
     assert outcome.result["msg"] == "step is %s but all of the following are missing: %s" % (step, missing)
     assert haproxy.log == []

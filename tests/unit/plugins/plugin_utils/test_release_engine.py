@@ -212,6 +212,26 @@ def test_node_summary_comes_from_persist_and_the_switch():
     assert summary["failures"] == []
 
 
+def test_node_summary_and_the_fleet_say_what_the_old_version_still_holds():
+    drained = switched_node()
+    drained["_release_drain"] = {KEY: {"backend": "backend_blue", "sessions_left": 0, "shut_down": 2, "waited": 30.0,
+                                       "servers": {"blue1": 0}, "attempts": 61}}
+    holding = switched_node()
+    holding["_release_drain"] = {KEY: {"backend": "backend_blue", "sessions_left": 1, "shut_down": 0, "waited": 30.0}}
+    unread = switched_node()
+    unread["_release_drain"] = {KEY: {"backend": "backend_blue", "error": "Permission denied"}}
+    hostvars = {"n1": drained, "n2": holding, "n3": unread, "n4": switched_node()}
+    summary = dict((host, release.node_summary(hostvars, host, KEY)) for host in hostvars)
+    assert summary["n1"]["drain"] == {"backend": "backend_blue", "sessions_left": 0, "shut_down": 2, "waited": 30.0}
+    assert summary["n4"]["drain"] is None  # no drain asked (release_drain_timeout 0)
+    assert release.drain_summary(summary) == (
+        "the previous version still holds sessions: n2: backend_blue holds 1 session; "
+        "n3: backend_blue not read (Permission denied)")
+    assert release.drain_summary({"n1": summary["n1"], "n4": summary["n4"]}) == \
+        "the previous version holds no session on any node (2 closed by release_drain_shutdown)"
+    assert release.drain_summary({"n4": summary["n4"]}) is None
+
+
 def test_node_summary_with_manual_persistence_shows_the_drift_without_failing():
     summary = release.node_summary({"n1": switched_node(persisted=False)}, "n1", KEY, persist="manual")
     assert (summary["live_runtime"], summary["live_disk"], summary["drift"]) == ("backend_green", "backend_blue", True)
@@ -692,6 +712,24 @@ def test_read_plan_for_a_cutover_and_a_rollback():
     # An explicit target wins; rollback picks the other backend of a service without one.
     assert plan["targets"] == {"shop.test": "shop_green", "api.test": "api_blue"}
     assert plan["currents"] == lives and plan["recovery"] == {}
+
+
+def test_read_plan_for_persist_targets_the_live_values_and_accepts_drift():
+    services = release.services([dict(SHOP, target=""), dict(API, target="api_green")], DEFAULTS)
+    lives = {"shop.test": "shop_green", "api.test": "api_green"}
+    disks = {"shop.test": "shop_blue", "api.test": "api_blue"}
+    plan = release.read_plan(read_result(lives, disks), {}, services, {"action": "persist", "owner": "me"})
+    # Persist writes what is live; release_target (api's target) only names what must be live.
+    assert plan["targets"] == lives and plan["currents"] == lives and plan["persist"] is True
+    assert release.precheck_errors(plan, [lives], "maps/host.map") == []
+    # The drift a cutover refuses is what persist is for; a live value other than the target is refused.
+    cutover = release.read_plan(read_result(lives, disks), {}, release.services([SHOP, API], DEFAULTS),
+                                {"action": "cutover", "owner": "me"})
+    assert "drift" in release.precheck_errors(cutover, [lives], "maps/host.map")[0]
+    elsewhere = dict(lives, **{"api.test": "api_blue"})
+    refused = release.read_plan(read_result(elsewhere, disks), {}, services, {"action": "persist", "owner": "me"})
+    assert release.precheck_errors(refused, [elsewhere], "maps/host.map") == [
+        "refusing to persist: api.test is api_blue here but release_target is api_green; nothing was written"]
 
 
 def test_read_plan_recovers_every_key_from_a_dead_multi_service_run():
