@@ -82,6 +82,15 @@ backend backend_tcp_green
 {green_servers}
 """
 
+# With HAProxyEnv(test_port=...): a test listener (issue 15) - the new version through HAProxy
+# before any user: it routes by `active.preview` and answers 503 while the map has none.
+TEST_LISTENER_CFG = """
+frontend fe_test_listener
+    bind 127.0.0.1:{test_port}
+    http-request deny deny_status 503 unless {{ str(active.preview),map({map_path}) -m found }}
+    use_backend %[str(active.preview),map({map_path},backend_blue)]
+"""
+
 
 # Ports for the lab's listeners. Not bind(0): the kernel picks those from the ephemeral range,
 # the same ports it gives the load generators' and Ansible's outgoing connections, and HAProxy
@@ -270,6 +279,10 @@ class HAProxyEnv:
     inter: str
     process: subprocess.Popen = None
     tcp_port: int = None  # set: add the `mode tcp` frontend of TCP_CFG on this port
+    test_port: int = None  # set: add the test listener of TEST_LISTENER_CFG on this port
+    # {backend: [config lines]} put in that backend: e.g. a rewrite that breaks it through HAProxy
+    # only (its servers still answer a request sent straight to them, as the preflight sends it).
+    backend_lines: dict = None
     map_path: str = field(init=False)
     config_path: str = field(init=False)
     socket: str = field(init=False)
@@ -309,6 +322,12 @@ class HAProxyEnv:
         if self.tcp_port:
             config += TCP_CFG.format(tcp_port=self.tcp_port, tcp_key=TCP_KEY, map_path=self.map_path,
                                      blue_servers=self._servers("blue"), green_servers=self._servers("green"))
+        if self.test_port:
+            config += TEST_LISTENER_CFG.format(test_port=self.test_port, map_path=self.map_path)
+        for backend, lines in (self.backend_lines or {}).items():
+            header = "backend %s\n" % backend
+            assert header in config, "no %s in the lab's config" % backend
+            config = config.replace(header, header + "".join("    %s\n" % line for line in lines), 1)
         with open(self.config_path, "w") as handle:
             handle.write(config)
 
@@ -462,7 +481,8 @@ def write_inventory(path, nodes, group_vars=None):
         lines.append(
             "node%d ansible_connection=local ansible_python_interpreter=%s release_socket=%s "
             "release_map=%s release_smoke_resolve=127.0.0.1:%d"
-            % (index, sys.executable, node.socket, node.map_path, node.frontend_port))
+            % (index, sys.executable, node.socket, node.map_path, node.frontend_port)
+            + (" release_test_listener=127.0.0.1:%d" % node.test_port if getattr(node, "test_port", None) else ""))
     lines += ["", "[haproxy:vars]"]
     lines += ["%s=%s" % item for item in sorted((group_vars or {}).items())]
     with open(path, "w") as handle:

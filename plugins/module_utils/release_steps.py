@@ -283,8 +283,56 @@ class StepFailed(Exception):
         self.stage = stage
 
 
+PREVIEW_SUFFIX = ".preview"
+
+
+def preview_key(key):
+    """The map key a test listener routes by for `key` (`active.preview`, `shop.example.com.preview`)."""
+    return key + PREVIEW_SUFFIX
+
+
+def preview(client, map_name, services, targets, lives, listener, smoke):
+    """PREVIEW: the new version through HAProxy itself, before any user: each moving key's
+    `<key>.preview` entry is set to its target at runtime, each service's smoke test is sent
+    to the node's test listener (`listener`, host:port), then the entries are removed again,
+    whatever happened (they are runtime only; a reload drops them too).
+
+    Returns each service's smoke result (with `key`, as the SMOKE stage has them), None when
+    no key moves. A target that answers its servers' preflight but not through HAProxy (a
+    rewrite, an ACL, a header rule) fails here, while users still reach the old version.
+    """
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
+
+    moving = [service for service in services if targets[service["key"]] != lives[service["key"]]]
+    if not moving:
+        return None
+    base = dict(map=map_name, map_file=None, persist=False, backup=False, switch_at=None, expected_value=None,
+                entries=None, expected_entries=None, release_lock=None)
+    added, errors = [], []
+    try:
+        for service in moving:
+            key = preview_key(service["key"])
+            try:
+                change_map(client, dict(base, key=key, value=targets[service["key"]], state="present"))
+            except MapStepError as exc:
+                raise StepFailed("PRECHECK", "test listener: cannot set %s: %s" % (key, exc))
+            added.append(key)
+        return _smoke_services(http.run_smoke, [dict(service, smoke_resolve=listener) for service in moving],
+                               targets, smoke)
+    finally:
+        for key in added:
+            try:
+                change_map(client, dict(base, key=key, value=None, state="absent"))
+            except MapStepError as exc:
+                errors.append("%s: %s" % (key, exc))
+        if errors:
+            raise StepFailed("PRECHECK", "test listener: cannot remove %s (only the test listener routes by it)"
+                             % "; ".join(errors))
+
+
 def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=False, check_mode=False,
-            precheck=None, disk_error=None):
+            precheck=None, disk_error=None, test_listener=None):
     """PREPARE on this node; returns the result, with `failed`, `stage` and `msg` when a stage refused.
 
     `services` are the run's services (key, target, backends, expected_current, smoke_*,
@@ -292,7 +340,9 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
     started_at); `lock` {path, force, stale_after} or None when the run takes no lock;
     `precheck` the precheck's options (run_precheck's keywords plus `preflight` and
     `smoke_current`). `disk_text` is the map file's text, None when it cannot be read
-    (`disk_error` says why when that matters).
+    (`disk_error` says why when that matters). With `test_listener` (host:port of this node's
+    test listener), a passed precheck is followed by the PREVIEW (not in check mode: it sets
+    runtime entries).
     """
     precheck = dict(precheck or {})
     preflight, smoke_current = precheck.pop("preflight", True), precheck.pop("smoke_current", True)
@@ -346,6 +396,15 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
         result["precheck"] = checks
         if checks["failed"]:
             raise StepFailed("PRECHECK", checks["msg"])
+        if test_listener and not check_mode:
+            smoke = dict(requests=precheck.get("requests"), timeout=precheck.get("request_timeout"),
+                         validate_certs=precheck.get("validate_certs", True))
+            result["preview"] = preview(client, map_name, services, plan["targets"], plan["lives"], test_listener, smoke)
+            failed = [(item["key"], item) for item in result["preview"] or [] if not item["passed"]]
+            if failed:
+                keys = [service["key"] for service in services]
+                raise StepFailed("PRECHECK", "test listener %s: %s; no user was sent there"
+                                 % (test_listener, _service_message(failed, keys)))
     except StepFailed as exc:
         result.update(failed=True, stage=exc.stage, msg=str(exc))
         return result

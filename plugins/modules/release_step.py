@@ -176,6 +176,17 @@ options:
     description: Verify TLS certificates of the servers in the preflight. Step C(prepare) only.
     type: bool
     default: false
+  test_listener:
+    description:
+      - This node's test listener (C(host:port), as seen from the node) - a frontend that routes by the map key
+        C(<key>.preview) and refuses requests while the map has none (the C(haproxy) role renders one with
+        C(haproxy_test_listener)). Step C(prepare) only.
+      - After a passed precheck, B(PREVIEW) sets each moving key's C(<key>.preview) to its target at runtime,
+        sends each service's smoke test to this address (the new version through HAProxy itself - its TLS,
+        ACLs, rewrites, header rules - before any user), then removes the entries again, whatever happened.
+        A failure refuses the node (RV(stage=PRECHECK)) with nothing switched. Not in check mode (it sets runtime
+        entries); RV(preview) holds the smoke results.
+    type: str
   skip_servers:
     description: Servers the preflight leaves out. Step C(prepare) only.
     type: list
@@ -378,6 +389,11 @@ lock:
   description: The release lock as it was found (C(held), C(holder), C(age)). Steps C(prepare) and C(status).
   returned: step C(prepare) when the map was read; step C(status) when O(lock) is set
   type: dict
+preview:
+  description: Per moving service (with its C(key)), its smoke test through O(test_listener); V(null) without one.
+  returned: step C(prepare) with O(test_listener), when the precheck passed
+  type: list
+  elements: dict
 plan:
   description: Per key C(lives), C(disks), C(targets), C(currents), and a dead run's C(recovery) record. Step C(prepare).
   returned: when the map and the lock were read
@@ -501,7 +517,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     escape_argument,
     runtime_api_argument_spec,
 )
-from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import LazyTLSContext
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import LazyTLSContext, SmokeOptionError, parse_resolve
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import (
     TrafficOptionError,
     validate_options as validate_watch_options,
@@ -527,7 +543,7 @@ LOCK_SPEC = dict(
 STEP_OPTIONS = dict(
     status=("keys", "backends", "allow_no_check"),
     prepare=("run", "allow_drift", "preflight", "smoke_current", "health_wait", "poll_interval", "allow_no_check",
-             "force", "preflight_validate_certs", "skip_servers"),
+             "force", "preflight_validate_certs", "skip_servers", "test_listener"),
     switch=("targets", "expected", "bulk", "switch_at", "watch_seconds", "watch_interval", "max_error_rate",
             "min_requests", "insufficient_traffic"),
     finish=("outcome", "targets", "previous", "switched", "persist", "bulk", "backup", "drain_until", "drain_shutdown"),
@@ -566,6 +582,7 @@ def argument_spec():
         force=dict(type="bool", default=False),
         preflight_validate_certs=dict(type="bool", default=False),
         skip_servers=dict(type="list", elements="str", default=[]),
+        test_listener=dict(type="str"),
         # switch (and finish)
         targets=dict(type="dict"),
         expected=dict(type="dict"),
@@ -627,7 +644,13 @@ def run_prepare(module, params):
     try:
         skip_servers = validate_precheck_options(params["health_wait"], params["poll_interval"], params["requests"],
                                                  params["request_timeout"], params["skip_servers"])
+
         client = RuntimeAPIClient(params["socket"], params["timeout"])
+        if params["test_listener"]:
+            try:
+                parse_resolve(params["test_listener"])
+            except SmokeOptionError as exc:
+                raise PrecheckOptionError("test_listener: %s" % exc)
     except (PrecheckOptionError, RuntimeAPIError) as exc:
         module.fail_json(msg=str(exc), changed=False, stage="INIT")
     # One context per setting, built by the first https request: the trust store is read at most
@@ -641,6 +664,7 @@ def run_prepare(module, params):
     result = prepare(
         client, params["map"], disk_text, params["services"], params["run"], lock=params["lock"],
         allow_drift=params["allow_drift"], check_mode=module.check_mode, disk_error=disk_error,
+        test_listener=params["test_listener"],
         precheck=dict(preflight=params["preflight"], smoke_current=params["smoke_current"],
                       health_wait=params["health_wait"], poll_interval=params["poll_interval"],
                       allow_no_check=params["allow_no_check"], force=params["force"], requests=params["requests"],

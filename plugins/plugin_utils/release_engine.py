@@ -391,6 +391,13 @@ def input_errors(inputs):
     _number(errors, "release_clock_tolerance", inputs.get("clock_tolerance"), float, above=0)
     _number(errors, "release_switch_lead", inputs.get("switch_lead"), float, minimum=0, maximum=600)
     _number(errors, "release_drain_timeout", inputs.get("drain_timeout", 0), float, minimum=0, maximum=86400)
+    if inputs.get("test_listener") not in (None, ""):
+        from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import SmokeOptionError, parse_resolve
+
+        try:
+            parse_resolve(inputs["test_listener"])
+        except SmokeOptionError as exc:
+            errors.append("release_test_listener: %s" % short(str(exc), 200))
     if "max_spread" in inputs:
         _number(errors, "release_max_spread", inputs.get("max_spread"), float, above=0)
     if "spread_action" in inputs and inputs.get("spread_action") not in ("rollback", "warn"):
@@ -764,10 +771,11 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
                                 % ("" if len(keys) == 1 else k + ": ", "runtime says %s" % runtime[k], disk[k]))
     precheck = var("_release_precheck", {}) or {}
     smoke = {}
-    for phase, name in (("PRECHECK", None), ("SMOKE", "_release_smoke"),
+    stages = dict(PRECHECK=_precheck_stage(precheck, "current"),
+                  PREVIEW=(var("_release_read", {}) or {}).get("preview") or {})
+    for phase, name in (("PRECHECK", None), ("PREVIEW", None), ("SMOKE", "_release_smoke"),
                         ("WATCH", "_release_watch"), ("ROLLBACK SMOKE", "_release_rollback_smoke")):
-        counts = _per_service(_precheck_stage(precheck, "current") if name is None else var(name, {}) or {},
-                              keys, _smoke_counts)
+        counts = _per_service(stages[phase] if name is None else var(name, {}) or {}, keys, _smoke_counts)
         if counts is not None and (len(keys) == 1 or any(counts.values())):
             smoke[phase] = counts
     outcome = node_outcome(dict(switched=switched, rolled_back=rolled_back, failures=failures,

@@ -64,7 +64,7 @@ def haproxy_factory(tmp_path):
         pytest.fail("haproxy is not installed (apt-get install haproxy); integration tests need it")
     envs = []
 
-    def build(colors=None, inter="300ms", start_apps=True):
+    def build(colors=None, inter="300ms", start_apps=True, **env_options):
         colors = colors or {"blue1": "blue", "blue2": "blue", "green1": "green", "green2": "green"}
         # Each HAProxy gets its own directory, so a test can run a fleet of them.
         workdir = tmp_path if not envs else tmp_path / ("node%d" % (len(envs) + 1))
@@ -75,7 +75,7 @@ def haproxy_factory(tmp_path):
             for app in apps.values():
                 app.start()
         env = HAProxyEnv(workdir=str(workdir), apps=apps, frontend_port=free_port(),
-                         stats_port=free_port(), inter=inter)
+                         stats_port=free_port(), inter=inter, **env_options)
         envs.append(env)
         return env.start()
 

@@ -18,7 +18,7 @@ DOCSITE = REPO / "docs" / "docsite"
 LABEL_PREFIX = "ansible_collections.bluegreen.haproxy.docsite."
 # Names a run publishes (set_stats artifacts, status.yml's fleet report), not inputs.
 PUBLISHED = {"release_outcome", "release_target", "release_summary", "release_switch", "release_partial",
-             "release_fleet", "release_status"}
+             "release_fleet", "release_status", "release_drain"}
 # Named on purpose although no input: the typo in the example of INIT's refusal, and a former
 # internal name a run refuses.
 NOT_INPUTS = {"release_watch_secnds", "release_failures"}
