@@ -1,0 +1,338 @@
+"""The role's routing for canary steps, the test listener and mode tcp, on a real HAProxy.
+
+The role's own template (variables checked by its validate tasks first, the candidate checked
+with `haproxy -c` as the role does) is rendered over a lab HAProxy on loopback (tests/lab.py,
+blue and green app processes) and reloaded. The map entries the release engine will write at
+runtime (`<key>.weight`, `<key>.canary`, `<key>.preview`) are set here with `set map`/`add map`,
+and users' requests show where they land.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+
+import pytest
+
+from lab import HAPROXY, App, HAProxyEnv, free_port, wait_for
+
+USERS = 1000
+SHARE_TOLERANCE = 5.0  # percentage points
+
+RENDER_PLAYBOOK = """\
+- name: Render the haproxy role's configuration as the role does
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: The role's variable checks (its validate tasks), defaults and vars
+      ansible.builtin.include_role:
+        name: bluegreen.haproxy.haproxy
+        tasks_from: validate
+        public: true
+    - name: The role's template, checked with haproxy -c before it replaces the lab's
+      ansible.builtin.template:
+        src: {template}
+        dest: "{{{{ routing_config_path }}}}"
+        mode: "0644"
+        validate: "{{{{ haproxy_binary }}}} -c -f %s"
+"""
+TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "roles", "haproxy", "templates", "haproxy.cfg.j2")
+
+
+def role_vars(env, **extra):
+    """The role configured like the lab's HAProxy (same sockets, map and app servers)."""
+    def servers(color):
+        return [dict(name=app.name, address="127.0.0.1", port=app.port)
+                for app in env.apps.values() if app.color == color]
+    variables = dict(
+        routing_config_path=env.config_path,
+        haproxy_binary=HAPROXY,
+        haproxy_stats_socket_path=env.socket,
+        haproxy_stats_socket_options="",
+        haproxy_global_log=[],
+        haproxy_global_chroot="",
+        haproxy_global_extra=["noreuseport"],
+        haproxy_switch_map_path=env.map_path,
+        haproxy_defaults_timeouts={"connect": "2s", "client": "10s", "server": "10s"},
+        haproxy_defaults_default_server={"inter": env.inter, "fall": 2, "rise": 2},
+        haproxy_frontends=[dict(name="fe_main", binds=[dict(address="127.0.0.1:%d" % env.frontend_port)])],
+        haproxy_backends=[dict(name="backend_blue", servers=servers("blue")),
+                          dict(name="backend_green", servers=servers("green"))],
+    )
+    variables.update(extra)
+    return variables
+
+
+def render(run_playbook, tmp_path, variables):
+    playbook = tmp_path / "render-routing.yml"
+    playbook.write_text(RENDER_PLAYBOOK.format(template=TEMPLATE))
+    return run_playbook(str(playbook), variables)
+
+
+def failure_messages(report):
+    return [result.get("msg", "") for play in report["plays"] for task in play["tasks"]
+            for result in task["hosts"].values() if result.get("failed")]
+
+
+def apply(env, run_playbook, tmp_path, variables, map_lines=()):
+    """Render the role's configuration over the lab's, add map lines to the file, reload."""
+    code, report = render(run_playbook, tmp_path, variables)
+    assert code == 0, failure_messages(report)
+    if map_lines:
+        with open(env.map_path, "a") as handle:
+            handle.write("".join(line + "\n" for line in map_lines))
+    env.reload()
+    env.wait_all_up()
+    with open(env.config_path) as handle:
+        return handle.read()
+
+
+class Client:
+    """One keep-alive connection to a listener; HAProxy routes every HTTP request on its own."""
+
+    def __init__(self, port):
+        self.port = port
+        self.connection = None
+
+    def get(self, headers=None, path="/release"):
+        for attempt in (1, 2):
+            if self.connection is None:
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                self.connection.request("GET", path, headers=headers or {})
+                response = self.connection.getresponse()
+                body = response.read().decode()
+            except (OSError, http.client.HTTPException):
+                self.connection.close()
+                self.connection = None
+                if attempt == 2:
+                    raise
+                continue
+            if response.getheader("Connection", "").lower() == "close":
+                self.connection.close()
+                self.connection = None
+            return response.status, body.strip()
+
+    def color(self, headers=None):
+        status, body = self.get(headers)
+        assert status == 200 and body.startswith("version="), (status, body)
+        return body[len("version="):]
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+
+
+def user_colors(client, users, **headers):
+    """The version each user (x-user-id: user<n>) gets."""
+    return {user: client.color(dict(headers, **{"x-user-id": "user%d" % user})) for user in users}
+
+
+def set_entry(env, key, value):
+    """Set a map entry at runtime (add it when absent), as the engine will; wait until it reads back."""
+    if env.map_value(key) is None:
+        env.runtime("add map %s %s %s" % (env.map_path, key, value))
+    else:
+        env.runtime("set map %s %s %s" % (env.map_path, key, value))
+    wait_for(lambda: env.map_value(key) == str(value), what="%s = %s at runtime" % (key, value))
+
+
+def delete_entry(env, key):
+    env.runtime("del map %s %s" % (env.map_path, key))
+    wait_for(lambda: env.map_value(key) is None, what="%s removed at runtime" % key)
+
+
+def share(colors, color="green"):
+    return 100.0 * sum(1 for value in colors.values() if value == color) / len(colors)
+
+
+@pytest.fixture
+def canary_lab(haproxy_env, run_playbook, tmp_path):
+    """fe_main: the canary by header bucket on str(active); fe_host: a host-keyed map; a test listener."""
+    env = haproxy_env
+    env.host_port = host_port = free_port()
+    env.listener_port = listener_port = free_port()
+    env.config_text = apply(env, run_playbook, tmp_path, role_vars(
+        env,
+        haproxy_canary=True,
+        haproxy_canary_bucket="req.hdr(x-user-id)",
+        haproxy_test_listener=["127.0.0.1:%d" % listener_port],
+        haproxy_frontends=[
+            dict(name="fe_main", binds=[dict(address="127.0.0.1:%d" % env.frontend_port)]),
+            dict(name="fe_host", switch_key="req.hdr(host),lower", binds=[dict(address="127.0.0.1:%d" % host_port)]),
+        ],
+    ), map_lines=["app.test backend_blue"])
+    yield env
+
+
+def test_the_weight_sends_a_stable_monotone_share_of_users_to_the_canary(canary_lab):
+    env = canary_lab
+    client = Client(env.frontend_port)
+    users = range(USERS)
+
+    # No weight entry at all: exactly the plain switch.
+    assert share(user_colors(client, users)) == 0.0
+    set_entry(env, "active.canary", "backend_green")
+    assert share(user_colors(client, users)) == 0.0, "absent weight: nobody on the canary"
+    set_entry(env, "active.weight", 0)
+    assert share(user_colors(client, users)) == 0.0, "weight 0: nobody on the canary"
+
+    set_entry(env, "active.weight", 30)
+    at_30 = user_colors(client, users)
+    assert abs(share(at_30) - 30) <= SHARE_TOLERANCE, share(at_30)
+    for _repeat in range(2):
+        assert user_colors(client, users) == at_30, "a user saw both versions at one weight"
+
+    set_entry(env, "active.weight", 50)
+    at_50 = user_colors(client, users)
+    assert abs(share(at_50) - 50) <= SHARE_TOLERANCE, share(at_50)
+    moved_back = [user for user, color in at_30.items() if color == "green" and at_50[user] != "green"]
+    assert moved_back == [], "raising the weight flipped %d canary users back" % len(moved_back)
+
+    set_entry(env, "active.weight", 100)
+    assert share(user_colors(client, users)) == 100.0, "weight 100: everybody on the canary"
+    # A request without the bucket's sample (no x-user-id) has no bucket: it stays stable.
+    assert client.color() == "blue"
+
+    delete_entry(env, "active.weight")
+    assert share(user_colors(client, users)) == 0.0, "weight removed: back to the plain switch"
+    client.close()
+
+
+def test_a_host_keyed_map_runs_a_canary_per_host(canary_lab):
+    env = canary_lab
+    client = Client(env.host_port)
+    users = range(USERS)
+    host = {"Host": "App.Test"}  # the key is req.hdr(host),lower
+    assert share(user_colors(client, users, **host)) == 0.0
+
+    set_entry(env, "app.test.canary", "backend_green")
+    set_entry(env, "app.test.weight", 30)
+    at_30 = user_colors(client, users, **host)
+    assert abs(share(at_30) - 30) <= SHARE_TOLERANCE, share(at_30)
+    assert user_colors(client, users, **host) == at_30
+    # Another service of the map (its own keys absent) and the str(active) frontend are untouched.
+    assert client.get({"Host": "other.test", "x-user-id": "user1"}) == (200, "version=blue")
+    assert share(user_colors(Client(env.frontend_port), range(200))) == 0.0
+
+    set_entry(env, "app.test.weight", 100)
+    assert share(user_colors(client, users, **host)) == 100.0
+    client.close()
+
+
+def test_the_test_listener_serves_the_preview_only(canary_lab):
+    env = canary_lab
+    listener, public = Client(env.listener_port), Client(env.frontend_port)
+    # No preview entry: refused, never the live version passed off as the preview.
+    assert [listener.get()[0] for _ in range(5)] == [503] * 5
+
+    set_entry(env, "active.preview", "backend_green")
+    assert [listener.color() for _ in range(20)] == ["green"] * 20
+    assert [public.color({"x-user-id": "user%d" % n}) for n in range(200)] == ["blue"] * 200
+
+    delete_entry(env, "active.preview")
+    assert listener.get()[0] == 503
+    assert public.color() == "blue"
+    listener.close()
+    public.close()
+
+
+def test_the_test_listener_copies_the_frontends_lines(canary_lab):
+    """The test listener is what fe_main serves: its raw lines and switch key, routed by preview."""
+    frontend = canary_lab.config_text.split("frontend bg_test_listener", 1)[1].split("\nbackend ", 1)[0]
+    assert "bind 127.0.0.1:%d" % canary_lab.listener_port in frontend
+    assert "str(active.preview),map(%s)" % canary_lab.map_path in frontend
+    assert "http-request deny deny_status 503 unless { var(txn.bg_preview) -m found }" in frontend
+
+
+def tcp_color(port, connection=None):
+    """The version a raw TCP connection reaches (one request on it); the socket stays open when given."""
+    sock = connection or socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /release HTTP/1.1\r\nHost: release.test\r\n\r\n")
+    data = b""
+    while b"version=" not in data or not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    if connection is None:
+        sock.close()
+    return data.decode().rsplit("version=", 1)[1].strip()
+
+
+def test_a_mode_tcp_frontend_switches_new_connections_by_the_map(haproxy_env, run_playbook, tmp_path):
+    env = haproxy_env
+    variables = role_vars(env, haproxy_canary=True)
+    variables["haproxy_frontends"] = [dict(name="fe_tcp", mode="tcp",
+                                           binds=[dict(address="127.0.0.1:%d" % env.frontend_port)])]
+    for backend in variables["haproxy_backends"]:
+        backend["mode"] = "tcp"  # the servers speak HTTP: option httpchk stays
+    text = apply(env, run_playbook, tmp_path, variables)
+    frontend = text.split("frontend fe_tcp", 1)[1].split("\nbackend ", 1)[0]
+    assert "http-request" not in frontend and "idle-close-on-response" not in frontend
+    assert "tcp-request content set-var(txn.bg_bucket) src,crc32(1),mod(100)" in frontend
+
+    held = socket.create_connection(("127.0.0.1", env.frontend_port), timeout=5)
+    assert tcp_color(env.frontend_port, held) == "blue"
+    assert [tcp_color(env.frontend_port) for _ in range(10)] == ["blue"] * 10
+
+    env.runtime("set map %s active backend_green" % env.map_path)
+    wait_for(lambda: env.map_value() == "backend_green", what="active = backend_green")
+    assert [tcp_color(env.frontend_port) for _ in range(10)] == ["green"] * 10
+    # A TCP connection is routed once: the one opened before the switch stays on blue.
+    assert tcp_color(env.frontend_port, held) == "blue"
+    held.close()
+
+    # The canary rules work in mode tcp too (one client address, one bucket: 0 or 100 here).
+    set_entry(env, "active.canary", "backend_blue")
+    set_entry(env, "active.weight", 100)
+    assert [tcp_color(env.frontend_port) for _ in range(10)] == ["blue"] * 10
+    set_entry(env, "active.weight", 0)
+    assert [tcp_color(env.frontend_port) for _ in range(10)] == ["green"] * 10
+
+
+def test_the_default_configuration_renders_no_canary_and_no_test_listener(haproxy_env, run_playbook, tmp_path):
+    text = apply(haproxy_env, run_playbook, tmp_path, role_vars(haproxy_env))
+    assert "bg_" not in text and "tcp-request" not in text
+    assert "    use_backend %%[str(active),map(%s,backend_blue)]\n" % haproxy_env.map_path in text
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (dict(haproxy_canary=True, haproxy_canary_bucket=""), 'haproxy_canary_bucket "" must be a sample expression'),
+    (dict(haproxy_canary=True, haproxy_canary_bucket="req.hdr(x user)"), "haproxy_canary_bucket"),
+    (dict(haproxy_test_listener=["127.0.0.1:18080"], haproxy_frontends=[
+        dict(name="fe_main", use_switch=False, default_backend="backend_blue", binds=[dict(address="127.0.0.1:18081")])]),
+     "haproxy_test_listener is set but no HTTP frontend routes by the switch"),
+    (dict(haproxy_test_listener=["127.0.0.1:18080"], haproxy_frontends=[
+        dict(name="fe_main", mode="tcp", binds=[dict(address="127.0.0.1:18081")])]),
+     "haproxy_test_listener is set but no HTTP frontend routes by the switch"),
+    (dict(haproxy_test_listener=["localhost"]), 'haproxy_test_listener: bind address "localhost" must be [ADDRESS]:PORT'),
+    (dict(haproxy_test_listener=["127.0.0.1:18080"], haproxy_test_listener_name="backend_green"),
+     "haproxy_test_listener_name 'backend_green' is already the name of a frontend or backend"),
+    (dict(haproxy_test_listener=["127.0.0.1:18080"], haproxy_test_listener_frontend="fe_other"),
+     "haproxy_test_listener_frontend 'fe_other' is not one of the HTTP frontends with the switch"),
+    (dict(haproxy_canary=True, haproxy_frontends=[
+        dict(name="fe_main", canary=False, binds=[dict(address="127.0.0.1:18081")])]),
+     "haproxy_canary is true but no frontend routes by the switch with the canary"),
+    (dict(haproxy_frontends=[dict(name="fe_main", canary=True, use_switch=False, default_backend="backend_blue",
+                                  binds=[dict(address="127.0.0.1:18081")])]),
+     "frontend 'fe_main' has canary: true but use_switch: false"),
+    (dict(haproxy_frontends=[dict(name="fe_main", canary_bucket="", binds=[dict(address="127.0.0.1:18081")])]),
+     "frontend 'fe_main': canary_bucket \"\" must be a sample expression"),
+])
+def test_bad_routing_inputs_fail_before_anything_changes(run_playbook, tmp_path, extra, expected):
+    # No HAProxy needed: the role's checks refuse the variables before the template is rendered.
+    apps = {name: App(name=name, color=name[:-1], port=port, workdir=str(tmp_path))
+            for name, port in (("blue1", 18091), ("green1", 18092))}
+    env = HAProxyEnv(workdir=str(tmp_path), apps=apps, frontend_port=18081, stats_port=18082, inter="1s")
+    before = "# the configuration in place\n"
+    with open(env.config_path, "w") as handle:
+        handle.write(before)
+    code, report = render(run_playbook, tmp_path, role_vars(env, **extra))
+    messages = failure_messages(report)
+    assert code != 0 and any(expected in message for message in messages), messages
+    assert all("nothing on the node was changed" in message for message in messages), messages
+    with open(env.config_path) as handle:
+        assert handle.read() == before
