@@ -265,28 +265,37 @@ def tcp_color(port, connection=None):
 def test_a_mode_tcp_frontend_switches_new_connections_by_the_map(haproxy_env, run_playbook, tmp_path):
     env = haproxy_env
     variables = role_vars(env, haproxy_canary=True)
-    variables["haproxy_frontends"] = [dict(name="fe_tcp", mode="tcp",
-                                           binds=[dict(address="127.0.0.1:%d" % env.frontend_port)])]
-    for backend in variables["haproxy_backends"]:
-        backend["mode"] = "tcp"  # the servers speak HTTP: option httpchk stays
+    # The tcp frontend routes to mode tcp backends, its fallback one of them.
+    variables["haproxy_frontends"] = [
+        dict(name="fe_tcp", mode="tcp", switch_fallback_backend="backend_tcp_blue",
+             binds=[dict(address="127.0.0.1:%d" % env.frontend_port)]),
+    ]
+    env.make_live("backend_tcp_blue")
+    for color in ("blue", "green"):
+        # The servers speak HTTP: option httpchk stays in a mode tcp backend.
+        variables["haproxy_backends"].append(dict(name="backend_tcp_" + color, mode="tcp", servers=[
+            dict(name=app.name, address="127.0.0.1", port=app.port) for app in env.apps.values() if app.color == color]))
     text = apply(env, run_playbook, tmp_path, variables)
     frontend = text.split("frontend fe_tcp", 1)[1].split("\nbackend ", 1)[0]
     assert "http-request" not in frontend and "idle-close-on-response" not in frontend
     assert "tcp-request content set-var(txn.bg_bucket) src,crc32(1),mod(100)" in frontend
+    assert "map(%s,backend_tcp_blue)" % env.map_path in frontend
+    assert "option httpchk GET /healthz" in text.split("backend backend_tcp_green", 1)[1]
+    env.wait_status("backend_tcp_green", "green1", "UP")
 
     held = socket.create_connection(("127.0.0.1", env.frontend_port), timeout=5)
     assert tcp_color(env.frontend_port, held) == "blue"
     assert [tcp_color(env.frontend_port) for _ in range(10)] == ["blue"] * 10
 
-    env.runtime("set map %s active backend_green" % env.map_path)
-    wait_for(lambda: env.map_value() == "backend_green", what="active = backend_green")
+    env.runtime("set map %s active backend_tcp_green" % env.map_path)
+    wait_for(lambda: env.map_value() == "backend_tcp_green", what="active = backend_tcp_green")
     assert [tcp_color(env.frontend_port) for _ in range(10)] == ["green"] * 10
     # A TCP connection is routed once: the one opened before the switch stays on blue.
     assert tcp_color(env.frontend_port, held) == "blue"
     held.close()
 
     # The canary rules work in mode tcp too (one client address, one bucket: 0 or 100 here).
-    set_entry(env, "active.canary", "backend_blue")
+    set_entry(env, "active.canary", "backend_tcp_blue")
     set_entry(env, "active.weight", 100)
     assert [tcp_color(env.frontend_port) for _ in range(10)] == ["blue"] * 10
     set_entry(env, "active.weight", 0)
@@ -321,6 +330,9 @@ def test_the_default_configuration_renders_no_canary_and_no_test_listener(haprox
      "frontend 'fe_main' has canary: true but use_switch: false"),
     (dict(haproxy_frontends=[dict(name="fe_main", canary_bucket="", binds=[dict(address="127.0.0.1:18081")])]),
      "frontend 'fe_main': canary_bucket \"\" must be a sample expression"),
+    (dict(haproxy_frontends=[dict(name="fe_main", switch_fallback_backend="backend_nope",
+                                  binds=[dict(address="127.0.0.1:18081")])]),
+     "frontend 'fe_main': switch_fallback_backend 'backend_nope' is not one of the backends"),
 ])
 def test_bad_routing_inputs_fail_before_anything_changes(run_playbook, tmp_path, extra, expected):
     # No HAProxy needed: the role's checks refuse the variables before the template is rendered.
