@@ -10,12 +10,15 @@ and users' requests show where they land.
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import shutil
 import socket
+import subprocess
 
 import pytest
 
-from lab import HAPROXY, App, HAProxyEnv, free_port, wait_for
+from lab import APP, HAPROXY, App, HAProxyEnv, free_port, wait_for
 
 USERS = 1000
 SHARE_TOLERANCE = 5.0  # percentage points
@@ -348,3 +351,145 @@ def test_bad_routing_inputs_fail_before_anything_changes(run_playbook, tmp_path,
     assert all("nothing on the node was changed" in message for message in messages), messages
     with open(env.config_path) as handle:
         assert handle.read() == before
+
+
+# ------------------------------------------------------------------ HAProxy 3.0 (Debian trixie)
+
+HAPROXY_30_IMAGE = "bluegreen/haproxy-node:trixie"  # `make images`; Debian 13's HAProxy 3.0
+
+# The same checks, standard library only, run by the image's python3 next to its HAProxy 3.0,
+# on the configuration the role rendered here (the directory is mounted at the same path).
+CHECK_IN_CONTAINER = r'''
+import http.client, json, socket, subprocess, sys, time
+D, APP, PORTS = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+MAP, CFG, SOCK = D + "/maps/bluegreen.map", D + "/haproxy.cfg", D + "/admin.sock"
+results = {"version": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0]}
+results["check"] = subprocess.run(["haproxy", "-c", "-q", "-f", CFG]).returncode
+apps = [subprocess.Popen([sys.executable, APP, "--color", color, "--bind", "127.0.0.1", "--port", str(PORTS[color])],
+                         stderr=subprocess.DEVNULL) for color in ("blue", "green")]
+haproxy = subprocess.Popen(["haproxy", "-db", "-f", CFG], stderr=subprocess.DEVNULL)
+def cli(command):
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            sock = socket.socket(socket.AF_UNIX); sock.connect(SOCK); break
+        except OSError:
+            if time.monotonic() > deadline: raise
+            time.sleep(0.1)
+    sock.sendall((command + "\n").encode()); out = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk: break
+        out += chunk
+    sock.close(); return out.decode()
+deadline = time.monotonic() + 30
+while cli("show stat").count(",UP,") < 4:
+    assert time.monotonic() < deadline, cli("show stat")
+    time.sleep(0.2)
+def put(key, value):
+    keys = [line.split()[1] for line in cli("show map " + MAP).splitlines() if len(line.split()) == 3]
+    cli("%s map %s %s %s" % ("set" if key in keys else "add", MAP, key, value))
+def get(port, headers):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("GET", "/release", headers=headers)
+    response = connection.getresponse(); body = response.read().decode().strip(); connection.close()
+    return response.status, body
+def colors(port, users=1000, **headers):
+    return {user: get(port, dict(headers, **{"x-user-id": "user%d" % user}))[1] for user in range(users)}
+def share(answers):
+    return 100.0 * sum(answer == "version=green" for answer in answers.values()) / len(answers)
+def tcp(sock=None):
+    own = sock is None
+    sock = sock or socket.create_connection(("127.0.0.1", PORTS["tcp"]), timeout=5)
+    sock.sendall(b"GET /release HTTP/1.1\r\nHost: release.test\r\n\r\n"); data = b""
+    while b"version=" not in data or not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk: break
+        data += chunk
+    if own: sock.close()
+    return data.decode().rsplit("version=", 1)[1].strip()
+results["absent"] = share(colors(PORTS["main"]))
+put("active.canary", "backend_green"); put("active.weight", 0)
+results["weight0"] = share(colors(PORTS["main"]))
+put("active.weight", 30); at_30 = colors(PORTS["main"])
+results["weight30"], results["stable"] = share(at_30), colors(PORTS["main"]) == at_30
+put("active.weight", 50); at_50 = colors(PORTS["main"])
+results["weight50"] = share(at_50)
+results["flipped_back"] = sum(1 for user, answer in at_30.items() if answer == "version=green" and at_50[user] != answer)
+put("active.weight", 100)
+results["weight100"], results["no_bucket"] = share(colors(PORTS["main"])), get(PORTS["main"], {})[1]
+put("app.test.canary", "backend_green"); put("app.test.weight", 30)
+results["host30"] = share(colors(PORTS["host"], Host="App.Test"))
+results["other_host"] = get(PORTS["host"], {"Host": "other.test", "x-user-id": "user1"})[1]
+results["listener_without_preview"] = get(PORTS["listener"], {})[0]
+put("active.preview", "backend_green"); put("active.weight", 0)
+results["listener_with_preview"] = get(PORTS["listener"], {})[1]
+results["public_with_preview"] = share(colors(PORTS["main"], 200))
+held = socket.create_connection(("127.0.0.1", PORTS["tcp"]), timeout=5)
+results["tcp_before"] = [tcp(held)] + [tcp() for _ in range(5)]
+cli("set map %s tcp backend_tcp_green" % MAP)
+results["tcp_after"], results["tcp_held"] = [tcp() for _ in range(5)], tcp(held)
+haproxy.terminate()
+for app in apps: app.terminate()
+print(json.dumps(results))
+'''
+
+
+def docker_image_present(image):
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False).returncode == 0
+
+
+def test_the_same_routing_on_haproxy_3_0(run_playbook, tmp_path):
+    """The configuration the role renders, checked and driven by traffic on HAProxy 3.0 (trixie image)."""
+    if not docker_image_present(HAPROXY_30_IMAGE):
+        pytest.skip("docker or the image %s is not available (make images)" % HAPROXY_30_IMAGE)
+    ports = dict(main=29301, host=29302, listener=29303, tcp=29304, blue=29311, green=29312)  # in the container
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "bluegreen.map").write_text("active backend_blue\napp.test backend_blue\ntcp backend_tcp_blue\n")
+
+    def backend(name, port, **extra):
+        return dict(name=name, servers=[dict(name=name.rsplit("_", 1)[1] + "1", address="127.0.0.1", port=port)], **extra)
+
+    code, report = render(run_playbook, tmp_path, dict(
+        routing_config_path=str(tmp_path / "haproxy.cfg"),
+        haproxy_binary=HAPROXY,  # the host's 2.6 checks it here, 3.0 in the container
+        haproxy_user="root", haproxy_group="root",
+        haproxy_stats_socket_path=str(tmp_path / "admin.sock"),
+        haproxy_global_log=[], haproxy_global_chroot="", haproxy_global_extra=["noreuseport"],
+        haproxy_switch_map_path=str(tmp_path / "maps" / "bluegreen.map"),
+        haproxy_defaults_default_server={"inter": "300ms", "fall": 2, "rise": 2},
+        haproxy_canary=True, haproxy_canary_bucket="req.hdr(x-user-id)",
+        haproxy_test_listener=["127.0.0.1:%d" % ports["listener"]],
+        haproxy_frontends=[
+            dict(name="fe_main", binds=[dict(address="127.0.0.1:%d" % ports["main"])]),
+            dict(name="fe_host", switch_key="req.hdr(host),lower", binds=[dict(address="127.0.0.1:%d" % ports["host"])]),
+            dict(name="fe_tcp", mode="tcp", switch_key="str(tcp)", switch_fallback_backend="backend_tcp_blue",
+                 binds=[dict(address="127.0.0.1:%d" % ports["tcp"])]),
+        ],
+        haproxy_backends=[backend("backend_blue", ports["blue"]), backend("backend_green", ports["green"]),
+                          backend("backend_tcp_blue", ports["blue"], mode="tcp"),
+                          backend("backend_tcp_green", ports["green"], mode="tcp")],
+    ))
+    assert code == 0, failure_messages(report)
+    (tmp_path / "check.py").write_text(CHECK_IN_CONTAINER)
+    app_dir = os.path.dirname(APP)
+    completed = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", "%s:%s" % (tmp_path, tmp_path),
+         "-v", "%s:%s:ro" % (app_dir, app_dir), "--entrypoint", "python3", HAPROXY_30_IMAGE,
+         str(tmp_path / "check.py"), str(tmp_path), APP, json.dumps(ports)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert results["version"].startswith("HAProxy version 3.0"), results
+    assert results["check"] == 0
+    assert results["absent"] == results["weight0"] == 0.0
+    assert abs(results["weight30"] - 30) <= SHARE_TOLERANCE and results["stable"], results
+    assert abs(results["weight50"] - 50) <= SHARE_TOLERANCE and results["flipped_back"] == 0, results
+    assert results["weight100"] == 100.0 and results["no_bucket"] == "version=blue", results
+    assert abs(results["host30"] - 30) <= SHARE_TOLERANCE and results["other_host"] == "version=blue", results
+    assert results["listener_without_preview"] == 503 and results["listener_with_preview"] == "version=green", results
+    assert results["public_with_preview"] == 0.0, results
+    assert results["tcp_before"] == ["blue"] * 6, results
+    assert results["tcp_after"] == ["green"] * 5 and results["tcp_held"] == "blue", results
