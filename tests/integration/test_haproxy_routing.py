@@ -93,39 +93,24 @@ def apply(env, run_playbook, tmp_path, variables, map_lines=()):
 
 
 class Client:
-    """One keep-alive connection to a listener; HAProxy routes every HTTP request on its own."""
+    """Requests to one listener, each on a fresh connection (as a new user's browser would)."""
 
     def __init__(self, port):
         self.port = port
-        self.connection = None
 
     def get(self, headers=None, path="/release"):
-        for attempt in (1, 2):
-            if self.connection is None:
-                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            try:
-                self.connection.request("GET", path, headers=headers or {})
-                response = self.connection.getresponse()
-                body = response.read().decode()
-            except (OSError, http.client.HTTPException):
-                self.connection.close()
-                self.connection = None
-                if attempt == 2:
-                    raise
-                continue
-            if response.getheader("Connection", "").lower() == "close":
-                self.connection.close()
-                self.connection = None
-            return response.status, body.strip()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            connection.request("GET", path, headers=dict(headers or {}, Connection="close"))
+            response = connection.getresponse()
+            return response.status, response.read().decode().strip()
+        finally:
+            connection.close()
 
     def color(self, headers=None):
         status, body = self.get(headers)
         assert status == 200 and body.startswith("version="), (status, body)
         return body[len("version="):]
-
-    def close(self):
-        if self.connection is not None:
-            self.connection.close()
 
 
 def user_colors(client, users, **headers):
@@ -201,7 +186,6 @@ def test_the_weight_sends_a_stable_monotone_share_of_users_to_the_canary(canary_
 
     delete_entry(env, "active.weight")
     assert share(user_colors(client, users)) == 0.0, "weight removed: back to the plain switch"
-    client.close()
 
 
 def test_a_host_keyed_map_runs_a_canary_per_host(canary_lab):
@@ -222,7 +206,6 @@ def test_a_host_keyed_map_runs_a_canary_per_host(canary_lab):
 
     set_entry(env, "app.test.weight", 100)
     assert share(user_colors(client, users, **host)) == 100.0
-    client.close()
 
 
 def test_the_test_listener_serves_the_preview_only(canary_lab):
@@ -238,8 +221,6 @@ def test_the_test_listener_serves_the_preview_only(canary_lab):
     delete_entry(env, "active.preview")
     assert listener.get()[0] == 503
     assert public.color() == "blue"
-    listener.close()
-    public.close()
 
 
 def test_the_test_listener_copies_the_frontends_lines(canary_lab):
