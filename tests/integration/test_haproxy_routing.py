@@ -148,7 +148,9 @@ def canary_lab(haproxy_env, run_playbook, tmp_path):
         haproxy_canary_bucket="req.hdr(x-user-id)",
         haproxy_test_listener=["127.0.0.1:%d" % listener_port],
         haproxy_frontends=[
-            dict(name="fe_main", binds=[dict(address="127.0.0.1:%d" % env.frontend_port)]),
+            # A rule of the public frontend the test listener must apply too.
+            dict(name="fe_main", binds=[dict(address="127.0.0.1:%d" % env.frontend_port)],
+                 options=["http-request return status 418 content-type text/plain string teapot if { path /teapot }"]),
             dict(name="fe_host", switch_key="req.hdr(host),lower", binds=[dict(address="127.0.0.1:%d" % host_port)]),
         ],
     ), map_lines=["app.test backend_blue"])
@@ -223,10 +225,14 @@ def test_the_test_listener_serves_the_preview_only(canary_lab):
     assert public.color() == "blue"
 
 
-def test_the_test_listener_copies_the_frontends_lines(canary_lab):
+def test_the_test_listener_applies_the_frontends_rules(canary_lab):
     """The test listener is what fe_main serves: its raw lines and switch key, routed by preview."""
-    frontend = canary_lab.config_text.split("frontend bg_test_listener", 1)[1].split("\nbackend ", 1)[0]
-    assert "bind 127.0.0.1:%d" % canary_lab.listener_port in frontend
+    env = canary_lab
+    set_entry(env, "active.preview", "backend_green")
+    assert Client(env.listener_port).get(path="/teapot") == (418, "teapot")
+    assert Client(env.frontend_port).get(path="/teapot") == (418, "teapot")
+    frontend = env.config_text.split("frontend bg_test_listener", 1)[1].split("\nbackend ", 1)[0]
+    assert "bind 127.0.0.1:%d" % env.listener_port in frontend
     assert "str(active.preview),map(%s)" % canary_lab.map_path in frontend
     assert "http-request deny deny_status 503 unless { var(txn.bg_preview) -m found }" in frontend
 
