@@ -268,6 +268,7 @@ def test_a_mode_tcp_frontend_switches_new_connections_by_the_map(haproxy_env, ru
     text = apply(env, run_playbook, tmp_path, variables)
     frontend = text.split("frontend fe_tcp", 1)[1].split("\nbackend ", 1)[0]
     assert "http-request" not in frontend and "idle-close-on-response" not in frontend
+    assert "option tcplog" in frontend  # the defaults' httplog would only warn and fall back
     assert "tcp-request content set-var(txn.bg_bucket) src,crc32(1),mod(100)" in frontend
     assert "map(%s,backend_tcp_blue)" % env.map_path in frontend
     assert "option httpchk GET /healthz" in text.split("backend backend_tcp_green", 1)[1]
