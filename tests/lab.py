@@ -91,6 +91,13 @@ frontend fe_test_listener
     use_backend %[str(active.preview),map({map_path},backend_blue)]
 """
 
+CANARY_LINES = """\
+    http-request set-var(txn.bg_bucket) req.hdr(x-user-id),crc32(1),mod(100)
+    http-request set-var(txn.bg_weight) str(active.weight),map({map_path},0)
+    use_backend %[str(active.canary),map({map_path},backend_blue)] if {{ var(txn.bg_bucket) -m found }} \
+{{ var(txn.bg_weight),sub(txn.bg_bucket) -m int gt 0 }}
+"""
+
 
 # Ports for the lab's listeners. Not bind(0): the kernel picks those from the ephemeral range,
 # the same ports it gives the load generators' and Ansible's outgoing connections, and HAProxy
@@ -280,6 +287,9 @@ class HAProxyEnv:
     process: subprocess.Popen = None
     tcp_port: int = None  # set: add the `mode tcp` frontend of TCP_CFG on this port
     test_port: int = None  # set: add the test listener of TEST_LISTENER_CFG on this port
+    # True: fe_main routes a canary share (issue 15) as the README's "Canary routing" lines do,
+    # each user's stable bucket hashed from the X-User-Id header.
+    canary: bool = False
     # {backend: [config lines]} put in that backend: e.g. a rewrite that breaks it through HAProxy
     # only (its servers still answer a request sent straight to them, as the preflight sends it).
     backend_lines: dict = None
@@ -324,6 +334,10 @@ class HAProxyEnv:
                                      blue_servers=self._servers("blue"), green_servers=self._servers("green"))
         if self.test_port:
             config += TEST_LISTENER_CFG.format(test_port=self.test_port, map_path=self.map_path)
+        if self.canary:
+            switch = "    use_backend %%[str(active),map(%s,backend_blue)]\n" % self.map_path
+            assert switch in config
+            config = config.replace(switch, CANARY_LINES.format(map_path=self.map_path) + switch, 1)
         for backend, lines in (self.backend_lines or {}).items():
             header = "backend %s\n" % backend
             assert header in config, "no %s in the lab's config" % backend
@@ -404,10 +418,11 @@ class HAProxyEnv:
         self.runtime("set map %s %s %s" % (self.map_path, key, value))
         wait_for(lambda: self.map_value(key) == value, what="%s to be %s at runtime" % (key, value))
 
-    def get(self, path="/release", timeout=5.0, host="release.test", port=None):
+    def get(self, path="/release", timeout=5.0, host="release.test", port=None, headers=None):
         """One request through the frontend (or the one on `port`, e.g. tcp_port) on a fresh connection: (status, body)."""
+        extra = "".join("%s: %s\r\n" % item for item in (headers or {}).items())
         with socket.create_connection(("127.0.0.1", port or self.frontend_port), timeout=timeout) as sock:
-            sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host)).encode())
+            sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n" % (path, host, extra)).encode())
             data = b""
             while True:
                 chunk = sock.recv(65536)

@@ -332,7 +332,7 @@ def preview(client, map_name, services, targets, lives, listener, smoke):
 
 
 def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=False, check_mode=False,
-            precheck=None, disk_error=None, test_listener=None):
+            precheck=None, disk_error=None, test_listener=None, canary=False):
     """PREPARE on this node; returns the result, with `failed`, `stage` and `msg` when a stage refused.
 
     `services` are the run's services (key, target, backends, expected_current, smoke_*,
@@ -342,7 +342,9 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
     `smoke_current`). `disk_text` is the map file's text, None when it cannot be read
     (`disk_error` says why when that matters). With `test_listener` (host:port of this node's
     test listener), a passed precheck is followed by the PREVIEW (not in check mode: it sets
-    runtime entries).
+    runtime entries). With `canary` (release_strategy canary) the canary keys are read too: the
+    plan's `weights` are each key's `<key>.weight` now, and a canary already running (a weight
+    above 0) is refused.
     """
     precheck = dict(precheck or {})
     preflight, smoke_current = precheck.pop("preflight", True), precheck.pop("smoke_current", True)
@@ -351,8 +353,10 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
     try:
         if disk_error:
             raise StepFailed("READ", disk_error)
+        keys = [service["key"] for service in services]
         try:
-            result.update(read_map_info(client, map_name, disk_text, [service["key"] for service in services]))
+            result.update(read_map_info(client, map_name, disk_text,
+                                        keys + ([canary_keys(key)[1] for key in keys] if canary else [])))
         except RuntimeAPIError as exc:
             raise StepFailed("READ", str(exc))
         try:
@@ -362,6 +366,13 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
                              % (lock["path"], exc))
         plan = read_plan(result, result["lock"], services, run, bool(lock and lock.get("force")))
         result["plan"] = plan
+        if canary:
+            plan["weights"] = dict((key, (result.get("entries") or {}).get(canary_keys(key)[1], "")) for key in keys)
+            running = ["%s is %s" % (canary_keys(key)[1], weight) for key, weight in sorted(plan["weights"].items())
+                       if weight not in ("", "0")]
+            if running:
+                raise StepFailed("PRECHECK", "a canary is already running here (%s): end it first - set the weight to 0 "
+                                             "(haproxy_map) - then start this release" % ", ".join(running))
         if already_live(plan, result["lock"]):
             result["already_live"] = True
             return result
@@ -493,7 +504,7 @@ def _prove(client, result, services, targets, baselines, smoke, watch):
 
 
 def switch_and_prove(client, map_name, targets, lives, services, bulk=False, switch_at=None, lock=None,
-                     smoke=None, watch=None, disk_text=None):
+                     smoke=None, watch=None, disk_text=None, canary_weight=None):
     """SWITCH AND PROVE on this node; returns the result, `failed`/`stage`/`msg` when a stage failed.
 
     The compare-and-set switch from `lives` to `targets` (armed for `switch_at`, judged at the
@@ -503,7 +514,9 @@ def switch_and_prove(client, map_name, targets, lives, services, bulk=False, swi
     (the engine's own smoke requests taken out) and a last read of the live map (a reload during
     the window would have put the disk's values back). `smoke` holds requests, timeout and
     validate_certs; `watch` seconds, interval, max_error_rate, min_requests and
-    insufficient_traffic; `services` the run's services (key, smoke_*).
+    insufficient_traffic; `services` the run's services (key, smoke_*). After a canary,
+    `canary_weight` (the last step's weight) promotes: the same commit sets every moving key's
+    `<key>.weight` back to 0, a compare-and-set on that weight too.
     """
     # Imported here: a run that fails before its smoke test needs no HTTP client.
     from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
@@ -519,7 +532,12 @@ def switch_and_prove(client, map_name, targets, lives, services, bulk=False, swi
     params = dict(map=map_name, map_file=None, persist=False, backup=False, switch_at=switch_at, state="present",
                   key=None, value=None, expected_value=None, entries=None, expected_entries=None,
                   release_lock=dict(path=lock["path"], owner=lock["owner"], phase="switching") if lock else None)
-    if bulk:
+    if canary_weight is not None:
+        # Promote: the new live value and the end of the canary share, one atomic commit.
+        params.update(entries=dict(targets, **canary_entries(services, targets, lives, 0)),
+                      expected_entries=dict(lives, **dict((canary_keys(key)[1], str(int(canary_weight)))
+                                                          for key in keys if targets[key] != lives[key])))
+    elif bulk:
         params.update(entries=dict(targets), expected_entries=dict(lives))
     else:
         params.update(key=keys[0], value=targets[keys[0]], expected_value=lives[keys[0]])
@@ -731,3 +749,146 @@ def status(client, map_name, disk_text, keys, lock_path=None, backends=(), allow
     read = "read" if not result["map"].get("failed") else "not read (%s)" % result["map"]["msg"]
     result["msg"] = "map %s %s; %d backend(s) checked" % (map_name, read, len(result["health"]))
     return result
+
+
+# -- CANARY -------------------------------------------------------------------------------------
+
+CANARY_SUFFIX = ".canary"
+WEIGHT_SUFFIX = ".weight"
+
+
+def canary_keys(key):
+    """The map keys of `key`'s canary: the backend that gets the canary share, and the share (0-100)."""
+    return key + CANARY_SUFFIX, key + WEIGHT_SUFFIX
+
+
+def canary_entries(services, targets, lives, weight):
+    """{key.canary: target, key.weight: weight} of every service that moves (weight 0: the weights alone)."""
+    entries = {}
+    for service in services:
+        key = service["key"]
+        if targets[key] == lives[key]:
+            continue
+        canary, share = canary_keys(key)
+        if weight:
+            entries[canary] = targets[key]
+        entries[share] = str(int(weight))
+    return entries
+
+
+def _step_verdict(target, stable, min_requests, insufficient_traffic):
+    """A canary step's verdict from its two windows: (verdict, message or None)."""
+    if target["verdict"] == "failed":
+        return "failed", target["msg"]
+    if stable.get("verdict") == "failed":
+        return "failed", "the stable backend failed while the canary ran: %s" % stable["msg"]
+    if target["requests"] == 0 and stable.get("requests", 0) >= min_requests:
+        return "does not route", (
+            "the canary does not route: %s got no request while %s got %d real requests; the configuration does not "
+            "read the weight (see the README's \"Canary routing\")" % (target["backend"], stable["backend"],
+                                                                     stable["requests"]))
+    if target["verdict"] == "insufficient":
+        if insufficient_traffic == "pass":
+            return "insufficient", None
+        return "insufficient", "%s. %s" % (target["msg"], INSUFFICIENT_HINT % min_requests)
+    return "passed", None
+
+
+def canary_step(client, map_name, services, targets, lives, weight, weights, switch_at=None, lock=None, watch=None,
+                smoke=None, clock=None):
+    """One CANARY step on this node; returns the result, `failed`/`stage`/`msg` when it failed.
+
+    Every moving service's `<key>.canary` = its target and `<key>.weight` = `weight` in one
+    prepare/commit (armed for `switch_at`, a compare-and-set on the stable values `lives` and on
+    the weights the step before left, `weights`), read back; then the step's analysis window
+    (`watch`: seconds, max_error_rate, min_requests, insufficient_traffic): real users' requests
+    to the canary backend from HAProxy's counters, and the stable backend's too, so a canary that
+    breaks something shared is caught. A canary backend that gets no request while the stable
+    one gets real traffic is "the canary does not route". `weight` 0 ends the canary (abort):
+    the weights go back to 0 at the instant, read back, and the stable version is smoke-tested
+    (`smoke`) through this node's listener. Returns per service key `canary_step`
+    ({weight, requests, errors, error_rate, verdict, started, ended, stable}).
+    """
+    import time
+
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import traffic
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
+
+    now = clock or time.time
+    watch = dict(watch or {})
+    keys = [service["key"] for service in services]
+    entries = canary_entries(services, targets, lives, weight)
+    expected = dict((key, lives[key]) for key in keys if targets[key] != lives[key])
+    for key in list(expected):
+        before = (weights or {}).get(key)
+        if before not in (None, ""):
+            expected[canary_keys(key)[1]] = str(before)
+    result = dict(changed=False, weight=int(weight), switch=None, canary_step=None, smoke=None, stage=None, warnings=[])
+    params = dict(map=map_name, map_file=None, persist=False, backup=False, switch_at=switch_at, state="present",
+                  key=None, value=None, expected_value=None, entries=entries, expected_entries=expected,
+                  release_lock=dict(path=lock["path"], owner=lock["owner"], phase="canary %d%%" % int(weight))
+                  if lock else None)
+    try:
+        try:
+            switch = change_map(client, params, warn=result["warnings"].append)
+        except MapStepError as exc:
+            result["switch"] = exc.result
+            raise StepFailed("CANARY", str(exc))
+        result.update(switch=switch, changed=bool(switch.get("changed")))
+        errors = readback_errors(entries, switch, "CANARY", "after the step")
+        if errors:
+            raise StepFailed("CANARY", "; ".join(errors))
+        if not weight:
+            # Ended: every user is on the stable version again; prove it answers.
+            result["smoke"] = _smoke_services(_run_smoke(), services, lives, smoke)
+            failed = [(item["key"], item) for item in result["smoke"] if not item["passed"]]
+            if failed:
+                raise StepFailed("CANARY", "the stable version after the canary ended: %s" % _service_message(failed, keys))
+            return result
+        started = now()
+        moving = [service for service in services if targets[service["key"]] != lives[service["key"]]]
+        retry = float((smoke or {}).get("timeout") or 5)
+        baselines = {}
+        for service in moving:
+            for backend in (targets[service["key"]], lives[service["key"]]):
+                if backend not in baselines:
+                    baselines[backend] = traffic.watch_backend(client, backend, retry_for=retry)["counters"]
+        windows, failures = {}, []
+        for index, service in enumerate(moving):
+            key = service["key"]
+            min_requests = int(watch.get("min_requests", 20))
+            target = traffic.watch_backend(
+                client, targets[key], baseline=baselines[targets[key]],
+                duration=float(watch.get("seconds") or 0) if index == 0 else 0.0,
+                interval=min(float(watch.get("interval") or 1), 1.0), max_error_rate=float(watch.get("max_error_rate", 1.0)),
+                min_requests=min_requests, retry_for=retry, insufficient_traffic="pass")
+            stable = traffic.watch_backend(client, lives[key], baseline=baselines[lives[key]],
+                                           max_error_rate=float(watch.get("max_error_rate", 1.0)),
+                                           min_requests=min_requests, retry_for=retry, insufficient_traffic="pass")
+            verdict, message = _step_verdict(target, stable, min_requests, watch.get("insufficient_traffic", "fail"))
+            windows[key] = dict(weight=int(weight), backend=targets[key], switched_at=switch.get("switched_at"),
+                                requests=target["requests"],
+                                errors=target["errors"], error_rate=target["error_rate"], verdict=verdict,
+                                started=round(started, 3), ended=round(now(), 3),
+                                stable=dict(backend=lives[key], requests=stable["requests"], errors=stable["errors"],
+                                            error_rate=stable["error_rate"], verdict=stable["verdict"]))
+            if message:
+                failures.append((key, dict(msg=message)))
+        result["canary_step"] = windows
+        if failures:
+            raise StepFailed("CANARY", "at %d%%: %s" % (int(weight), _service_message(failures, keys)))
+    except RuntimeAPIError as exc:
+        result.update(failed=True, stage="CANARY", msg=str(exc))
+        return result
+    except StepFailed as exc:
+        result.update(failed=True, stage=exc.stage, msg=str(exc))
+        return result
+    result["msg"] = "canary at %d%%: %s" % (int(weight), describe(dict((key, "%s %s" % (item["backend"], item["verdict"]))
+                                                                     for key, item in windows.items())))
+    return result
+
+
+def _run_smoke():
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke as http
+
+    return http.run_smoke

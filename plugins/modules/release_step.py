@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: release_step
-short_description: One step of the release engine on one HAProxy node - status, prepare, switch or finish - in one module run
+short_description: One step of the release engine on one HAProxy node - status, prepare, canary, switch or finish - in one module run
 version_added: 0.2.0
 description:
   - The release engine's three steps, used by the C(bluegreen.haproxy.release) role, one module run per node
@@ -44,6 +44,15 @@ description:
     engine's own smoke requests taken out; then the keys are read once more (B(WATCH VERIFY)) - a reload
     during the window would have put the map file's values back. The switch's result (RV(switch)) tells
     whether and when this node switched, so the finish step can roll it back.
+  - O(step=canary) (C(release_strategy=canary), one run per step, armed like the switch) - every moving key's
+    C(<key>.canary) = its target and C(<key>.weight) = O(weight) in one C(prepare)/C(commit map), waiting for
+    O(switch_at), a compare-and-set on the stable values O(expected) and on the weights the step before left
+    (O(weights)), the phase C(canary <weight>%) recorded in the lock; read back; then the step's analysis
+    window of O(watch_seconds) - real users' requests to the canary backend and to the stable one, from
+    HAProxy's counters, judged by O(max_error_rate) and O(min_requests). A canary backend that gets no request
+    while the stable one gets real traffic fails as "the canary does not route". O(weight=0) ends the canary
+    (the abort) - the weights back to 0 at the instant, read back, and the stable version's smoke test through
+    this node's listener. The live key itself never moves in this step.
   - O(step=finish) (after the fleet's verdict) - O(outcome=persist) (every node passed) writes O(targets) to
     the map file, a compare-and-set on the live values that never moves traffic (skipped with
     O(persist=false)). O(outcome=rollback) (a node failed) - when this node O(switched), records the phase
@@ -63,8 +72,8 @@ attributes:
   check_mode:
     support: partial
     details:
-      - O(step=status) only reads. O(step=prepare) runs in check mode and takes no lock. O(step=switch) and
-        O(step=finish) are skipped in check mode (the release role stops before them).
+      - O(step=status) only reads. O(step=prepare) runs in check mode and takes no lock. O(step=canary),
+        O(step=switch) and O(step=finish) are skipped in check mode (the release role stops before them).
   diff_mode:
     support: none
   idempotent:
@@ -187,6 +196,25 @@ options:
         A failure refuses the node (RV(stage=PRECHECK)) with nothing switched. Not in check mode (it sets runtime
         entries); RV(preview) holds the smoke results.
     type: str
+  canary:
+    description:
+      - The run is a canary (C(release_strategy=canary)) - also read each key's C(<key>.weight), return it in the
+        plan (C(weights)), and refuse a node where a canary already runs (a weight above 0). Step C(prepare) only.
+    type: bool
+    default: false
+  weight:
+    description: The share of users (0-100) this canary step sends to the target; V(0) ends the canary. Step C(canary) only, required there.
+    type: int
+  weights:
+    description: Each key's C(<key>.weight) as the step before left it (the compare-and-set's expected value). Step C(canary) only.
+    type: dict
+    default: {}
+  canary_weight:
+    description:
+      - After a canary, the last step's weight - the switch then promotes, setting every moving key's
+        C(<key>.weight) back to 0 in the same commit as the new live value (a compare-and-set on that weight).
+        Step C(switch) only.
+    type: int
   skip_servers:
     description: Servers the preflight leaves out. Step C(prepare) only.
     type: list
@@ -372,7 +400,8 @@ health:
 stage:
   description:
     - The stage that refused or failed this node, or V(null).
-    - V(INIT) (bad options, any step; the only stage of step C(status)); step C(prepare) - V(READ), V(LOCK) or V(PRECHECK); step C(switch) - V(SWITCH),
+    - V(INIT) (bad options, any step; the only stage of step C(status)); step C(prepare) - V(READ), V(LOCK) or V(PRECHECK);
+      step C(canary) - V(CANARY); step C(switch) - V(SWITCH),
       V(SMOKE) or V(WATCH VERIFY); step C(finish) - V(PERSIST), V(ROLLBACK) or V(UNLOCK).
   returned: always
   type: str
@@ -440,15 +469,15 @@ switched:
   type: bool
 switch:
   description: The switch, as M(bluegreen.haproxy.haproxy_map) returns it (C(switched_at), C(late_by), C(runtime_entries), C(refused), ...).
-  returned: step C(switch)
+  returned: steps C(switch) and C(canary)
   type: dict
 baseline:
   description: Per key, the target's counters read right after the switch (the watch window judges from them).
   returned: step C(switch)
   type: dict
 smoke:
-  description: Per key, the smoke test as M(bluegreen.haproxy.http_smoke) returns it.
-  returned: step C(switch)
+  description: Per key, the smoke test as M(bluegreen.haproxy.http_smoke) returns it (step C(canary) - the stable version's, after the canary ended).
+  returned: steps C(switch) and C(canary)
   type: dict
 traffic:
   description: Per watched key, the watch window as M(bluegreen.haproxy.haproxy_backend_traffic) returns it.
@@ -479,6 +508,18 @@ unlocked:
   description: Whether the release lock was released.
   returned: step C(finish)
   type: bool
+canary_step:
+  description:
+    - Per moving key, the canary step's analysis window - C(weight), C(backend), C(requests), C(errors),
+      C(error_rate), C(verdict) (C(passed), C(failed), C(insufficient), C(does not route)), C(started), C(ended)
+      (epoch) and C(stable) (the stable backend's C(requests), C(errors), C(error_rate), C(verdict)).
+      V(null) when the step ended the canary (O(weight=0)) or failed before its window.
+  returned: step C(canary)
+  type: dict
+weight:
+  description: The weight this canary step set.
+  returned: step C(canary)
+  type: int
 drain:
   description:
     - Per key whose previous backend was drained, that backend's report - C(backend), C(sessions_left) (after the
@@ -507,6 +548,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps import (
     SERVICE_SPEC,
     finish,
+    canary_step,
     prepare,
     status,
     switch_and_prove,
@@ -543,16 +585,20 @@ LOCK_SPEC = dict(
 STEP_OPTIONS = dict(
     status=("keys", "backends", "allow_no_check"),
     prepare=("run", "allow_drift", "preflight", "smoke_current", "health_wait", "poll_interval", "allow_no_check",
-             "force", "preflight_validate_certs", "skip_servers", "test_listener"),
+             "force", "preflight_validate_certs", "skip_servers", "test_listener", "canary"),
+    canary=("targets", "expected", "bulk", "switch_at", "watch_seconds", "watch_interval", "max_error_rate",
+            "min_requests", "insufficient_traffic", "weight", "weights"),
     switch=("targets", "expected", "bulk", "switch_at", "watch_seconds", "watch_interval", "max_error_rate",
-            "min_requests", "insufficient_traffic"),
+            "min_requests", "insufficient_traffic", "canary_weight"),
     finish=("outcome", "targets", "previous", "switched", "persist", "bulk", "backup", "drain_until", "drain_shutdown"),
 )
-LOCK_OPTIONS = dict(status=("path",), prepare=("path", "force", "stale_after"), switch=("path", "owner"), finish=("path", "owner"))
+LOCK_OPTIONS = dict(status=("path",), prepare=("path", "force", "stale_after"), switch=("path", "owner"),
+                    canary=("path", "owner"), finish=("path", "owner"))
 REQUIRED_IF = [
     ("step", "status", ("keys",)),
     ("step", "prepare", ("run", "services")),
     ("step", "switch", ("targets", "expected", "services")),
+    ("step", "canary", ("targets", "expected", "services", "weight")),
     ("step", "finish", ("outcome", "targets", "previous", "services")),
 ]
 
@@ -560,7 +606,7 @@ REQUIRED_IF = [
 def argument_spec():
     spec = runtime_api_argument_spec()
     spec.update(
-        step=dict(type="str", choices=["status", "prepare", "switch", "finish"], required=True),
+        step=dict(type="str", choices=["status", "prepare", "canary", "switch", "finish"], required=True),
         map=dict(type="str", required=True),
         map_file=dict(type="path"),
         services=dict(type="list", elements="dict", options=SERVICE_SPEC),
@@ -583,6 +629,7 @@ def argument_spec():
         preflight_validate_certs=dict(type="bool", default=False),
         skip_servers=dict(type="list", elements="str", default=[]),
         test_listener=dict(type="str"),
+        canary=dict(type="bool", default=False),
         # switch (and finish)
         targets=dict(type="dict"),
         expected=dict(type="dict"),
@@ -593,6 +640,10 @@ def argument_spec():
         max_error_rate=dict(type="float", default=1.0),
         min_requests=dict(type="int", default=20),
         insufficient_traffic=dict(type="str", choices=["fail", "pass"], default="fail"),
+        canary_weight=dict(type="int"),
+        # canary
+        weight=dict(type="int"),
+        weights=dict(type="dict", default={}),
         # finish
         outcome=dict(type="str", choices=["persist", "rollback", "release"]),
         previous=dict(type="dict"),
@@ -622,8 +673,10 @@ def option_refusal(step, params, spec):
                      for name in unused)
         return "step %s does not use %s: remove %s (%s)" % (
             step, ", ".join(unused), "it" if len(unused) == 1 else "them",
-            "; ".join("%s is for step %s" % (name, " and ".join(users[name])) for name in unused))
-    if lock and step in ("switch", "finish") and not lock["owner"]:
+            "; ".join("%s is for step %s" % (name, " and ".join(
+                [", ".join(users[name][:-1])] + users[name][-1:] if len(users[name]) > 2 else users[name]))
+                for name in unused))
+    if lock and step in ("switch", "canary", "finish") and not lock["owner"]:
         return "step %s needs lock.owner, the run that holds the lock %s" % (step, lock["path"])
     return None
 
@@ -664,7 +717,7 @@ def run_prepare(module, params):
     result = prepare(
         client, params["map"], disk_text, params["services"], params["run"], lock=params["lock"],
         allow_drift=params["allow_drift"], check_mode=module.check_mode, disk_error=disk_error,
-        test_listener=params["test_listener"],
+        test_listener=params["test_listener"], canary=params["canary"],
         precheck=dict(preflight=params["preflight"], smoke_current=params["smoke_current"],
                       health_wait=params["health_wait"], poll_interval=params["poll_interval"],
                       allow_no_check=params["allow_no_check"], force=params["force"], requests=params["requests"],
@@ -678,10 +731,9 @@ def run_prepare(module, params):
     return result
 
 
-def run_switch(module, params):
-    """SWITCH AND PROVE: compare-and-set (at the instant), read back, smoke, watch (release_steps.switch_and_prove)."""
+def switch_options(module, params):
+    """(targets, expected, client) of steps switch and canary, every option checked before anything is asked."""
     keys = [service["key"] for service in params["services"]]
-    # Every option is checked before anything is asked.
     try:
         targets = normalize_entries("targets", params["targets"])
         expected = normalize_entries("expected", params["expected"])
@@ -691,11 +743,37 @@ def run_switch(module, params):
             raise TrafficOptionError("several keys switch together only with bulk=true")
         if params["requests"] < 1:
             raise TrafficOptionError("requests must be at least 1, got %d" % params["requests"])
+        for name in ("weight", "canary_weight"):
+            if params[name] is not None and not 0 <= params[name] <= 100:
+                raise TrafficOptionError("%s must be a share of users from 0 to 100, got %d" % (name, params[name]))
         validate_watch_options(params["watch_seconds"], min(params["watch_interval"], 1.0), params["max_error_rate"],
                                params["min_requests"], None, params["insufficient_traffic"], params["watch_interval"])
-        client = RuntimeAPIClient(params["socket"], params["timeout"])
+        return targets, expected, RuntimeAPIClient(params["socket"], params["timeout"])
     except (TrafficOptionError, RuntimeAPIError) as exc:
         module.fail_json(msg=str(exc), changed=False, switched=False, stage="INIT")
+
+
+def watch_options(params):
+    return dict(seconds=params["watch_seconds"], interval=params["watch_interval"],
+                max_error_rate=params["max_error_rate"], min_requests=params["min_requests"],
+                insufficient_traffic=params["insufficient_traffic"])
+
+
+def smoke_options(params):
+    return dict(requests=params["requests"], timeout=params["request_timeout"], validate_certs=params["validate_certs"])
+
+
+def run_canary(module, params):
+    """CANARY: one step's share at the instant, read back, its analysis window - or, weight 0, its end (release_steps.canary_step)."""
+    targets, expected, client = switch_options(module, params)
+    return canary_step(client, params["map"], params["services"], targets, expected, params["weight"], params["weights"],
+                       switch_at=params["switch_at"], lock=params["lock"], watch=watch_options(params),
+                       smoke=smoke_options(params))
+
+
+def run_switch(module, params):
+    """SWITCH AND PROVE: compare-and-set (at the instant), read back, smoke, watch (release_steps.switch_and_prove)."""
+    targets, expected, client = switch_options(module, params)
     try:
         disk_text = read_map_file(params["map_file"] or params["map"]) if params["watch_seconds"] > 0 else None
     except MapFileError:
@@ -703,13 +781,8 @@ def run_switch(module, params):
 
     return switch_and_prove(
         client, params["map"], targets, expected, params["services"], bulk=params["bulk"],
-        switch_at=params["switch_at"], lock=params["lock"],
-        smoke=dict(requests=params["requests"], timeout=params["request_timeout"],
-                   validate_certs=params["validate_certs"]),
-        watch=dict(seconds=params["watch_seconds"], interval=params["watch_interval"],
-                   max_error_rate=params["max_error_rate"], min_requests=params["min_requests"],
-                   insufficient_traffic=params["insufficient_traffic"]),
-        disk_text=disk_text)
+        switch_at=params["switch_at"], lock=params["lock"], smoke=smoke_options(params), watch=watch_options(params),
+        disk_text=disk_text, canary_weight=params["canary_weight"])
 
 
 def run_finish(module, params):
@@ -723,9 +796,7 @@ def run_finish(module, params):
     return finish(
         client, params["map"], params["map_file"] or params["map"], params["services"], params["outcome"], targets,
         previous, switched=params["switched"], persist=params["persist"], bulk=params["bulk"], lock=params["lock"],
-        smoke=dict(requests=params["requests"], timeout=params["request_timeout"],
-                   validate_certs=params["validate_certs"]),
-        backup=module.backup_local if params["backup"] else None, module=module,
+        smoke=smoke_options(params), backup=module.backup_local if params["backup"] else None, module=module,
         drain=dict(until=params["drain_until"], shutdown=params["drain_shutdown"])
         if params["drain_until"] is not None else None)
 
@@ -747,7 +818,7 @@ def run_status(module, params):
                   backends=params["backends"], allow_no_check=params["allow_no_check"], disk_error=disk_error)
 
 
-STEPS = dict(status=run_status, prepare=run_prepare, switch=run_switch, finish=run_finish)
+STEPS = dict(status=run_status, prepare=run_prepare, canary=run_canary, switch=run_switch, finish=run_finish)
 
 
 def main():

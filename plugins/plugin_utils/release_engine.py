@@ -391,6 +391,22 @@ def input_errors(inputs):
     _number(errors, "release_clock_tolerance", inputs.get("clock_tolerance"), float, above=0)
     _number(errors, "release_switch_lead", inputs.get("switch_lead"), float, minimum=0, maximum=600)
     _number(errors, "release_drain_timeout", inputs.get("drain_timeout", 0), float, minimum=0, maximum=86400)
+    if inputs.get("strategy", "bluegreen") not in ("bluegreen", "canary"):
+        errors.append("release_strategy must be bluegreen or canary, got %s" % short(inputs.get("strategy")))
+    elif inputs.get("strategy") == "canary":
+        if action != "cutover":
+            errors.append("release_strategy canary is for a cutover, not a %s" % action)
+        steps = inputs.get("canary_steps")
+        if isinstance(steps, list):
+            # An AWX survey's multiselect answers a list of strings.
+            steps = [int(step) if isinstance(step, str) and step.strip().isdigit() else step for step in steps]
+        if not isinstance(steps, list) or not steps or any(isinstance(step, bool) or not isinstance(step, int)
+                                                           for step in steps):
+            errors.append("release_canary_steps must be a list of shares of users in %%, e.g. [5, 25, 50], got %s"
+                          % short(steps))
+        elif any(not 1 <= step <= 99 for step in steps) or steps != sorted(set(steps)):
+            errors.append("release_canary_steps must rise from 1 to 99 %% (100 is the promotion), got %s" % short(steps))
+        _number(errors, "release_canary_step_seconds", inputs.get("canary_step_seconds"), float, above=0, maximum=86400)
     if inputs.get("test_listener") not in (None, ""):
         from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import SmokeOptionError, parse_resolve
 
@@ -810,6 +826,8 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
         waited=switch.get("waited") if _ran(switch) else None,
         # What the backends this release left still held (release_drain_timeout), None without a drain.
         drain=_collapse(drain, keys) if drain else None,
+        # Each canary step's analysis window (release_strategy canary), in order; [] without a canary.
+        canary_steps=[_collapse(step, keys) for step in var("_release_canary_steps", []) or [] if isinstance(step, dict)],
         failures=failures,
         timings=seconds_since(timings, run.get("started", 0), finished),
         lock_kept=False,
@@ -1004,9 +1022,15 @@ def node_status(map_info, key, lock_info=None, health_results=None):
     if error and not lock_info:
         lock["error"] = error
     unknown_reason = None if known else short(error or "the live map was not read", 400)
+    # A canary running here (release_strategy canary): its backend and share, None when no share is set.
+    entries = map_info.get("entries") or {}
+    share = entries.get(key + ".weight")
+    canary = dict(backend=entries.get(key + ".canary"), weight=int(share)) \
+        if isinstance(share, str) and share.isdigit() and int(share) > 0 else None
     status = dict(runtime=runtime, runtime_known=known, unknown_reason=unknown_reason,
-                  disk=disk, drift=bool(drift) if known else None, drift_keys=map_info.get("drift_keys", []),
-                  lock=lock, drift_reason=None, backends={}, error=short(error, 400) if error else None)
+                  disk=disk, drift=bool(drift) if known else None,
+                  drift_keys=[name for name in map_info.get("drift_keys", []) if name == key],
+                  lock=lock, drift_reason=None, backends={}, error=short(error, 400) if error else None, canary=canary)
     if drift and lock["held"] and isinstance(holder, dict) and holder.get("key", key) == key \
             and runtime == holder.get("target") and disk == holder.get("previous"):
         status["drift_reason"] = (

@@ -142,11 +142,13 @@ def fleet_factory(haproxy_factory, tmp_path):
     node_colors lets a test put a wrong release behind one node only.
     """
 
-    def build(nodes=2, node_colors=None, inter="300ms"):
+    def build(nodes=2, node_colors=None, inter="300ms", test_listener=False, **env_options):
         envs = []
         for index in range(nodes):
             colors = (node_colors or {}).get(index)
-            envs.append(haproxy_factory(colors=colors, inter=inter))
+            # test_listener: each node's own test listener port (release_test_listener, a host variable).
+            options = dict(env_options, test_port=free_port()) if test_listener else env_options
+            envs.append(haproxy_factory(colors=colors, inter=inter, **options))
         for env in envs:
             env.wait_all_up()
         inventory = write_inventory(str(tmp_path / "inventory.ini"), envs, {

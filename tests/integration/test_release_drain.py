@@ -66,7 +66,9 @@ def test_without_shutdown_the_report_names_what_the_old_version_still_holds(flee
     assert fleet.map_values() == ["backend_green"] and fleet.disk_values() == ["backend_green"]
     drain = drains(report)["node1"]
     assert (drain["backend"], drain["sessions_left"], drain["shut_down"]) == ("backend_blue", 1, 0), drain
-    assert 0.5 <= drain["waited"] <= 1.5, drain  # up to the fleet's drain instant
+    # Up to the fleet's drain instant (the verdict plus 1 s), never beyond; how much of that second
+    # is left when FINISH reaches the node depends on the machine's load.
+    assert drain["waited"] <= 1.5, drain
     assert artifacts(report)["release_drain"] == \
         "the previous version still holds sessions: node1: backend_blue holds 1 session"
     assert not stream.ended.is_set()

@@ -14,7 +14,6 @@ import os
 
 import pytest
 
-from lab import Fleet, free_port, write_inventory
 from release_report import final_message, lock_files, nothing_switched, ran
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,17 +23,11 @@ BROKEN_THROUGH_HAPROXY = {"backend_green": ["http-request set-path /no-such-page
 
 
 @pytest.fixture
-def preview_fleet(haproxy_factory, tmp_path):
+def preview_fleet(fleet_factory):
     """Nodes with a test listener each (release_test_listener is a host variable of the inventory)."""
 
     def build(nodes=2, backend_lines=None):
-        envs = [haproxy_factory(test_port=free_port(), backend_lines=backend_lines) for _ in range(nodes)]
-        for env in envs:
-            env.wait_all_up()
-        inventory = write_inventory(str(tmp_path / "inventory.ini"), envs, {
-            "release_smoke_url": "http://release.test/release", "release_health_wait": 10,
-            "release_smoke_requests": 6, "release_max_spread": 5})
-        return Fleet(nodes=envs, inventory=inventory)
+        return fleet_factory(nodes=nodes, test_listener=True, backend_lines=backend_lines)
 
     return build
 

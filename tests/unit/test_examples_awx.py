@@ -84,7 +84,9 @@ def survey_errors(survey, inputs):
                 errors.append("%s: choices %r, the input accepts %r" % (where, choices, spec["choices"]))
             if variable == "release_target" and not set(choices) <= set(inputs["release_backends"]["default"]):
                 errors.append("%s: %r are not all of release_backends' default pair" % (where, choices))
-            if default not in (None, "") and default not in choices:
+            # A multiselect's default is its chosen lines, one per line (as AWX stores it).
+            defaults = default.split("\n") if qtype == "multiselect" and isinstance(default, str) else [default]
+            if default not in (None, "") and not set(defaults) <= set(choices):
                 errors.append("%s: default %r is no choice" % (where, default))
         elif qtype in ("integer", "float") and default is not None:
             number = int if qtype == "integer" else (int, float)

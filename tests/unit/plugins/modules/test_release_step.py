@@ -343,6 +343,120 @@ def test_switch_bad_options_fail_before_anything_is_asked(haproxy, http, args, m
     assert haproxy.log == []
 
 
+# step=canary, and the switch that promotes a canary
+
+class Windows(object):
+    """Stands in for watch_backend in a canary step: a baseline without one, else each backend's window."""
+
+    def __init__(self, haproxy, canary=None, stable=None):
+        self.haproxy, self.calls = haproxy, []
+        self.results = dict(backend_green=dict(dict(requests=40, errors=0, error_rate=0.0, verdict="passed",
+                                                    msg="0 of 40 real requests failed"), **(canary or {})),
+                            backend_blue=dict(dict(requests=400, errors=0, error_rate=0.0, verdict="passed",
+                                                   msg="0 of 400 real requests failed"), **(stable or {})))
+
+    def __call__(self, client, backend, baseline=None, **options):
+        self.calls.append(dict(backend=backend, baseline=baseline is not None, live=self.haproxy.values(MAP), **options))
+        if baseline is None:
+            return dict(passed=True, counters=dict(dict((name, 0) for name in traffic.REQUIRED_FIELDS), read_at=1.0))
+        return dict(self.results[backend], backend=backend)
+
+
+def run_canary(weight, **args):
+    params = dict(dict(step="canary", map=MAP, targets=GREEN, expected=BLUE, services=[SERVICE], bulk=True,
+                       weight=weight, watch_seconds=30, min_requests=20, socket="/nonexistent/admin.sock"), **args)
+    return run_main(release_step.main, params)
+
+
+def test_a_canary_step_sets_the_share_in_one_commit_then_judges_both_backends(haproxy, http, monkeypatch, tmp_path):
+    windows = Windows(haproxy)
+    monkeypatch.setattr(traffic, "watch_backend", windows)
+    lock = tmp_path / "bluegreen.map.lock"
+    lock.write_text(json.dumps(dict(owner="run-1", phase="precheck", acquired_epoch=1.0)))
+    outcome = run_canary(10, lock=dict(path=str(lock), owner="run-1"))
+    assert not outcome.failed, outcome.result["msg"]
+    # The live key never moves; the canary's two keys were added in one commit.
+    assert haproxy.values(MAP) == {"active": "backend_blue", "active.canary": "backend_green", "active.weight": "10"}
+    assert "commit map" in haproxy.writes and "set map" not in haproxy.writes
+    assert json.loads(lock.read_text())["phase"] == "canary 10%"
+    # Both backends' baselines after the change, the canary's window of 30 s, the stable one's delta.
+    assert [(call["backend"], call["baseline"], call.get("duration", 0)) for call in windows.calls] == [
+        ("backend_green", False, 0), ("backend_blue", False, 0), ("backend_green", True, 30.0), ("backend_blue", True, 0)]
+    assert windows.calls[0]["live"]["active.weight"] == "10"
+    step = outcome.result["canary_step"]["active"]
+    assert (step["weight"], step["requests"], step["verdict"], step["stable"]["requests"]) == (10, 40, "passed", 400)
+    assert http.smoke_calls == []  # the step is judged by real users
+
+
+def test_the_next_step_compares_against_the_share_the_step_before_left(haproxy, http, monkeypatch):
+    monkeypatch.setattr(traffic, "watch_backend", Windows(haproxy))
+    haproxy.maps[MAP].entries = [("active", "backend_blue"), ("active.canary", "backend_green"), ("active.weight", "30")]
+    refused = run_canary(50, weights={"active": "10"})
+    assert refused.failed and refused.result["stage"] == "CANARY" and "active.weight is '30' (expected 10)" in refused.result["msg"]
+    assert haproxy.writes == []
+    outcome = run_canary(50, weights={"active": "30"})
+    assert not outcome.failed and haproxy.values(MAP)["active.weight"] == "50"
+
+
+@pytest.mark.parametrize("canary, stable, message", [
+    (dict(requests=40, errors=8, error_rate=20.0, verdict="failed", msg="8 of 40 real requests failed (20.0%)"), None,
+     "8 of 40 real requests failed (20.0%)"),
+    (dict(requests=0, verdict="insufficient", msg="0 real requests"), None,
+     "the canary does not route: backend_green got no request while backend_blue got 400 real requests"),
+    (None, dict(requests=400, errors=40, error_rate=10.0, verdict="failed", msg="40 of 400 real requests failed"),
+     "the stable backend failed while the canary ran: 40 of 400"),
+])
+def test_a_failed_step_names_why_and_leaves_its_share_for_the_end_to_take_back(haproxy, http, monkeypatch,
+                                                                                canary, stable, message):
+    monkeypatch.setattr(traffic, "watch_backend", Windows(haproxy, canary, stable))
+    outcome = run_canary(5)
+    assert outcome.failed and outcome.result["stage"] == "CANARY"
+    assert outcome.result["msg"].startswith("at 5%: ") and message in outcome.result["msg"], outcome.result["msg"]
+    assert outcome.result["switch"]["changed"] is True and haproxy.values(MAP)["active.weight"] == "5"
+
+
+def test_too_few_canary_requests_fail_unless_the_run_accepts_it(haproxy, http, monkeypatch):
+    few = dict(requests=3, verdict="insufficient", msg="3 real requests, fewer than min_requests 20")
+    monkeypatch.setattr(traffic, "watch_backend", Windows(haproxy, few, dict(requests=10)))
+    assert run_canary(5).failed
+    outcome = run_canary(5, weights={"active": "5"}, insufficient_traffic="pass")
+    assert not outcome.failed and outcome.result["canary_step"]["active"]["verdict"] == "insufficient"
+
+
+def test_weight_zero_ends_the_canary_and_proves_the_stable_version(haproxy, http, monkeypatch):
+    windows = Windows(haproxy)
+    monkeypatch.setattr(traffic, "watch_backend", windows)
+    haproxy.maps[MAP].entries = [("active", "backend_blue"), ("active.canary", "backend_green"), ("active.weight", "25")]
+    outcome = run_canary(0, weights={"active": "25"})
+    assert not outcome.failed, outcome.result["msg"]
+    assert haproxy.values(MAP)["active.weight"] == "0" and haproxy.values(MAP)["active"] == "backend_blue"
+    assert windows.calls == [] and outcome.result["canary_step"] is None
+    (call,) = http.smoke_calls
+    assert call["regex"] == "version=blue" and call["live"]["active.weight"] == "0"
+
+
+def test_the_promotion_moves_the_live_key_and_ends_the_share_in_one_commit(haproxy, http):
+    haproxy.maps[MAP].entries = [("active", "backend_blue"), ("active.canary", "backend_green"), ("active.weight", "50")]
+    outcome = run_switch(canary_weight=50)
+    assert not outcome.failed, outcome.result["msg"]
+    assert haproxy.values(MAP) == {"active": "backend_green", "active.canary": "backend_green", "active.weight": "0"}
+    assert "commit map" in haproxy.writes and "set map" not in haproxy.writes
+    # Another hand changed the share since the last step: refused, nothing changed.
+    haproxy.maps[MAP].entries = [("active", "backend_blue"), ("active.canary", "backend_green"), ("active.weight", "30")]
+    refused = run_switch(canary_weight=50)
+    assert refused.failed and "active.weight is '30' (expected 50)" in refused.result["msg"]
+    assert haproxy.values(MAP)["active"] == "backend_blue"
+
+
+def test_prepare_for_a_canary_reads_the_share_and_refuses_a_canary_already_running(haproxy, prepared):
+    outcome = run_prepare(prepared, canary=True)
+    assert not outcome.failed and outcome.result["plan"]["weights"] == {"active": ""}
+    haproxy.maps[MAP].entries = [("active", "backend_blue"), ("active.weight", "20")]
+    refused = run_prepare(prepared, canary=True)
+    assert refused.failed and refused.result["stage"] == "PRECHECK"
+    assert refused.result["msg"].startswith("a canary is already running here (active.weight is 20)")
+
+
 # step=finish
 
 @pytest.fixture
@@ -559,10 +673,10 @@ def test_an_option_the_step_requires_is_named_when_missing(haproxy, step, args, 
 
 @pytest.mark.parametrize("step, args, message", [
     ("prepare", dict(run=RUN, watch_seconds=30),
-     "step prepare does not use watch_seconds: remove it (watch_seconds is for step switch)"),
+     "step prepare does not use watch_seconds: remove it (watch_seconds is for step canary and switch)"),
     ("prepare", dict(run=RUN, targets=GREEN, lock=dict(path="/tmp/lock", owner="run-1")),
      "step prepare does not use targets, lock.owner: remove them "
-     "(targets is for step switch and finish; lock.owner is for step switch and finish)"),
+     "(targets is for step canary, switch and finish; lock.owner is for step canary, switch and finish)"),
     ("switch", dict(targets=GREEN, expected=BLUE, health_wait=30, outcome="persist"),
      "step switch does not use health_wait, outcome: remove them "
      "(health_wait is for step prepare; outcome is for step finish)"),
@@ -572,7 +686,7 @@ def test_an_option_the_step_requires_is_named_when_missing(haproxy, step, args, 
      "step switch needs lock.owner, the run that holds the lock /tmp/lock"),
     ("finish", dict(outcome="persist", targets=GREEN, previous=BLUE, expected=BLUE, switch_at=1.0),
      "step finish does not use expected, switch_at: remove them "
-     "(expected is for step switch; switch_at is for step switch)"),
+     "(expected is for step canary and switch; switch_at is for step canary and switch)"),
     ("finish", dict(outcome="persist", targets=GREEN, previous=BLUE, lock=dict(path="/tmp/lock")),
      "step finish needs lock.owner, the run that holds the lock /tmp/lock"),
 ])

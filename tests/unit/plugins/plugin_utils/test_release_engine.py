@@ -64,6 +64,10 @@ def test_published_artifacts_are_neither_refused_nor_unknown():
 
 def test_good_inputs_have_no_errors():
     assert release.input_errors(good_inputs()) == []
+    # A canary's steps as a list of numbers, or of digit strings (an AWX survey's multiselect).
+    for steps in ([5, 25, 50], ["5", "25", "50"]):
+        canary = good_inputs(strategy="canary", canary_steps=steps, canary_step_seconds=60)
+        assert release.input_errors(canary) == []
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -88,6 +92,16 @@ def test_good_inputs_have_no_errors():
     (dict(target="backend green"), "is not a backend name"),
     (dict(backends=[]), "release_backends"),
     (dict(preflight_skip_servers="green2"), "release_preflight_skip_servers"),
+    (dict(drain_timeout=-1), "release_drain_timeout"),
+    (dict(test_listener="127.0.0.1:99999"), "release_test_listener"),
+    (dict(strategy="rolling"), "release_strategy must be bluegreen or canary"),
+    (dict(strategy="canary", canary_steps=[5, 25], canary_step_seconds=0), "release_canary_step_seconds"),
+    (dict(strategy="canary", canary_steps=[25, 5], canary_step_seconds=60), "release_canary_steps must rise"),
+    (dict(strategy="canary", canary_steps=[5, 100], canary_step_seconds=60), "release_canary_steps must rise"),
+    (dict(strategy="canary", canary_steps="5,25", canary_step_seconds=60), "release_canary_steps must be a list"),
+    (dict(strategy="canary", canary_steps=["25", "5"], canary_step_seconds=60), "release_canary_steps must rise"),
+    (dict(strategy="canary", canary_steps=[5], canary_step_seconds=60, action="rollback"),
+     "release_strategy canary is for a cutover"),
 ])
 def test_each_bad_input_is_named(changes, expected):
     errors = release.input_errors(good_inputs(**changes))
@@ -230,6 +244,16 @@ def test_node_summary_and_the_fleet_say_what_the_old_version_still_holds():
     assert release.drain_summary({"n1": summary["n1"], "n4": summary["n4"]}) == \
         "the previous version holds no session on any node (2 closed by release_drain_shutdown)"
     assert release.drain_summary({"n4": summary["n4"]}) is None
+
+
+def test_node_summary_lists_every_canary_step_in_order():
+    node = switched_node()
+    windows = [{KEY: {"weight": weight, "backend": "backend_green", "requests": 40, "errors": 0, "error_rate": 0.0,
+                      "verdict": "passed", "started": 1.0, "ended": 5.0}} for weight in (5, 25)]
+    node["_release_canary_steps"] = windows
+    summary = release.node_summary({"n1": node}, "n1", KEY)
+    assert [(step["weight"], step["verdict"]) for step in summary["canary_steps"]] == [(5, "passed"), (25, "passed")]
+    assert release.node_summary({"n1": switched_node()}, "n1", KEY)["canary_steps"] == []
 
 
 def test_node_summary_with_manual_persistence_shows_the_drift_without_failing():
@@ -502,6 +526,17 @@ def test_drift_without_a_lock_is_not_explained():
     status = release.node_status(info, KEY, {"held": False, "holder": None}, [])
     assert status["drift"] is True and status["drift_reason"].startswith("not explained")
     assert release.node_status({"entries": {KEY: "b"}, "disk_entries": {KEY: "b"}}, KEY, {}, [])["drift"] is False
+
+
+def test_status_shows_a_running_canary_and_not_a_finished_one():
+    running = {"entries": {KEY: "backend_blue", KEY + ".canary": "backend_green", KEY + ".weight": "25"},
+               "disk_entries": {KEY: "backend_blue"}, "drift_keys": [KEY + ".canary", KEY + ".weight"]}
+    status = release.node_status(running, KEY, {}, [])
+    assert status["canary"] == {"backend": "backend_green", "weight": 25}
+    # The canary's keys are runtime only by design: not the key's drift.
+    assert status["drift"] is False and status["drift_keys"] == []
+    ended = dict(running, entries=dict(running["entries"], **{KEY + ".weight": "0"}))
+    assert release.node_status(ended, KEY, {}, [])["canary"] is None
 
 
 def test_fleet_status_flags_nodes_that_disagree():

@@ -1,0 +1,158 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Canary releases (issue 15, "Canary steps: release_strategy: canary") under live traffic.
+
+1,000 distinct users (each one's stable bucket hashed from its X-User-Id header, as the README's
+"Canary routing" lines do) send requests through the nodes' listeners while the real cutover
+playbook runs with release_strategy=canary against real HAProxy 2.6 on loopback. The users'
+own answers are the proof: the share on the new version at each step, nobody switching back and
+forth, no failed request with a healthy canary; a canary failing a share of real requests (on
+`/`, a path the smoke tests never send) is ended on every node after its step.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+
+from lab import wait_for
+from release_report import artifacts, final_message, lock_files
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
+USERS = 1000
+CANARY = {"release_target": "backend_green", "release_strategy": "canary", "release_canary_step_seconds": 4,
+          "release_min_requests": 20}
+
+
+class Users(threading.Thread):
+    """USERS distinct users, each always through the same node, requesting / in turn until
+    stopped (bounded); every answer is kept as (time, user, status, version)."""
+
+    def __init__(self, fleet, index, threads, max_seconds=240):
+        super().__init__(daemon=True)
+        self.fleet, self.index, self.threads, self.max_seconds = fleet, index, threads, max_seconds
+        self.answers = []
+        self.stopped = threading.Event()
+
+    def run(self):
+        deadline = time.time() + self.max_seconds
+        users = range(self.index, USERS, self.threads)
+        while not self.stopped.is_set() and time.time() < deadline:
+            for user in users:
+                if self.stopped.is_set():
+                    return
+                node = self.fleet.nodes[user % len(self.fleet.nodes)]
+                self.answers.append((time.time(), user) + self.ask(node, user))
+
+    @staticmethod
+    def ask(node, user):
+        try:
+            status, body = node.get(path="/", headers={"X-User-Id": "user-%d" % user})
+            return status, body.strip() if status == 200 else None
+        except (OSError, ValueError, IndexError) as exc:
+            return None, repr(exc)
+
+
+def start_users(fleet, threads=3):
+    users = [Users(fleet, index, threads) for index in range(threads)]
+    for thread in users:
+        thread.start()
+    wait_for(lambda: sum(len(thread.answers) for thread in users) >= USERS, timeout=60,
+             what="every user's first answer")
+    return users
+
+
+def stop(users):
+    for thread in users:
+        thread.stopped.set()
+    for thread in users:
+        thread.join(timeout=30)
+    return sorted(answer for thread in users for answer in thread.answers)
+
+
+def summary(report):
+    return artifacts(report)["release_summary"]
+
+
+def test_a_healthy_canary_moves_a_stable_share_of_users_step_by_step_then_promotes(fleet_factory, run_playbook):
+    fleet = fleet_factory(nodes=2, canary=True)
+    users = start_users(fleet)
+
+    rc, report = run_playbook(CUTOVER, dict(CANARY, release_canary_steps=[10, 50]), inventory=fleet.inventory)
+
+    answers = stop(users)
+    assert rc == 0, final_message(report)
+    assert [answer for answer in answers if answer[2] != 200] == [], "a healthy canary fails no request"
+    for host, node in summary(report).items():
+        steps = node["canary_steps"]
+        assert [(step["weight"], step["verdict"]) for step in steps] == [(10, "passed"), (50, "passed")], (host, steps)
+    for index, weight in enumerate((10, 50)):
+        # The step's window on every node: from the last node's start to the first node's end.
+        started = max(node["canary_steps"][index]["started"] for node in summary(report).values())
+        ended = min(node["canary_steps"][index]["ended"] for node in summary(report).values())
+        seen = collections.defaultdict(set)
+        for at, user, _status, version in answers:
+            if started <= at <= ended:
+                seen[user].add(version)
+        assert len(seen) >= USERS * 0.9, "most users answered within the %d%% step" % weight
+        assert [user for user, versions in seen.items() if len(versions) > 1] == [], \
+            "no user sees both versions within a step"
+        share = 100.0 * sum(1 for versions in seen.values() if versions == {"version=green"}) / len(seen)
+        assert abs(share - weight) <= 5, "%.1f%% of users on green at the %d%% step" % (share, weight)
+        switched = [node["canary_steps"][index]["switched_at"] for node in summary(report).values()]
+        assert max(switched) - min(switched) <= 5, "every node steps at one instant (release_max_spread)"
+    # Promoted: everybody on green, the share back to 0, the disk holds the live key only.
+    assert fleet.map_values() == ["backend_green"] * 2 and fleet.disk_values() == ["backend_green"] * 2
+    assert [node.map_value("active.weight") for node in fleet.nodes] == ["0", "0"]
+    assert all("weight" not in node.disk_text() for node in fleet.nodes)
+    assert {Users.ask(fleet.nodes[user % 2], user) for user in range(0, USERS, 20)} == {(200, "version=green")}
+    assert lock_files(fleet) == []
+
+
+def test_a_canary_failing_real_users_is_ended_on_every_node_after_its_step(fleet_factory, run_playbook):
+    fleet = fleet_factory(nodes=2, canary=True)
+    for node in fleet.nodes:
+        for app in node.apps.values():
+            if app.color == "green":
+                # Real users' path only: the preflight and smoke tests (/release) still pass.
+                with open(app.fail_file, "w") as handle:
+                    handle.write("0.2 /\n")
+    users = start_users(fleet)
+
+    rc, report = run_playbook(CUTOVER, dict(CANARY, release_canary_steps=[5, 50]), inventory=fleet.inventory)
+
+    answers = stop(users)
+    message = final_message(report)
+    assert rc != 0
+    assert "CANARY: at 5%: " in message and "backend_green" in message, message
+    for node in summary(report).values():
+        (step,) = node["canary_steps"]
+        assert step["weight"] == 5 and step["verdict"] == "failed" and step["error_rate"] > 1.0, step
+    # Ended on every node: the share back to 0, the live key and the disk never moved.
+    assert [node.map_value("active.weight") for node in fleet.nodes] == ["0", "0"]
+    assert fleet.map_values() == ["backend_blue"] * 2 and fleet.disk_values() == ["backend_blue"] * 2
+    # Only the canary's share of users met the failures: at most about share x failure rate x
+    # requests (every request of the run counted, so the bound holds however long the step took).
+    failed = [answer for answer in answers if answer[2] != 200]
+    assert 0 < len(failed) <= 0.05 * 0.2 * len(answers) * 2 + 10, (len(failed), len(answers))
+    failing_users = set(answer[1] for answer in failed)
+    assert len(failing_users) <= USERS * 0.05 * 2, "the users who met a failure are the canary's share"
+    # Ended: those users are back on the stable version.
+    assert {Users.ask(fleet.nodes[user % 2], user) for user in failing_users} == {(200, "version=blue")}
+    assert lock_files(fleet) == []
+
+
+def test_a_configuration_that_ignores_the_weight_is_not_a_healthy_canary(fleet_factory, run_playbook):
+    fleet = fleet_factory(nodes=1)
+    users = start_users(fleet, threads=2)
+
+    rc, report = run_playbook(CUTOVER, dict(CANARY, release_canary_steps=[30]), inventory=fleet.inventory)
+
+    stop(users)
+    message = final_message(report)
+    assert rc != 0
+    assert "the canary does not route: backend_green got no request while backend_blue got" in message, message
+    assert fleet.map_values() == ["backend_blue"] and fleet.nodes[0].map_value("active.weight") == "0"
