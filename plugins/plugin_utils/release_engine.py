@@ -417,7 +417,9 @@ def input_errors(inputs):
         for item in items:
             _service_errors(errors, item, lambda field, key=item["key"]: "release_services[%s].%s" % (key, field),
                             action)
-    tcp = [item for item in items if isinstance(item.get("smoke_url"), str) and item["smoke_url"][:6].lower() == "tcp://"]
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import is_tcp
+
+    tcp = [item for item in items if is_tcp(item.get("smoke_url"))]
     try:
         watching = float(inputs.get("watch_seconds") or 0) > 0
     except (TypeError, ValueError):

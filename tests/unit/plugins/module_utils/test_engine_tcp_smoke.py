@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 
 import pytest
@@ -30,11 +31,33 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils import (  # noqa
 )
 from ansible_collections.bluegreen.haproxy.plugins.plugin_utils import release_engine  # noqa: E402
 
-# test_tcp_probe's small socket servers: the same file's fixtures and behaviours.
+# test_tcp_probe's small socket servers and what the lab's apps answer.
 sys.path.insert(0, os.path.dirname(__file__))
-from test_tcp_probe import BLUE_ANSWER, GREEN_ANSWER, REQUEST, answering, refused_port, server  # noqa: E402,F401
+from test_tcp_probe import BLUE_ANSWER, GREEN_ANSWER, REQUEST, Server, answering  # noqa: E402
 
 URL = 'tcp://db.release.test:5432'
+
+
+@pytest.fixture
+def server():
+    servers = []
+
+    def start(behaviour):
+        servers.append(Server(behaviour))
+        return servers[-1]
+
+    yield start
+    for started in servers:
+        started.stop()
+
+
+@pytest.fixture
+def refused_port():
+    """A port bound but not listening: the kernel refuses connections to it."""
+    holder = socket.socket()
+    holder.bind(('127.0.0.1', 0))
+    yield holder.getsockname()[1]
+    holder.close()
 
 
 def green(port):
