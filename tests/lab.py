@@ -470,15 +470,15 @@ class Fleet:
     nodes: list
     inventory: str
 
-    def map_values(self):
-        return [node.map_value() for node in self.nodes]
+    def map_values(self, key="active"):
+        return [node.map_value(key) for node in self.nodes]
 
-    def disk_values(self):
+    def disk_values(self, key="active"):
         values = []
         for node in self.nodes:
             entries = dict(line.split(None, 1) for line in node.disk_text().splitlines()
                            if line.strip() and not line.startswith("#"))
-            values.append(entries.get("active"))
+            values.append(entries.get(key))
         return values
 
     def answers(self):
@@ -489,14 +489,15 @@ class Fleet:
             node.make_live(value)
 
 
-def write_inventory(path, nodes, group_vars=None):
-    """An inventory group `haproxy` of local hosts node1..N, one per HAProxyEnv."""
+def write_inventory(path, nodes, group_vars=None, tcp=False):
+    """An inventory group `haproxy` of local hosts node1..N, one per HAProxyEnv; with `tcp`, the
+    smoke tests go to each node's `mode tcp` frontend (tcp_port) instead of its HTTP one."""
     lines = ["[haproxy]"]
     for index, node in enumerate(nodes, start=1):
         lines.append(
             "node%d ansible_connection=local ansible_python_interpreter=%s release_socket=%s "
             "release_map=%s release_smoke_resolve=127.0.0.1:%d"
-            % (index, sys.executable, node.socket, node.map_path, node.frontend_port)
+            % (index, sys.executable, node.socket, node.map_path, node.tcp_port if tcp else node.frontend_port)
             + (" release_test_listener=127.0.0.1:%d" % node.test_port if getattr(node, "test_port", None) else ""))
     lines += ["", "[haproxy:vars]"]
     lines += ["%s=%s" % item for item in sorted((group_vars or {}).items())]

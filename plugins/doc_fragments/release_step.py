@@ -34,7 +34,7 @@ options:
         type: str
         default: ""
       smoke_url:
-        description: The service's public smoke URL.
+        description: The service's public smoke URL, or C(tcp://HOST:PORT) for a C(mode tcp) service.
         type: str
         required: true
       smoke_resolve:
@@ -53,6 +53,9 @@ options:
         description: Backend name to the regular expression its answers match.
         type: dict
         default: {}
+      smoke_send:
+        description: What the attempts of a C(tcp://HOST:PORT) smoke URL send after connecting (tcp_smoke's escapes).
+        type: str
       min_healthy:
         description: How many of the target's servers must be healthy (a count or a percentage).
         type: raw

@@ -13,6 +13,10 @@ starts, so the first stage with a failure ends the precheck:
    (preflight.preflight);
 3. current: the live path answers through this node's own listener (smoke.run_smoke).
 
+A service whose `url` is tcp://HOST:PORT (a `mode tcp` service) is smoke-tested by a tcp
+attempt in stages 2 and 3 (smoke.send_request dispatches it: connect, `send`, read until the
+body regex matches); its status codes and headers do not apply.
+
 Each stage's result for a service is what the single-purpose module returns
 (haproxy_backend_health, haproxy_backend_preflight, http_smoke), and its failure message is
 that module's message, so a release reads the same whether it ran three modules or this one.
@@ -41,6 +45,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.preflight import
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIError, SocketLevelError
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
+    ENGINE_SCHEMES,
     SmokeOptionError,
     compile_body_regex,
     parse_url,
@@ -81,11 +86,13 @@ def prepare_services(services):
             backend = service.get("backend")
             if not backend or not backend.strip():
                 raise SmokeOptionError("backend must name the target backend, got %r" % (backend,))
-            target = parse_url(service["url"])
+            target = parse_url(service["url"], ENGINE_SCHEMES)
             resolve_to, resolve_text = resolve_address(service["resolve"], target) if service.get("resolve") \
                 else (None, None)
+            # A tcp:// service sends `send` (proved here: tcp_probe's escapes); http ignores it.
+            tcp = dict(tcp_send=tcp_send(service.get("send"))) if target.scheme == "tcp" else {}
             prepared.append(dict(
-                key=key, backend=backend, url=target.url, resolve_to=resolve_to, resolve_text=resolve_text,
+                key=key, backend=backend, url=target.url, resolve_to=resolve_to, resolve_text=resolve_text, tcp=tcp,
                 min_healthy=parse_min_healthy(service.get("min_healthy")),
                 headers=validate_headers(service.get("headers") or {}),
                 status_codes=validate_status_codes(service.get("status_code") or [200]),
@@ -96,6 +103,16 @@ def prepare_services(services):
         except (SmokeOptionError, HealthOptionError) as exc:
             raise PrecheckOptionError("%s: %s" % (label, exc))
     return prepared
+
+
+def tcp_send(text):
+    """A tcp service's `send` (None or empty: nothing is sent), its escapes proved; SmokeOptionError otherwise."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.tcp_probe import parse_send
+
+    if text in (None, ""):
+        return None
+    parse_send(text)
+    return text
 
 
 def validate_options(health_wait, poll_interval, requests, request_timeout, skip_servers):
@@ -132,7 +149,7 @@ def _preflight(client, service, options):
                            status_codes=service["status_codes"], body_regex=service["body_regex"],
                            request_timeout=options["request_timeout"],
                            validate_certs=options["preflight_validate_certs"], backend=service["backend"],
-                           send=options["send"], tls_context=options["preflight_tls_context"])
+                           send=options["send"], tls_context=options["preflight_tls_context"], **service["tcp"])
     except (SmokeOptionError, RuntimeAPIError) as exc:
         return dict(backend=service["backend"], failed=True, msg=str(exc))
     return dict(result, failed=preflight_failed(result),
@@ -144,7 +161,7 @@ def _current(client, service, options):
                        send=options["send"], headers=service["headers"], status_codes=service["status_codes"],
                        body_regex=service["current_body_regex"], timeout=options["request_timeout"],
                        connect_address=service["resolve_to"], validate_certs=options["validate_certs"],
-                       follow_redirects="none", use_proxy=True, tls_context=options["tls_context"])
+                       follow_redirects="none", use_proxy=True, tls_context=options["tls_context"], **service["tcp"])
     return dict(result, failed=not result["passed"])
 
 

@@ -27,6 +27,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     first_line,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
+    ENGINE_SCHEMES,
     SmokeOptionError,
     format_address,
     mask_url,
@@ -108,7 +109,13 @@ def plan(servers, skip_servers, backend="the backend"):
 
 
 def server_url(target, use_ssl):
-    """The public URL with the scheme the server speaks: the netloc (so the Host header) stays."""
+    """The public URL with the scheme the server speaks: the netloc (so the Host header) stays.
+
+    A tcp:// URL stays as it is: the attempt speaks whatever `send` says (a TLS server is not
+    spoken to in TLS; list it in skip_servers).
+    """
+    if target.scheme == "tcp":
+        return target.url
     parts = urlsplit(target.url)
     return urlunsplit(parts._replace(scheme="https" if use_ssl else "http"))
 
@@ -135,7 +142,8 @@ def judge_entry(entry, result):
     entry["status"] = result["status"]
     entry["passed"] = bool(result["matched"])
     reason = result["reason"]
-    if reason and result["error"] is None and reason.startswith("body did not match"):
+    if reason and result["error"] is None and (reason.startswith("body did not match") or
+                                               (result["status"] is None and "without a match of" in reason)):
         got = result.get("_body_key")
         reason = "%s (got %s)" % (reason, repr(got) if got else "an empty body")
     entry["reason"] = None if entry["passed"] else reason
@@ -144,13 +152,15 @@ def judge_entry(entry, result):
 
 def preflight(servers, url, skip_servers=(), headers=None, status_codes=(200,), body_regex=None,
               request_timeout=5.0, validate_certs=False, max_body_bytes=None, backend="the backend",
-              send=None, tls_context=None):
+              send=None, tls_context=None, tcp_send=None):
     """Check each server of `servers`; returns the module's result (without `msg`).
 
     `tls_context` (optional) is shared by every TLS request, so the CA store is read once.
+    A tcp://HOST:PORT `url` (the release engine's `mode tcp` services) is a tcp attempt to each
+    server's address instead (connect, `tcp_send`, read until `body_regex` matches).
     """
     send = send or send_request
-    target = parse_url(url)
+    target = parse_url(url, ENGINE_SCHEMES)
     entries = plan(servers, skip_servers, backend)
     by_name = dict((server["name"], server) for server in servers)
     options = dict(headers=headers or {}, status_codes=status_codes, body_regex=body_regex,
@@ -160,6 +170,8 @@ def preflight(servers, url, skip_servers=(), headers=None, status_codes=(200,), 
         options["max_body_bytes"] = max_body_bytes
     if tls_context is not None:
         options["tls_context"] = tls_context
+    if target.scheme == "tcp":
+        options["tcp_send"] = tcp_send
     for entry in entries:
         if entry["skipped"]:
             continue

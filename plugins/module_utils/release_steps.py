@@ -45,6 +45,7 @@ SERVICE_SPEC = dict(
     smoke_headers=dict(type="dict", default={}),
     smoke_status_codes=dict(type="list", elements="int", default=[200]),
     smoke_bodies=dict(type="dict", default={}),
+    smoke_send=dict(type="str"),
     min_healthy=dict(type="raw"),
 )
 
@@ -182,6 +183,7 @@ def precheck_services(services, targets, currents, lives, preflight=True, smoke_
         moves = targets[key] != lives[key]
         checked.append(dict(
             key=key, backend=targets[key], url=service["smoke_url"], resolve=service.get("smoke_resolve") or None,
+            send=service.get("smoke_send"),
             headers=service.get("smoke_headers") or {}, status_code=service.get("smoke_status_codes") or [200],
             body_regex=body_regex(targets[key], service.get("smoke_bodies")),
             current_body_regex=body_regex(currents[key], service.get("smoke_bodies")),
@@ -250,7 +252,7 @@ def watch_items(services_list, targets, baseline_by_key, smoke_by_key, timeout=5
             for status, count in sent.items():
                 item["own_requests"][str(status)] = item["own_requests"].get(str(status), 0) + int(count)
             item["smoke"].append(dict(
-                url=other.get("smoke_url"), resolve=other.get("smoke_resolve") or None,
+                url=other.get("smoke_url"), resolve=other.get("smoke_resolve") or None, send=other.get("smoke_send"),
                 headers=other.get("smoke_headers") or {}, status_code=other.get("smoke_status_codes") or [200],
                 body_regex=body_regex(backend, other.get("smoke_bodies")),
                 timeout=float(timeout), validate_certs=bool(validate_certs)))
@@ -444,9 +446,10 @@ def _smoke_services(run_smoke, services, values, smoke):
     tls = http.LazyTLSContext(bool(smoke.get("validate_certs", True)))
     checks = []
     for service in services:
-        target = http.parse_url(service["smoke_url"])
+        target = http.parse_url(service["smoke_url"], http.ENGINE_SCHEMES)
         connect, resolve_text = http.resolve_address(service["smoke_resolve"], target) \
             if service.get("smoke_resolve") else (None, None)
+        tcp = dict(tcp_send=service.get("smoke_send") or None) if target.scheme == "tcp" else {}
         checks.append(dict(run_smoke(
             target.url, requests=int(smoke.get("requests") or 1), resolve_text=resolve_text,
             headers=http.validate_headers(service.get("smoke_headers") or {}),
@@ -454,7 +457,7 @@ def _smoke_services(run_smoke, services, values, smoke):
             body_regex=http.compile_body_regex(body_regex(values[service["key"]], service.get("smoke_bodies"))),
             timeout=float(smoke.get("timeout") or 5), connect_address=connect,
             validate_certs=bool(smoke.get("validate_certs", True)), follow_redirects="none", use_proxy=True,
-            tls_context=tls), key=service["key"]))
+            tls_context=tls, **tcp), key=service["key"]))
     for check in checks:
         check["failed"] = not check["passed"]  # as http_smoke's task result says it
     return checks

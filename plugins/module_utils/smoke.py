@@ -56,6 +56,9 @@ OTHER_BODIES = '(other)'
 
 SUPPORTED_SCHEMES = ('http', 'https')
 DEFAULT_PORTS = {'http': 80, 'https': 443}
+# What the release engine's smoke tests take: http(s) URLs and tcp://HOST:PORT (a `mode tcp`
+# service: connect, optionally send, read until the backend's regex matches; tcp_probe.py).
+ENGINE_SCHEMES = SUPPORTED_SCHEMES + ('tcp',)
 
 # RFC 9110 token characters, the only ones allowed in a method or header name.
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -86,10 +89,12 @@ def _has_control_chars(value):
     return any(ord(c) < 0x20 or ord(c) == 0x7f for c in value)
 
 
-def parse_url(url):
+def parse_url(url, schemes=SUPPORTED_SCHEMES):
     """Validate ``url`` and return a :class:`Target`.
 
-    Only absolute http:// and https:// URLs with a host are accepted.
+    Only absolute URLs with a host and one of ``schemes`` are accepted: http:// and https://
+    unless told otherwise; with ``tcp`` in ``schemes`` (ENGINE_SCHEMES, the release engine's),
+    also ``tcp://HOST:PORT``, which names no path, query or user and needs its port.
     """
     if not isinstance(url, str) or not url.strip():
         raise SmokeOptionError('url must not be empty')
@@ -102,8 +107,9 @@ def parse_url(url):
     scheme = parts.scheme.lower()
     if not scheme:
         raise SmokeOptionError('url %r has no scheme; use http://HOST/PATH or https://HOST/PATH' % url)
-    if scheme not in SUPPORTED_SCHEMES:
-        raise SmokeOptionError('url %r has the unsupported scheme %r; use http or https' % (url, parts.scheme))
+    if scheme not in schemes:
+        raise SmokeOptionError('url %r has the unsupported scheme %r; use %s' % (
+            url, parts.scheme, ' or '.join(schemes) if len(schemes) < 3 else ', '.join(schemes[:-1]) + ' or ' + schemes[-1]))
     host = parts.hostname
     if not host:
         raise SmokeOptionError('url %r has no host' % url)
@@ -111,11 +117,23 @@ def parse_url(url):
         port = parts.port
     except ValueError:
         raise SmokeOptionError('url %r has an invalid port' % url)
+    if scheme == 'tcp':
+        if port is None or not 1 <= port <= 65535:
+            raise SmokeOptionError('url %r needs a port from 1 to 65535: tcp://HOST:PORT' % url)
+        if parts.path not in ('', '/') or parts.query or parts.fragment or '@' in parts.netloc:
+            raise SmokeOptionError('url %r: a tcp:// URL is tcp://HOST:PORT only (what to send is the smoke '
+                                   'send option, not a path)' % url)
+        return Target(url, scheme, host, port)
     if port is None:
         port = DEFAULT_PORTS[scheme]
     elif not 1 <= port <= 65535:
         raise SmokeOptionError('url %r has an invalid port' % url)
     return Target(url, scheme, host, port)
+
+
+def is_tcp(url):
+    """Whether a smoke URL is a tcp:// one (checked with parse_url(url, ENGINE_SCHEMES) elsewhere)."""
+    return isinstance(url, str) and url[:6].lower() == 'tcp://'
 
 
 def parse_resolve(value):
@@ -411,7 +429,10 @@ def build_message(url, results, resolve_address=None):
             return '1 request to %s passed' % target
         return 'all %d %s to %s passed' % (total, noun, target)
     reasons = ', '.join('%d x %s' % (count, reason) for reason, count in _count(r['reason'] for r in failed))
-    return '%d of %d %s to %s failed: %s' % (len(failed), total, noun, target, reasons)
+    received = [r['body_excerpt'] for r in failed if r.get('body_excerpt')] if is_tcp(url) else []
+    # A tcp answer has no status to count: what the first failed attempt received says what answered.
+    return '%d of %d %s to %s failed: %s%s' % (len(failed), total, noun, target, reasons,
+                                               "; received '%s'" % received[0] if received else '')
 
 
 def public_results(results):
@@ -879,12 +900,48 @@ class LazyTLSContext(object):
         return self._context
 
 
+def send_tcp(url, body_regex=None, timeout=5.0, connect_address=None, tcp_send=None, **ignored):
+    """One tcp:// smoke attempt as a request result entry (:func:`request_result`'s keys, status None).
+
+    tcp_probe's attempt: connect to ``connect_address`` (else the URL's host and port), send
+    ``tcp_send`` (tcp_probe's escapes) when given, then read until ``body_regex`` (a compiled
+    regex or None: connecting is the test) matches. HTTP options (status codes, headers, TLS,
+    redirects...) do not apply and are ignored. A failed attempt's ``body_excerpt`` is what was
+    received, as one escaped line. Never raises for network problems; bad options raise
+    SmokeOptionError (tcp_probe.TcpProbeOptionError).
+    """
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils import tcp_probe  # it imports this file
+
+    target = parse_url(url, ENGINE_SCHEMES)
+    host, port = connect_address or (target.host, target.port)
+    expect = getattr(body_regex, 'pattern', body_regex)  # compiled (compile_body_regex) or text
+    attempt = tcp_probe.probe_once(tcp_probe.prepare(host, port, timeout=timeout, send=tcp_send or None,
+                                                     expect=expect or None))
+    return {
+        'status': None,
+        'elapsed': attempt['elapsed'],
+        'matched': attempt['matched'],
+        'error': attempt['error'],
+        'reason': attempt['reason'],
+        'body_excerpt': attempt['received_excerpt'],
+        'body_truncated': False,
+        # The whole excerpt (a banner at its start, an answer's body at its end), where a failure quotes it.
+        '_body_key': attempt['received_excerpt'],
+    }
+
+
 def send_request(url, method='GET', headers=None, data=None, status_codes=(200,), body_regex=None,
                  timeout=5.0, max_body_bytes=DEFAULT_MAX_BODY_BYTES, connect_address=None,
                  validate_certs=True, ca_path=None, follow_redirects='none', use_proxy=True,
                  tls_context=None, url_username=None, url_password=None, force_basic_auth=False,
-                 client_cert=None, client_key=None, http_agent=HTTP_AGENT, use_netrc=True):
+                 client_cert=None, client_key=None, http_agent=HTTP_AGENT, use_netrc=True, tcp_send=None):
     """Send one request and return its result entry (see :func:`request_result`).
+
+    The one place every smoke test of the release engine sends through (precheck's current
+    path, the preflight of each server, SMOKE, the watch window's rounds, the rollback's
+    smoke): a ``tcp://HOST:PORT`` URL is one tcp attempt (:func:`send_tcp`, with ``tcp_send``,
+    ``body_regex``, ``timeout`` and ``connect_address``), anything else an HTTP request.
+    ``tcp_send`` is ignored for http(s) URLs.
 
     Never raises for network or protocol problems: they are the entry's ``error``.
     ``timeout`` bounds the whole request, from connecting to the last byte read;
@@ -898,6 +955,9 @@ def send_request(url, method='GET', headers=None, data=None, status_codes=(200,)
     challenge; ``client_cert``/``client_key`` for TLS client authentication (ignored when
     ``tls_context`` is given: build it with :func:`build_tls_context`).
     """
+    if is_tcp(url):
+        return send_tcp(url, body_regex=body_regex, timeout=timeout, connect_address=connect_address,
+                        tcp_send=tcp_send)
     parse_url(url)  # an invalid URL is the caller's error, raised
     started = time.monotonic()
     connection = None

@@ -468,7 +468,7 @@ def smoke_sender(items):
     prepared, targets = [], []
     for index, item in enumerate(items):
         try:
-            target = smoke.parse_url(item["url"])
+            target = smoke.parse_url(item["url"], smoke.ENGINE_SCHEMES)
             connect_address, resolve_text = (smoke.resolve_address(item["resolve"], target)
                                              if item.get("resolve") else (None, None))
             options = dict(
@@ -479,7 +479,12 @@ def smoke_sender(items):
                 connect_address=connect_address,
                 validate_certs=item.get("validate_certs") is not False,
             )
-            options["tls_context"] = smoke.build_tls_context(options["validate_certs"])
+            if target.scheme == "tcp":  # one tcp attempt (smoke.send_request): `send`, then the body regex
+                from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import tcp_send
+
+                options["tcp_send"] = tcp_send(item.get("send"))
+            else:
+                options["tls_context"] = smoke.build_tls_context(options["validate_certs"])
         except smoke.SmokeOptionError as exc:
             raise TrafficOptionError("smoke[%d]: %s" % (index, exc))
         prepared.append((target.url, options))

@@ -218,7 +218,7 @@ def _number(errors, name, value, kind, minimum=None, above=None, maximum=None):
 # What one service of a release may set (release_services items); unset fields come from the
 # single-key inputs (release_target, release_smoke_url, ...).
 SERVICE_FIELDS = ("key", "target", "expected_current", "backends", "smoke_url", "smoke_resolve", "smoke_headers",
-                  "smoke_status_codes", "smoke_bodies", "min_healthy")
+                  "smoke_status_codes", "smoke_bodies", "min_healthy", "smoke_send")
 
 
 def services(given, defaults):
@@ -268,7 +268,9 @@ def _service_errors(errors, service, label, action):
     # Imported here, not at the top: every task that uses any filter of this file imports the
     # file in its own worker process, and the smoke validators (with ansible's urls module)
     # would cost each of them about 0.1 s; only the input check needs them.
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import tcp_send
     from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
+        ENGINE_SCHEMES,
         SmokeOptionError,
         compile_body_regex,
         parse_resolve,
@@ -278,7 +280,9 @@ def _service_errors(errors, service, label, action):
     )
 
     for field, check in (
-        ("smoke_url", lambda: parse_url(service.get("smoke_url"))),
+        ("smoke_url", lambda: parse_url(service.get("smoke_url"), ENGINE_SCHEMES)),
+        # tcp_probe's escapes, proved whatever the URL (an http service ignores it).
+        ("smoke_send", lambda: tcp_send(service.get("smoke_send"))),
         ("smoke_resolve",
          lambda: service.get("smoke_resolve") in (None, "") or parse_resolve(service.get("smoke_resolve"))),
         ("smoke_status_codes", lambda: validate_status_codes(service.get("smoke_status_codes"))),
@@ -289,6 +293,8 @@ def _service_errors(errors, service, label, action):
                 raise SmokeOptionError("status codes must be a list, got %s" % short(service.get("smoke_status_codes")))
             if field == "smoke_headers" and not isinstance(service.get("smoke_headers") or {}, dict):
                 raise SmokeOptionError("headers must be a dict, got %s" % short(service.get("smoke_headers")))
+            if field == "smoke_send" and not isinstance(service.get("smoke_send"), (str, type(None))):
+                raise SmokeOptionError("send must be a string, got %s" % short(service.get("smoke_send")))
             check()
         except SmokeOptionError as exc:
             errors.append("%s: %s" % (label(field), short(str(exc), 200)))
@@ -434,6 +440,19 @@ def input_errors(inputs):
         for item in items:
             _service_errors(errors, item, lambda field, key=item["key"]: "release_services[%s].%s" % (key, field),
                             action)
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import is_tcp
+
+    tcp = [item for item in items if is_tcp(item.get("smoke_url"))]
+    try:
+        watching = float(inputs.get("watch_seconds") or 0) > 0
+    except (TypeError, ValueError):
+        watching = False  # named above
+    if tcp and watching:
+        errors.append("release_watch_seconds is %s but %s smoke-tested over tcp:// (a mode tcp service): the watch "
+                      "window judges HTTP response counters (hrsp_*), which a mode tcp backend does not have; set "
+                      "release_watch_seconds=0 (the smoke test after the switch still runs on every node)"
+                      % (short(inputs.get("watch_seconds")), "release_smoke_url is" if given in (None, "", [])
+                         else "release_services %s are" % ", ".join(short(item["key"], 40) for item in tcp)))
     return errors
 
 

@@ -64,7 +64,7 @@ def haproxy_factory(tmp_path):
         pytest.fail("haproxy is not installed (apt-get install haproxy); integration tests need it")
     envs = []
 
-    def build(colors=None, inter="300ms", start_apps=True, **env_options):
+    def build(colors=None, inter="300ms", start_apps=True, tcp=False, **env_options):
         colors = colors or {"blue1": "blue", "blue2": "blue", "green1": "green", "green2": "green"}
         # Each HAProxy gets its own directory, so a test can run a fleet of them.
         workdir = tmp_path if not envs else tmp_path / ("node%d" % (len(envs) + 1))
@@ -75,7 +75,8 @@ def haproxy_factory(tmp_path):
             for app in apps.values():
                 app.start()
         env = HAProxyEnv(workdir=str(workdir), apps=apps, frontend_port=free_port(),
-                         stats_port=free_port(), inter=inter, **env_options)
+                         stats_port=free_port(), inter=inter, tcp_port=free_port() if tcp else None,
+                         **env_options)
         envs.append(env)
         return env.start()
 
@@ -139,16 +140,17 @@ def run_playbook(tmp_path):
 def fleet_factory(haproxy_factory, tmp_path):
     """N HAProxy nodes, an inventory group `haproxy` of local hosts, one per node.
 
-    node_colors lets a test put a wrong release behind one node only.
+    node_colors lets a test put a wrong release behind one node only. With tcp, each node also has
+    lab.py's `mode tcp` frontend (map key `tcp`), and release_smoke_resolve is its port.
     """
 
-    def build(nodes=2, node_colors=None, inter="300ms", test_listener=False, **env_options):
+    def build(nodes=2, node_colors=None, inter="300ms", tcp=False, test_listener=False, **env_options):
         envs = []
         for index in range(nodes):
             colors = (node_colors or {}).get(index)
             # test_listener: each node's own test listener port (release_test_listener, a host variable).
             options = dict(env_options, test_port=free_port()) if test_listener else env_options
-            envs.append(haproxy_factory(colors=colors, inter=inter, **options))
+            envs.append(haproxy_factory(colors=colors, inter=inter, tcp=tcp, **options))
         for env in envs:
             env.wait_all_up()
         inventory = write_inventory(str(tmp_path / "inventory.ini"), envs, {
@@ -159,7 +161,7 @@ def fleet_factory(haproxy_factory, tmp_path):
             # by seconds there says nothing about the test's subject, and a 1 s spread would roll
             # it back. The spread tests (test_release_inputs, test_release_instant) pass their own.
             "release_max_spread": 5,
-        })
+        }, tcp=tcp)
         return Fleet(nodes=envs, inventory=inventory)
 
     return build

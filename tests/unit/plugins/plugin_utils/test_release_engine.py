@@ -789,7 +789,7 @@ def test_precheck_services_prove_each_target_and_its_current_path():
     targets = {"shop.test": "shop_green", "api.test": "api_green"}
     currents = {"shop.test": "shop_blue", "api.test": "api_green"}
     checked = release.precheck_services([shop, API], targets, currents, lives=currents)
-    assert checked[0] == dict(key="shop.test", backend="shop_green", url="http://shop.test/", resolve="127.0.0.1:8080",
+    assert checked[0] == dict(key="shop.test", backend="shop_green", url="http://shop.test/", resolve="127.0.0.1:8080", send=None,
                               headers={"X-Probe": "1"}, status_code=[200, 204], body_regex="version=shop_green",
                               current_body_regex="old shop", min_healthy="50%", preflight=True, current=True)
     # api.test already runs its target: its health is still checked, nothing else.
@@ -896,7 +896,7 @@ def test_watch_plan_subtracts_every_smoke_request_sent_to_the_backend_and_watche
     assert shop["own_requests"] == {"200": 20} and shop["shared_with"] == ["www.shop.test"]
     assert shop["baseline"] == {"hrsp_2xx": 4, "read_at": 10.1}
     assert [spec["url"] for spec in shop["smoke"]] == ["http://shop.test/", "http://www.shop.test/"]
-    assert shop["smoke"][0] == dict(url="http://shop.test/", resolve="127.0.0.1:80", headers={}, status_code=[200],
+    assert shop["smoke"][0] == dict(url="http://shop.test/", resolve="127.0.0.1:80", send=None, headers={}, status_code=[200],
                                     body_regex="version=shop_green", timeout=3.0, validate_certs=False)
     assert api["own_requests"] == {"200": 9, "204": 1} and len(api["smoke"]) == 1
 
