@@ -453,6 +453,12 @@ def input_errors(inputs):
                       "release_watch_seconds=0 (the smoke test after the switch still runs on every node)"
                       % (short(inputs.get("watch_seconds")), "release_smoke_url is" if given in (None, "", [])
                          else "release_services %s are" % ", ".join(short(item["key"], 40) for item in tcp)))
+    if tcp and inputs.get("strategy") == "canary":
+        errors.append("release_strategy is canary but %s smoke-tested over tcp:// (a mode tcp service): each canary "
+                      "step is judged by HTTP response counters (hrsp_*), which a mode tcp backend does not have; "
+                      "release a mode tcp service with release_strategy=bluegreen"
+                      % ("release_smoke_url is" if given in (None, "", [])
+                         else "release_services %s are" % ", ".join(short(item["key"], 40) for item in tcp)))
     return errors
 
 
