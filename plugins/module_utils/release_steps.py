@@ -788,8 +788,8 @@ def _step_verdict(target, stable, min_requests, insufficient_traffic):
     if target["requests"] == 0 and stable.get("requests", 0) >= min_requests:
         return "does not route", (
             "the canary does not route: %s got no request while %s got %d real requests; the configuration does not "
-            "read the weight (see the README's \"Canary routing\")" % (target["backend"], stable["backend"],
-                                                                     stable["requests"]))
+            "read the weight (see the README's \"Canary routing\")"
+            % (target["backend"], stable["backend"], stable["requests"]))
     if target["verdict"] == "insufficient":
         if insufficient_traffic == "pass":
             return "insufficient", None
@@ -886,8 +886,8 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
     except StepFailed as exc:
         result.update(failed=True, stage=exc.stage, msg=str(exc))
         return result
-    result["msg"] = "canary at %d%%: %s" % (int(weight), describe(dict((key, "%s %s" % (item["backend"], item["verdict"]))
-                                                                     for key, item in windows.items())))
+    verdicts = dict((key, "%s %s" % (item["backend"], item["verdict"])) for key, item in windows.items())
+    result["msg"] = "canary at %d%%: %s" % (int(weight), describe(verdicts))
     return result
 
 

@@ -86,7 +86,7 @@ options:
   step:
     description: The step to run on this node.
     type: str
-    choices: [status, prepare, switch, finish]
+    choices: [status, prepare, canary, switch, finish]
     required: true
   keys:
     description: The map keys to read. Step C(status) only, required there.

@@ -214,10 +214,10 @@ def test_the_test_listener_serves_the_preview_only(canary_lab):
     env = canary_lab
     listener, public = Client(env.listener_port), Client(env.frontend_port)
     # No preview entry: refused, never the live version passed off as the preview.
-    assert [listener.get()[0] for _ in range(5)] == [503] * 5
+    assert [listener.get()[0] for _attempt in range(5)] == [503] * 5
 
     set_entry(env, "active.preview", "backend_green")
-    assert [listener.color() for _ in range(20)] == ["green"] * 20
+    assert [listener.color() for _attempt in range(20)] == ["green"] * 20
     assert [public.color({"x-user-id": "user%d" % n}) for n in range(200)] == ["blue"] * 200
 
     delete_entry(env, "active.preview")
@@ -276,11 +276,11 @@ def test_a_mode_tcp_frontend_switches_new_connections_by_the_map(haproxy_env, ru
 
     held = socket.create_connection(("127.0.0.1", env.frontend_port), timeout=5)
     assert tcp_color(env.frontend_port, held) == "blue"
-    assert [tcp_color(env.frontend_port) for _ in range(10)] == ["blue"] * 10
+    assert [tcp_color(env.frontend_port) for _attempt in range(10)] == ["blue"] * 10
 
     env.runtime("set map %s active backend_tcp_green" % env.map_path)
     wait_for(lambda: env.map_value() == "backend_tcp_green", what="active = backend_tcp_green")
-    assert [tcp_color(env.frontend_port) for _ in range(10)] == ["green"] * 10
+    assert [tcp_color(env.frontend_port) for _attempt in range(10)] == ["green"] * 10
     # A TCP connection is routed once: the one opened before the switch stays on blue.
     assert tcp_color(env.frontend_port, held) == "blue"
     held.close()
@@ -288,9 +288,9 @@ def test_a_mode_tcp_frontend_switches_new_connections_by_the_map(haproxy_env, ru
     # The canary rules work in mode tcp too (one client address, one bucket: 0 or 100 here).
     set_entry(env, "active.canary", "backend_tcp_blue")
     set_entry(env, "active.weight", 100)
-    assert [tcp_color(env.frontend_port) for _ in range(10)] == ["blue"] * 10
+    assert [tcp_color(env.frontend_port) for _attempt in range(10)] == ["blue"] * 10
     set_entry(env, "active.weight", 0)
-    assert [tcp_color(env.frontend_port) for _ in range(10)] == ["green"] * 10
+    assert [tcp_color(env.frontend_port) for _attempt in range(10)] == ["green"] * 10
 
 
 def test_the_default_configuration_renders_no_canary_and_no_test_listener(haproxy_env, run_playbook, tmp_path):
@@ -414,9 +414,9 @@ put("active.preview", "backend_green"); put("active.weight", 0)
 results["listener_with_preview"] = get(PORTS["listener"], {})[1]
 results["public_with_preview"] = share(colors(PORTS["main"], 200))
 held = socket.create_connection(("127.0.0.1", PORTS["tcp"]), timeout=5)
-results["tcp_before"] = [tcp(held)] + [tcp() for _ in range(5)]
+results["tcp_before"] = [tcp(held)] + [tcp() for _attempt in range(5)]
 cli("set map %s tcp backend_tcp_green" % MAP)
-results["tcp_after"], results["tcp_held"] = [tcp() for _ in range(5)], tcp(held)
+results["tcp_after"], results["tcp_held"] = [tcp() for _attempt in range(5)], tcp(held)
 haproxy.terminate()
 for app in apps: app.terminate()
 print(json.dumps(results))

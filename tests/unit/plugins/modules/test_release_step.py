@@ -406,8 +406,8 @@ def test_the_next_step_compares_against_the_share_the_step_before_left(haproxy, 
     (None, dict(requests=400, errors=40, error_rate=10.0, verdict="failed", msg="40 of 400 real requests failed"),
      "the stable backend failed while the canary ran: 40 of 400"),
 ])
-def test_a_failed_step_names_why_and_leaves_its_share_for_the_end_to_take_back(haproxy, http, monkeypatch,
-                                                                                canary, stable, message):
+def test_a_failed_step_names_why_and_leaves_its_share_for_the_end_to_take_back(
+        haproxy, http, monkeypatch, canary, stable, message):
     monkeypatch.setattr(traffic, "watch_backend", Windows(haproxy, canary, stable))
     outcome = run_canary(5)
     assert outcome.failed and outcome.result["stage"] == "CANARY"
