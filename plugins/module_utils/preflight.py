@@ -142,8 +142,10 @@ def judge_entry(entry, result):
     entry["status"] = result["status"]
     entry["passed"] = bool(result["matched"])
     reason = result["reason"]
-    if reason and result["error"] is None and (reason.startswith("body did not match") or
-                                               (result["status"] is None and "without a match of" in reason)):
+    # A wrong HTTP body, or what a tcp server answered without a match (no status there).
+    wrong_answer = reason.startswith("body did not match") if reason else False
+    unmatched_tcp = bool(reason) and result["status"] is None and "without a match of" in reason
+    if reason and result["error"] is None and (wrong_answer or unmatched_tcp):
         got = result.get("_body_key")
         reason = "%s (got %s)" % (reason, repr(got) if got else "an empty body")
     entry["reason"] = None if entry["passed"] else reason

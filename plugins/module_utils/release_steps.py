@@ -372,10 +372,16 @@ def prepare(client, map_name, disk_text, services, run, lock=None, allow_drift=F
             plan["weights"] = dict((key, (result.get("entries") or {}).get(canary_keys(key)[1], "")) for key in keys)
             running = ["%s is %s" % (canary_keys(key)[1], weight) for key, weight in sorted(plan["weights"].items())
                        if weight not in ("", "0")]
-            if running:
-                raise StepFailed("PRECHECK", "a canary is already running here (%s): end it first - set the weight to 0 "
-                                             "(haproxy_map) - then start this release" % ", ".join(running))
-        if already_live(plan, result["lock"]):
+            if running and run.get("action") == "rollback":
+                # A canary left by a run that died mid-step: going back means ending the canary, the
+                # live key stays where it is (every other user is already on it).
+                plan["targets"] = dict((key, plan["lives"][key] if plan["weights"][key] not in ("", "0") else target)
+                                       for key, target in plan["targets"].items())
+                plan["end_canary"] = True
+            elif running:
+                raise StepFailed("PRECHECK", "a canary is already running here (%s): end it first (rollback.yml ends "
+                                             "it) - then start this release" % ", ".join(running))
+        if already_live(plan, result["lock"]) and not plan.get("end_canary"):
             result["already_live"] = True
             return result
         refusals = node_refusals(plan, map_name, allow_drift)
@@ -765,12 +771,14 @@ def canary_keys(key):
     return key + CANARY_SUFFIX, key + WEIGHT_SUFFIX
 
 
-def canary_entries(services, targets, lives, weight):
-    """{key.canary: target, key.weight: weight} of every service that moves (weight 0: the weights alone)."""
+def canary_entries(services, targets, lives, weight, weights=None):
+    """{key.canary: target, key.weight: weight} of every service that moves; weight 0 (the end of a
+    canary): the weights alone, of every key that moves or whose share `weights` says is set."""
     entries = {}
     for service in services:
         key = service["key"]
-        if targets[key] == lives[key]:
+        share_set = not weight and (weights or {}).get(key) not in (None, "", "0")
+        if targets[key] == lives[key] and not share_set:
             continue
         canary, share = canary_keys(key)
         if weight:
@@ -820,8 +828,8 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
     now = clock or time.time
     watch = dict(watch or {})
     keys = [service["key"] for service in services]
-    entries = canary_entries(services, targets, lives, weight)
-    expected = dict((key, lives[key]) for key in keys if targets[key] != lives[key])
+    entries = canary_entries(services, targets, lives, weight, weights)
+    expected = dict((key, lives[key]) for key in keys if canary_keys(key)[1] in entries)
     for key in list(expected):
         before = (weights or {}).get(key)
         if before not in (None, ""):
@@ -843,10 +851,15 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
             raise StepFailed("CANARY", "; ".join(errors))
         if not weight:
             # Ended: every user is on the stable version again; prove it answers.
+            ended = round(now(), 3)
+            result["canary_step"] = dict((key, dict(weight=0, backend=lives[key], verdict="ended", started=ended,
+                                                    ended=ended, switched_at=switch.get("switched_at")))
+                                         for key in keys if key in expected)
             result["smoke"] = _smoke_services(_run_smoke(), services, lives, smoke)
             failed = [(item["key"], item) for item in result["smoke"] if not item["passed"]]
             if failed:
                 raise StepFailed("CANARY", "the stable version after the canary ended: %s" % _service_message(failed, keys))
+            result["msg"] = "canary ended: %s" % describe(dict((key, lives[key]) for key in keys if key in expected))
             return result
         started = now()
         moving = [service for service in services if targets[service["key"]] != lives[service["key"]]]

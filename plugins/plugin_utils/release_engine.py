@@ -676,7 +676,8 @@ def node_outcome(node):
 
     `node` keys: left (bool: not in the play any more), switched (the switch changed the
     live value), rolled_back, failures (list), fleet_failed, unchanged (value already live),
-    checked (check mode), persisted (the map file was written without a switch: persist.yml).
+    checked (check mode), persisted (the map file was written without a switch: persist.yml),
+    canary_ended (a rollback ended a canary a dead run left: the share back to 0, the live key kept).
     """
     switched = bool(node.get("switched"))
     if node.get("left"):
@@ -692,6 +693,8 @@ def node_outcome(node):
         return "checked"
     if switched:
         return "switched"
+    if node.get("canary_ended"):
+        return "canary ended"
     if node.get("persisted"):
         return "persisted"
     return "unchanged"
@@ -821,7 +824,10 @@ def node_summary(hostvars, host, key, persist="on_success", check_mode=False, fi
             smoke[phase] = counts
     outcome = node_outcome(dict(switched=switched, rolled_back=rolled_back, failures=failures,
                                 fleet_failed=var("_release_fleet_failed", False), checked=check_mode,
-                                persisted=bool((var("_release_persist", {}) or {}).get("changed"))))
+                                persisted=bool((var("_release_persist", {}) or {}).get("changed")),
+                                canary_ended=any(window.get("verdict") == "ended"
+                                                 for step in var("_release_canary_steps", []) or [] if isinstance(step, dict)
+                                                 for window in step.values() if isinstance(window, dict))))
     timings = var("_release_timings", {}) or {}
     run = var("_release_run", {}) or {}
     plan = var("_release_plan") or {}

@@ -156,3 +156,28 @@ def test_a_configuration_that_ignores_the_weight_is_not_a_healthy_canary(fleet_f
     assert rc != 0
     assert "the canary does not route: backend_green got no request while backend_blue got" in message, message
     assert fleet.map_values() == ["backend_blue"] and fleet.nodes[0].map_value("active.weight") == "0"
+
+
+def test_a_canary_a_dead_run_left_is_refused_by_a_cutover_and_ended_by_a_rollback(fleet_factory, run_playbook):
+    fleet = fleet_factory(nodes=2, canary=True)
+    for node in fleet.nodes:  # what a run killed during its 30% step leaves
+        node.runtime("add map %s active.canary backend_green" % node.map_path)
+        node.runtime("add map %s active.weight 30" % node.map_path)
+    on_canary = [user for user in range(200) if Users.ask(fleet.nodes[user % 2], user) == (200, "version=green")]
+    assert 20 <= len(on_canary) <= 100, "about 30% of the users on the canary"
+
+    rc, report = run_playbook(CUTOVER, dict(CANARY, release_canary_steps=[10]), inventory=fleet.inventory)
+    assert rc != 0 and "a canary is already running here (active.weight is 30)" in final_message(report)
+    # Refused: it changed nothing, the other run's share included.
+    assert [node.map_value("active.weight") for node in fleet.nodes] == ["30", "30"]
+
+    rollback = os.path.join(REPO, "playbooks", "rollback.yml")
+    rc, report = run_playbook(rollback, {}, inventory=fleet.inventory)
+
+    assert rc == 0, final_message(report)
+    assert {node["outcome"] for node in summary(report).values()} == {"canary ended"}
+    # The live key stayed on blue (a rollback's "other backend" would have been green) and the share is 0.
+    assert fleet.map_values() == ["backend_blue"] * 2 and fleet.disk_values() == ["backend_blue"] * 2
+    assert [node.map_value("active.weight") for node in fleet.nodes] == ["0", "0"]
+    assert {Users.ask(fleet.nodes[user % 2], user) for user in on_canary} == {(200, "version=blue")}
+    assert lock_files(fleet) == []

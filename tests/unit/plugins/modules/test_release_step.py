@@ -430,7 +430,7 @@ def test_weight_zero_ends_the_canary_and_proves_the_stable_version(haproxy, http
     outcome = run_canary(0, weights={"active": "25"})
     assert not outcome.failed, outcome.result["msg"]
     assert haproxy.values(MAP)["active.weight"] == "0" and haproxy.values(MAP)["active"] == "backend_blue"
-    assert windows.calls == [] and outcome.result["canary_step"] is None
+    assert windows.calls == [] and outcome.result["canary_step"]["active"]["verdict"] == "ended"
     (call,) = http.smoke_calls
     assert call["regex"] == "version=blue" and call["live"]["active.weight"] == "0"
 
@@ -455,6 +455,24 @@ def test_prepare_for_a_canary_reads_the_share_and_refuses_a_canary_already_runni
     refused = run_prepare(prepared, canary=True)
     assert refused.failed and refused.result["stage"] == "PRECHECK"
     assert refused.result["msg"].startswith("a canary is already running here (active.weight is 20)")
+
+
+def test_a_rollback_ends_a_canary_a_dead_run_left_instead_of_switching(haproxy, prepared):
+    haproxy.maps[MAP].entries = [("active", "backend_blue"), ("active.canary", "backend_green"), ("active.weight", "20")]
+    outcome = run_prepare(prepared, canary=True, services=[dict(PREPARE_SERVICE, target="")],
+                          run_record=dict(RUN, action="rollback"))
+    assert not outcome.failed, outcome.result["msg"]
+    plan = outcome.result["plan"]
+    # The live key stays on blue (not "the other backend"); the share is what goes back.
+    assert plan["targets"] == {"active": "backend_blue"} and plan["end_canary"] is True
+    assert plan["weights"] == {"active": "20"}
+
+
+def test_the_end_of_a_canary_takes_back_a_share_whose_key_does_not_move(haproxy, http):
+    haproxy.maps[MAP].entries = [("active", "backend_blue"), ("active.canary", "backend_green"), ("active.weight", "20")]
+    outcome = run_canary(0, targets=BLUE, weights={"active": "20"})
+    assert not outcome.failed, outcome.result["msg"]
+    assert haproxy.values(MAP) == {"active": "backend_blue", "active.canary": "backend_green", "active.weight": "0"}
 
 
 # step=finish
