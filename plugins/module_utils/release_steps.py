@@ -771,6 +771,31 @@ def canary_keys(key):
     return key + CANARY_SUFFIX, key + WEIGHT_SUFFIX
 
 
+def canary_bucket(sample):
+    """The bucket (0-99) HAProxy's `<sample>,crc32(1),mod(100)` gives this text: the bucket of the
+    README's canary lines. crc32(1) is CRC-32 with HAProxy's full_hash avalanche (Bob Jenkins'
+    integer hash, then times 3221225473), all in 32 bits."""
+    import zlib
+
+    mask = 0xFFFFFFFF
+    value = zlib.crc32(sample.encode("utf-8")) & mask
+    value = ((value + 0x7ED55D16) + (value << 12)) & mask
+    value = ((value ^ 0xC761C23C) ^ (value >> 19)) & mask
+    value = ((value + 0x165667B1) + (value << 5)) & mask
+    value = ((value + 0xD3A2646C) ^ (value << 9)) & mask
+    value = ((value + 0xFD7046C5) + (value << 3)) & mask
+    value = ((value ^ 0xB55A4F09) ^ (value >> 16)) & mask
+    return ((value * 3221225473) & mask) % 100
+
+
+def canary_sample(weight, prefix="bluegreen-canary-smoke-"):
+    """A sample whose bucket is in the canary's share `weight` (1-100): the first `prefix<n>` there."""
+    number = 0
+    while canary_bucket("%s%d" % (prefix, number)) >= int(weight):
+        number += 1
+    return "%s%d" % (prefix, number)
+
+
 def canary_entries(services, targets, lives, weight, weights=None):
     """{key.canary: target, key.weight: weight} of every service that moves; weight 0 (the end of a
     canary): the weights alone, of every key that moves or whose share `weights` says is set."""
@@ -806,7 +831,7 @@ def _step_verdict(target, stable, min_requests, insufficient_traffic):
 
 
 def canary_step(client, map_name, services, targets, lives, weight, weights, switch_at=None, lock=None, watch=None,
-                smoke=None, clock=None):
+                smoke=None, clock=None, smoke_header=None):
     """One CANARY step on this node; returns the result, `failed`/`stage`/`msg` when it failed.
 
     Every moving service's `<key>.canary` = its target and `<key>.weight` = `weight` in one
@@ -817,7 +842,10 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
     breaks something shared is caught. A canary backend that gets no request while the stable
     one gets real traffic is "the canary does not route". `weight` 0 ends the canary (abort):
     the weights go back to 0 at the instant, read back, and the stable version is smoke-tested
-    (`smoke`) through this node's listener. Returns per service key `canary_step`
+    (`smoke`) through this node's listener. With `smoke_header` (the request header the
+    configuration hashes the bucket from), each step first smoke-tests the canary through this
+    node's listener: the smoke requests carry a value whose bucket is in the step's share, so
+    HAProxy itself must send them to the target. Returns per service key `canary_step`
     ({weight, requests, errors, error_rate, verdict, started, ended, stable}).
     """
     import time
@@ -861,8 +889,18 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
                 raise StepFailed("CANARY", "the stable version after the canary ended: %s" % _service_message(failed, keys))
             result["msg"] = "canary ended: %s" % describe(dict((key, lives[key]) for key in keys if key in expected))
             return result
-        started = now()
         moving = [service for service in services if targets[service["key"]] != lives[service["key"]]]
+        if smoke_header:
+            # Before the baselines: the window counts real users only.
+            sample = canary_sample(weight)
+            probes = [dict(service, smoke_headers=dict(service.get("smoke_headers") or {}, **{smoke_header: sample}))
+                      for service in moving]
+            result["smoke"] = _smoke_services(_run_smoke(), probes, targets, smoke)
+            failed = [(item["key"], item) for item in result["smoke"] if not item["passed"]]
+            if failed:
+                raise StepFailed("CANARY", "at %d%%: the canary through this node's listener (%s: %s): %s"
+                                 % (int(weight), smoke_header, sample, _service_message(failed, keys)))
+        started = now()
         retry = float((smoke or {}).get("timeout") or 5)
         baselines = {}
         for service in moving:

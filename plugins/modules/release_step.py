@@ -209,6 +209,13 @@ options:
     description: Each key's C(<key>.weight) as the step before left it (the compare-and-set's expected value). Step C(canary) only.
     type: dict
     default: {}
+  canary_header:
+    description:
+      - The request header the configuration hashes each user's bucket from (C(req.hdr(<name>),crc32(1),mod(100))).
+        Set, each canary step first smoke-tests the canary through this node's listener - the smoke requests
+        carry a value whose bucket is in the step's share, so HAProxy itself must send them to the target.
+        Step C(canary) only.
+    type: str
   canary_weight:
     description:
       - After a canary, the last step's weight - the switch then promotes, setting every moving key's
@@ -587,7 +594,7 @@ STEP_OPTIONS = dict(
     prepare=("run", "allow_drift", "preflight", "smoke_current", "health_wait", "poll_interval", "allow_no_check",
              "force", "preflight_validate_certs", "skip_servers", "test_listener", "canary"),
     canary=("targets", "expected", "bulk", "switch_at", "watch_seconds", "watch_interval", "max_error_rate",
-            "min_requests", "insufficient_traffic", "weight", "weights"),
+            "min_requests", "insufficient_traffic", "weight", "weights", "canary_header"),
     switch=("targets", "expected", "bulk", "switch_at", "watch_seconds", "watch_interval", "max_error_rate",
             "min_requests", "insufficient_traffic", "canary_weight"),
     finish=("outcome", "targets", "previous", "switched", "persist", "bulk", "backup", "drain_until", "drain_shutdown"),
@@ -644,6 +651,7 @@ def argument_spec():
         # canary
         weight=dict(type="int"),
         weights=dict(type="dict", default={}),
+        canary_header=dict(type="str"),
         # finish
         outcome=dict(type="str", choices=["persist", "rollback", "release"]),
         previous=dict(type="dict"),
@@ -768,7 +776,7 @@ def run_canary(module, params):
     targets, expected, client = switch_options(module, params)
     return canary_step(client, params["map"], params["services"], targets, expected, params["weight"], params["weights"],
                        switch_at=params["switch_at"], lock=params["lock"], watch=watch_options(params),
-                       smoke=smoke_options(params))
+                       smoke=smoke_options(params), smoke_header=params["canary_header"])
 
 
 def run_switch(module, params):

@@ -413,6 +413,13 @@ def input_errors(inputs):
         elif any(not 1 <= step <= 99 for step in steps) or steps != sorted(set(steps)):
             errors.append("release_canary_steps must rise from 1 to 99 %% (100 is the promotion), got %s" % short(steps))
         _number(errors, "release_canary_step_seconds", inputs.get("canary_step_seconds"), float, above=0, maximum=86400)
+        if inputs.get("canary_smoke_header") not in (None, ""):
+            from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import SmokeOptionError, validate_headers
+
+            try:
+                validate_headers({str(inputs["canary_smoke_header"]): "bucket"})
+            except SmokeOptionError as exc:
+                errors.append("release_canary_smoke_header: %s" % short(str(exc), 200))
     if inputs.get("test_listener") not in (None, ""):
         from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import SmokeOptionError, parse_resolve
 

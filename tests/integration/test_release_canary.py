@@ -17,8 +17,9 @@ import os
 import threading
 import time
 
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps import canary_bucket
 from lab import wait_for
-from release_report import artifacts, final_message, lock_files
+from release_report import artifacts, final_message, lock_files, ran
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
@@ -81,10 +82,18 @@ def test_a_healthy_canary_moves_a_stable_share_of_users_step_by_step_then_promot
     fleet = fleet_factory(nodes=2, canary=True)
     users = start_users(fleet)
 
-    rc, report = run_playbook(CUTOVER, dict(CANARY, release_canary_steps=[10, 50]), inventory=fleet.inventory)
+    rc, report = run_playbook(CUTOVER, dict(CANARY, release_canary_steps=[10, 50], release_canary_smoke_header="X-User-Id"),
+                              inventory=fleet.inventory)
 
     answers = stop(users)
     assert rc == 0, final_message(report)
+    # Each step first sent its smoke requests through each node with a bucket in the step's share:
+    # HAProxy routed every one of them to green.
+    # (A fleet's steps are async jobs: their results are the collected ones.)
+    steps = ran(report, "release_step", "canary") + ran(report, "release_collect")
+    smoked = [(result["weight"], [(item["passed"], item["passed_count"]) for item in result["smoke"]])
+              for _name, _host, result in steps if result.get("weight")]
+    assert sorted(smoked) == [(10, [(True, 6)])] * 2 + [(50, [(True, 6)])] * 2, smoked
     assert [answer for answer in answers if answer[2] != 200] == [], "a healthy canary fails no request"
     for host, node in summary(report).items():
         steps = node["canary_steps"]
@@ -164,6 +173,8 @@ def test_a_canary_a_dead_run_left_is_refused_by_a_cutover_and_ended_by_a_rollbac
         node.runtime("add map %s active.canary backend_green" % node.map_path)
         node.runtime("add map %s active.weight 30" % node.map_path)
     on_canary = [user for user in range(200) if Users.ask(fleet.nodes[user % 2], user) == (200, "version=green")]
+    # Exactly the users whose bucket, as the engine computes HAProxy's crc32(1),mod(100), is below 30.
+    assert on_canary == [user for user in range(200) if canary_bucket("user-%d" % user) < 30]
     assert 20 <= len(on_canary) <= 100, "about 30% of the users on the canary"
 
     rc, report = run_playbook(CUTOVER, dict(CANARY, release_canary_steps=[10]), inventory=fleet.inventory)

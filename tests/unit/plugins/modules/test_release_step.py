@@ -423,6 +423,30 @@ def test_too_few_canary_requests_fail_unless_the_run_accepts_it(haproxy, http, m
     assert not outcome.failed and outcome.result["canary_step"]["active"]["verdict"] == "insufficient"
 
 
+# user-0 .. user-9 through `req.hdr(x-user-id),crc32(1),mod(100)` on HAProxy 2.6.12 (an
+# `http-request return ... lf-string "%[req.hdr(x-user-id),crc32(1),mod(100)]"` frontend, curl).
+HAPROXY_BUCKETS = [48, 58, 81, 54, 68, 68, 38, 68, 91, 39]
+
+
+def test_the_canary_bucket_is_the_one_haproxy_computes():
+    assert [release_steps.canary_bucket("user-%d" % user) for user in range(10)] == HAPROXY_BUCKETS
+    for weight in (1, 5, 50, 99):
+        assert release_steps.canary_bucket(release_steps.canary_sample(weight)) < weight
+
+
+def test_a_canary_step_smokes_the_canary_with_a_bucket_in_its_share_before_the_window(haproxy, http, monkeypatch):
+    windows = Windows(haproxy)
+    monkeypatch.setattr(traffic, "watch_backend", windows)
+    outcome = run_canary(5, canary_header="X-User-Id", requests=3)
+    assert not outcome.failed, outcome.result["msg"]
+    (call,) = http.smoke_calls
+    assert call["regex"] == "version=green" and call["live"]["active.weight"] == "5"
+    assert outcome.result["smoke"][0]["passed"] is True
+    http.smoke_passes = False
+    failed = run_canary(10, weights={"active": "5"}, canary_header="X-User-Id")
+    assert failed.failed and "the canary through this node's listener (X-User-Id: bluegreen-canary-smoke-" in failed.result["msg"]
+
+
 def test_weight_zero_ends_the_canary_and_proves_the_stable_version(haproxy, http, monkeypatch):
     windows = Windows(haproxy)
     monkeypatch.setattr(traffic, "watch_backend", windows)

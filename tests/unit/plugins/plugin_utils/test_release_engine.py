@@ -102,6 +102,8 @@ def test_good_inputs_have_no_errors():
     (dict(strategy="canary", canary_steps=["25", "5"], canary_step_seconds=60), "release_canary_steps must rise"),
     (dict(strategy="canary", canary_steps=[5], canary_step_seconds=60, action="rollback"),
      "release_strategy canary is for a cutover"),
+    (dict(strategy="canary", canary_steps=[5], canary_step_seconds=60, canary_smoke_header="X User"),
+     "release_canary_smoke_header"),
     (dict(strategy="canary", canary_steps=[5], canary_step_seconds=60, smoke_url="tcp://db.release.test:5432"),
      "release_strategy is canary but release_smoke_url is smoke-tested over tcp://"),
 ])
