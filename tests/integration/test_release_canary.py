@@ -79,7 +79,7 @@ def summary(report):
 
 
 def test_a_healthy_canary_moves_a_stable_share_of_users_step_by_step_then_promotes(fleet_factory, run_playbook):
-    fleet = fleet_factory(nodes=2, canary=True)
+    fleet = fleet_factory(nodes=3, canary=True)
     users = start_users(fleet)
 
     rc, report = run_playbook(CUTOVER, dict(CANARY, release_canary_steps=[10, 50], release_canary_smoke_header="X-User-Id"),
@@ -93,7 +93,7 @@ def test_a_healthy_canary_moves_a_stable_share_of_users_step_by_step_then_promot
     steps = ran(report, "release_step", "canary") + ran(report, "release_collect")
     smoked = [(result["weight"], [(item["passed"], item["passed_count"]) for item in result["smoke"]])
               for _name, _host, result in steps if result.get("weight")]
-    assert sorted(smoked) == [(10, [(True, 6)])] * 2 + [(50, [(True, 6)])] * 2, smoked
+    assert sorted(smoked) == [(10, [(True, 6)])] * 3 + [(50, [(True, 6)])] * 3, smoked
     assert [answer for answer in answers if answer[2] != 200] == [], "a healthy canary fails no request"
     for host, node in summary(report).items():
         steps = node["canary_steps"]
@@ -114,10 +114,10 @@ def test_a_healthy_canary_moves_a_stable_share_of_users_step_by_step_then_promot
         switched = [node["canary_steps"][index]["switched_at"] for node in summary(report).values()]
         assert max(switched) - min(switched) <= 5, "every node steps at one instant (release_max_spread)"
     # Promoted: everybody on green, the share back to 0, the disk holds the live key only.
-    assert fleet.map_values() == ["backend_green"] * 2 and fleet.disk_values() == ["backend_green"] * 2
-    assert [node.map_value("active.weight") for node in fleet.nodes] == ["0", "0"]
+    assert fleet.map_values() == ["backend_green"] * 3 and fleet.disk_values() == ["backend_green"] * 3
+    assert [node.map_value("active.weight") for node in fleet.nodes] == ["0"] * 3
     assert all("weight" not in node.disk_text() for node in fleet.nodes)
-    assert {Users.ask(fleet.nodes[user % 2], user) for user in range(0, USERS, 20)} == {(200, "version=green")}
+    assert {Users.ask(fleet.nodes[user % 3], user) for user in range(0, USERS, 20)} == {(200, "version=green")}
     assert lock_files(fleet) == []
 
 
@@ -138,8 +138,9 @@ def test_a_canary_failing_real_users_is_ended_on_every_node_after_its_step(fleet
     assert rc != 0
     assert "CANARY: at 5%: " in message and "backend_green" in message, message
     for node in summary(report).values():
-        (step,) = node["canary_steps"]
-        assert step["weight"] == 5 and step["verdict"] == "failed" and step["error_rate"] > 1.0, step
+        # The 5% step failed, then the canary's end (weight 0) on every node.
+        assert [(step["weight"], step["verdict"]) for step in node["canary_steps"]] == [(5, "failed"), (0, "ended")]
+        assert node["canary_steps"][0]["error_rate"] > 1.0, node["canary_steps"]
     # Ended on every node: the share back to 0, the live key and the disk never moved.
     assert [node.map_value("active.weight") for node in fleet.nodes] == ["0", "0"]
     assert fleet.map_values() == ["backend_blue"] * 2 and fleet.disk_values() == ["backend_blue"] * 2
