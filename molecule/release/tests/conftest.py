@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -65,14 +66,18 @@ def resolve(node, name):
 
 def reset(fleet, apps):
     """Back to what converge left: every app container running, green2 at its own address,
-    every server ready and UP, the switch on blue at runtime and on disk, no lock."""
+    every server ready and UP, the switch on blue at runtime and on disk, no canary or preview
+    entry at runtime, no lock."""
     subprocess.run(["docker", "start"] + sorted(apps.values()), check=True, stdout=subprocess.DEVNULL)
     for node in fleet:
+        # What a canary or a PREVIEW left at runtime (active.weight, active.canary,
+        # active.preview): never on disk, so only the runtime map can hold them.
+        extra = sorted(key for key in node.runtime_map() if key != "active")
         # One Runtime API connection (one docker exec) per node: HAProxy runs the commands of a
         # line separated by ";" one after the other.
         node.cli("; ".join(["set server backend_green/green2 addr %s port 8080" % resolve(node, "green2")] + [
             "set server %s state ready" % server for server in SERVERS] + [
-            "set map %s active backend_blue" % MAP]))
+            "set map %s active backend_blue" % MAP] + ["del map %s %s" % (MAP, key) for key in extra]))
         node.host.run_expect([0], "sed -i 's/^active .*/active backend_blue/' %s && rm -f %s.lock" % (MAP, MAP))
     for node in fleet:
         node.wait_servers("UP", SERVERS)
@@ -164,6 +169,109 @@ class Load:
                 conn.close()
                 conn = None
             time.sleep(0.04)
+
+
+class Users:
+    """`count` distinct users (X-User-Id: user-<n>), each always through the same node's
+    frontend (container address, port 80, the public Host header), asking GET /release in turn
+    until stopped, from this machine: every answer kept as (sent, user, status, body, answered),
+    the times from time.time() before the request and after its answer. A few
+    threads, each with a keep-alive connection per node (a new one when HAProxy closes it)."""
+
+    def __init__(self, addresses, count, threads=4, max_seconds=600):
+        self.addresses, self.count, self.max_seconds = addresses, count, max_seconds
+        self.stop_event = threading.Event()
+        self.answers = [[] for _thread in range(threads)]
+        self.threads = [threading.Thread(target=self._run, args=(index, threads), daemon=True)
+                        for index in range(threads)]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+        return self.all()
+
+    def all(self):
+        return sorted(answer for answers in self.answers for answer in list(answers))
+
+    def address(self, user):
+        return self.addresses[user % len(self.addresses)]
+
+    def _run(self, index, threads):
+        answers, connections = self.answers[index], {}
+        deadline = time.monotonic() + self.max_seconds  # a guard against a runaway thread only
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            for user in range(index, self.count, threads):
+                if self.stop_event.is_set():
+                    break
+                address = self.address(user)
+                conn = connections.get(address) or http.client.HTTPConnection(address, 80, timeout=5)
+                connections[address] = conn
+                sent = time.time()
+                try:
+                    conn.request("GET", "/release", headers={"Host": HOST_HEADER, "X-User-Id": "user-%d" % user})
+                    response = conn.getresponse()
+                    body = response.read().decode("utf-8", "replace").strip()
+                    answers.append((sent, user, response.status, body, time.time()))
+                    if (response.getheader("Connection") or "").lower() == "close":
+                        conn.close()
+                        connections.pop(address)
+                except (OSError, http.client.HTTPException) as exc:
+                    answers.append((sent, user, None, repr(exc), time.time()))
+                    conn.close()
+                    connections.pop(address)
+        for conn in connections.values():
+            conn.close()
+
+
+class HeldStream(threading.Thread):
+    """A client holding GET /stream?seconds=N (the app's chunked response: a chunk every 0.2 s,
+    then the last chunk) open through a node's frontend, reading every byte; `ended` is set when
+    the connection closes, `complete` tells whether the stream got its last chunk (a normal end)."""
+
+    LAST_CHUNK = b"\r\n0\r\n\r\n"
+
+    def __init__(self, address, seconds=120):
+        super().__init__(daemon=True)
+        self.seconds = seconds
+        self.sock = socket.create_connection((address, 80), timeout=seconds + 30)
+        self.sock.sendall(("GET /stream?seconds=%d HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                           % (seconds, HOST_HEADER)).encode())
+        self.data = b""
+        self.started = time.monotonic()
+        self.ended = threading.Event()
+        self.ended_after = None
+
+    def run(self):
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self.data += chunk
+        except OSError:
+            pass
+        self.ended_after = time.monotonic() - self.started
+        self.ended.set()
+
+    @property
+    def chunks(self):
+        return self.data.count(b"version=")
+
+    @property
+    def complete(self):
+        return self.data.endswith(self.LAST_CHUNK)
+
+    def close(self):
+        self.sock.close()
 
 
 def container_address(name):

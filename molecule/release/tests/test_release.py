@@ -8,13 +8,18 @@ on every node, the answers through each frontend, the run's exit status and outc
   gates                        DOWN / MAINT / DRAIN green servers: refused, nothing changed
   reload in the watch window   caught, every node rolled back, consistent
   ansible-runner               the cutover as AWX runs it, with its artifacts
+  a canary under many users    10% then 50% of 240 users (by X-User-Id), then the promotion
+  a drain                      a stream held on blue is closed by the cutover's drain
 
-On bookworm (HAProxy 2.6) only the cutover under live traffic runs: the others are marked
+Every cutover also tries green through each node's test listener first (PRECHECK's PREVIEW).
+
+On bookworm (HAProxy 2.6) only the cutover under live traffic, the canary and the drain run: the others are marked
 `loopback_twin`, proven on the same HAProxy 2.6 by tests/integration (see conftest.py).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shlex
@@ -26,7 +31,7 @@ import pytest
 
 from bluegreen_molecule import (ADMIN_SOCKET, MAP, MASTER_SOCKET, NODE_CLIENT, PLAYBOOKS, ansible_env, inventory,
                                 playbook, wait_for)
-from conftest import (Load, backend_2xx, container_address, expect_fleet, resolve,
+from conftest import (HeldStream, Load, Users, backend_2xx, container_address, expect_fleet, resolve,
                       state)
 
 GREEN = {"release_target": "backend_green"}
@@ -96,9 +101,18 @@ def test_a_wrong_green_behind_one_node_rolls_every_node_back(fleet):
     expect_outcome(run, "failed", {lb1.name: "refused", lb2.name: "failed"})
     expect_fleet(fleet, "backend_blue")
 
-    # Without the preflight (servers the nodes cannot reach directly), the smoke test after the
-    # switch catches it and every node rolls back.
+    # Without the preflight (servers the nodes cannot reach directly), lb2's test listener
+    # (PRECHECK's PREVIEW) catches it: no node switches, no user was sent there.
     run = playbook("cutover.yml", dict(GREEN, release_preflight=False), report=True,
+                   log_name="cutover-wrong-green-preview")
+    assert run.rc != 0, run
+    assert "PRECHECK: test listener 127.0.0.1:8081: " in run.output, run
+    assert outcomes(run)[lb2.name] == "failed" and "switched" not in outcomes(run).values(), run.report
+    expect_fleet(fleet, "backend_blue")
+
+    # Without the test listener either, the smoke test after the switch catches it and every node
+    # rolls back.
+    run = playbook("cutover.yml", dict(GREEN, release_preflight=False, release_test_listener=""), report=True,
                    log_name="cutover-wrong-green")
     assert run.rc != 0, run
     expect_outcome(run, "failed", {lb1.name: "rolled back", lb2.name: "rolled back"})
@@ -139,9 +153,13 @@ def test_unhealthy_green_is_refused_before_any_node_switches(fleet, apps, gate):
     assert run.rc != 0, run
     expect_outcome(run, "failed")
     assert "switched" not in outcomes(run).values(), run.report
-    # Nothing changed on either node: runtime, map file, no lock; green served nothing.
+    # Nothing changed on either node: runtime, map file, no lock; green served no user: only
+    # the PREVIEW's requests through the test listener of a node that passed its own gates.
     assert [state(node) for node in fleet] == before
-    assert [backend_2xx(node, "backend_green") for node in fleet] == served
+    previewed = [((run.report["nodes"][node.name].get("smoke") or {}).get("PREVIEW") or {}).get("passed", 0)
+                 for node in fleet]
+    assert [backend_2xx(node, "backend_green") for node in fleet] == [a + b for a, b in zip(served, previewed)], \
+        run.report
     for server in case["expect"]:
         assert server in run.output
 
@@ -223,3 +241,103 @@ def test_cutover_through_ansible_runner(fleet):
     assert artifacts.get("release_target") == "backend_green", artifacts
     assert artifacts.get("release_outcome") == "succeeded", artifacts
     expect_fleet(fleet, "backend_green")
+
+
+def expect_previewed(run):
+    """Every node's PRECHECK tried the target through its test listener (release_test_listener)
+    before any user was sent there: smoke.PREVIEW counts its requests, none failed."""
+    for name, node in run.report["nodes"].items():
+        preview = (node.get("smoke") or {}).get("PREVIEW") or {}
+        assert preview.get("passed", 0) > 0 and preview.get("failed") == 0, (name, node.get("smoke"))
+
+
+USERS = 240
+CANARY = dict(GREEN, release_strategy="canary", release_canary_steps=[10, 50], release_canary_step_seconds=5,
+              release_min_requests=10)
+
+
+@pytest.mark.usefixtures("from_blue")
+def test_canary_steps_judged_by_many_users_then_promotion(fleet):
+    """240 users (each one's bucket hashed from its X-User-Id, each always through the same
+    node) while the cutover raises green's share to 10% then 50% on every node, then promotes:
+    at each step the share of users on green is the weight, no user sees both versions within
+    a step, no request fails, and the fleet ends on green with the weight 0."""
+    expect_fleet(fleet, "backend_blue")
+    with Users([container_address(node.name) for node in fleet], USERS, threads=3) as users:
+        wait_for(lambda: len({answer[1] for answer in users.all()}) >= USERS, timeout=60,
+                 what="every user's first answer")
+        run = playbook("cutover.yml", CANARY, report=True, log_name="cutover-canary")
+    answers = users.all()
+    assert run.rc == 0, run
+    expect_outcome(run, "succeeded")
+    assert [answer for answer in answers if answer[2] != 200] == [], "a healthy canary fails no request"
+    nodes = run.report["nodes"]
+    assert sorted(nodes) == sorted(node.name for node in fleet), run.report
+    for name, node in nodes.items():
+        steps = node["canary_steps"]
+        assert [(step["weight"], step["verdict"]) for step in steps] == [(10, "passed"), (50, "passed")], (name, steps)
+    expect_previewed(run)
+    for index, weight in enumerate((10, 50)):
+        # The step's window on every node: requests sent after the last node's switch to this
+        # weight and answered before the first node's end of the step.
+        switched = max(node["canary_steps"][index]["switched_at"] for node in nodes.values())
+        ended = min(node["canary_steps"][index]["ended"] for node in nodes.values())
+        seen = collections.defaultdict(set)
+        for sent, user, _status, body, answered in answers:
+            if switched <= sent and answered <= ended:
+                seen[user].add(body)
+        assert len(seen) >= USERS * 0.9, "%d users answered within the %d%% step" % (len(seen), weight)
+        assert [user for user, bodies in seen.items() if len(bodies) > 1] == [], \
+            "no user sees both versions within a step"
+        share = 100.0 * sum(1 for bodies in seen.values() if bodies == {"version=green"}) / len(seen)
+        assert abs(share - weight) <= 10, "%.1f%% of users on green at the %d%% step" % (share, weight)
+    # Promoted: green live at runtime and on disk on every node, the share back to 0 at runtime,
+    # the disk holds the live key only.
+    expect_fleet(fleet, "backend_green")
+    for node in fleet:
+        assert node.runtime_map().get("active.weight") == "0", node.name
+        assert set(node.disk_map()) == {"active"}, (node.name, node.disk_map())
+
+    # The rollback leaves the fleet as every other test expects it: blue, no lock.
+    run = playbook("rollback.yml", report=True, log_name="rollback-canary")
+    assert run.rc == 0, run
+    expect_outcome(run, "succeeded")
+    expect_fleet(fleet, "backend_blue")
+
+
+def blue_sessions(node):
+    """The sessions blue's servers hold on that node (scur of each server row)."""
+    return sum(int(row.get("scur") or 0) for row in node.cli("show stat backend_blue 4 -1", parse="stat")
+               if row["svname"] in ("blue1", "blue2"))
+
+
+@pytest.mark.usefixtures("from_blue")
+def test_a_cutover_drains_blue_and_closes_a_held_stream(fleet):
+    """A streaming response held on blue through lb1 while the cutover moves the fleet to green
+    with release_drain_timeout and release_drain_shutdown: lb1's FINISH closes it (the client's
+    stream ends before its last chunk), lb2 had nothing to close."""
+    lb1, lb2 = fleet
+    stream = HeldStream(container_address(lb1.name), seconds=120)
+    stream.start()
+    try:
+        wait_for(lambda: stream.chunks >= 1, what="the first chunk of the held stream")
+        assert b"version=blue" in stream.data, stream.data[:300]
+        wait_for(lambda: blue_sessions(lb1) == 1, what="lb1's backend_blue to count the held session")
+
+        run = playbook("cutover.yml", dict(GREEN, release_drain_timeout=3, release_drain_shutdown=True),
+                       report=True, log_name="cutover-drain")
+
+        assert run.rc == 0, run
+        expect_outcome(run, "succeeded", {node.name: "switched" for node in fleet})
+        drains = {name: node["drain"] for name, node in run.report["nodes"].items()}
+        assert drains[lb1.name]["backend"] == "backend_blue", drains
+        assert drains[lb1.name]["shut_down"] >= 1 and drains[lb1.name]["sessions_left"] == 0, drains
+        assert (drains[lb2.name]["shut_down"], drains[lb2.name]["sessions_left"]) == (0, 0), drains
+        # Closed by the FINISH step, before the playbook returned: cut short, not its normal end.
+        wait_for(stream.ended.is_set, timeout=10, what="the held stream to end")
+        assert not stream.complete and stream.ended_after < stream.seconds, (stream.ended_after, stream.data[-200:])
+        expect_previewed(run)
+        expect_fleet(fleet, "backend_green")
+        assert blue_sessions(lb1) == 0
+    finally:
+        stream.close()
