@@ -31,9 +31,16 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils import (  # noqa
 )
 from ansible_collections.bluegreen.haproxy.plugins.plugin_utils import release_engine  # noqa: E402
 
-# test_tcp_probe's small socket servers and what the lab's apps answer.
-sys.path.insert(0, os.path.dirname(__file__))
-from test_tcp_probe import BLUE_ANSWER, GREEN_ANSWER, REQUEST, Server, answering  # noqa: E402
+# test_tcp_probe's small socket servers and what the lab's apps answer. (This file tests the
+# engine's controller code too, so it lives with the controller's tests: ansible-test runs
+# tests/unit/plugins/module_utils without the controller's `ansible` packages.)
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.module_utils.test_tcp_probe import (  # noqa: E402
+    BLUE_ANSWER,
+    GREEN_ANSWER,
+    REQUEST,
+    Server,
+    answering,
+)
 
 URL = 'tcp://db.release.test:5432'
 
