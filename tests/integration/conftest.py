@@ -30,8 +30,8 @@ from lab import (
 # collection order. These files run many playbooks against fleets (minutes each, measured with
 # --durations): handed out first, the longest file does not start last and run on alone while
 # the other workers are idle.
-LONGEST_FIRST = ("test_playbooks.py", "test_release_prevention.py", "test_provision_safety.py",
-                 "test_release_services.py", "test_packaging.py", "test_demo.py")
+LONGEST_FIRST = ("test_playbooks.py", "test_release_canary.py", "test_release_prevention.py",
+                 "test_provision_safety.py", "test_release_services.py", "test_packaging.py", "test_demo.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -72,7 +72,9 @@ def test_a_cutover_moves_the_tcp_frontend_persists_it_and_closes_what_blue_still
     preflight = [result for _host, _key, result in prechecked(report, "preflight")]
     assert [result["passed_count"] for result in preflight] == [2, 2], preflight
     # The drain: the held TCP sessions are closed by FINISH (cut short, not their normal end).
-    assert all(stream.ended.is_set() and not stream.complete for stream in streams)
+    # The client's reader sees the close a moment later on a busy machine.
+    wait_for(lambda: all(stream.ended.is_set() for stream in streams), timeout=10, what="every held stream to end")
+    assert not any(stream.complete for stream in streams), "cut short, not their normal end"
     for host, node in artifacts(report)["release_summary"].items():
         drain = node["drain"]
         assert (drain["backend"], drain["sessions_left"], drain["shut_down"]) == ("backend_tcp_blue", 0, 1), (host, drain)
