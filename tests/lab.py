@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from support import runtime_client
+from support.held_stream import HeldStream
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(REPO, "tests", "app", "bluegreen_app.py")
@@ -185,6 +186,14 @@ def wait_for(predicate, timeout=15.0, interval=0.1, what="condition"):
             return result
         time.sleep(interval)
     raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def held_stream(port, seconds=120):
+    """A started client holding GET /stream open through the lab's listener on `port` (HTTP or
+    `mode tcp`): tests/support/held_stream.py, shared with the Molecule scenarios."""
+    stream = HeldStream("127.0.0.1", port, "release.test", seconds=seconds)
+    stream.start()
+    return stream
 
 
 def runtime_command(address, command, timeout=5.0, retry_for=5.0):
@@ -511,15 +520,21 @@ class LoadGenerator(threading.Thread):
 
     Counts what the users saw: `answers` ("<status> <body>" -> count), `colors` (the version
     of every 200 answer -> count), `errors` (connection failures), `failed` (connection failures
-    plus every answer other than 200) and, per node, the same in `node_answers`. `paths` are
-    requested in turn, so a test can send real traffic the smoke test never sends.
+    plus every answer other than 200) and, per node, the same in `node_answers`; `timeline`
+    holds (epoch, answer) for every request, so a test can tell what users saw after an instant.
+    `paths` are requested in turn, so a test can send real traffic the smoke test never sends.
+    With `tcp`, the requests go through each node's `mode tcp` frontend instead. `pause` is the
+    time between rounds (a few users, not a flood, where a test needs presence, not volume).
     """
 
-    def __init__(self, nodes, paths=("/release",), max_seconds=240):
+    def __init__(self, nodes, paths=("/release",), max_seconds=240, tcp=False, pause=0.005):
         super().__init__(daemon=True)
         self.nodes = list(nodes)
         self.paths = list(paths)
         self.max_seconds = max_seconds
+        self.tcp = tcp
+        self.pause = pause
+        self.timeline = []
         self.stop_event = threading.Event()
         self.answers = {}
         self.colors = {}
@@ -535,7 +550,7 @@ class LoadGenerator(threading.Thread):
             turn += 1
             for index, node in enumerate(self.nodes):
                 try:
-                    status, body = node.get(path, timeout=5)
+                    status, body = node.get(path, timeout=5, port=node.tcp_port if self.tcp else None)
                     key = "%d %s" % (status, body.strip())
                 except (OSError, ValueError) as exc:
                     self.errors.append("%s %s: %r" % (node.frontend_url, path, exc))
@@ -544,11 +559,12 @@ class LoadGenerator(threading.Thread):
                     if status == 200 and body.startswith("version="):
                         color = body.strip()[len("version="):]
                         self.colors[color] = self.colors.get(color, 0) + 1
+                self.timeline.append((time.time(), key))
                 if key != "error":
                     self.answers[key] = self.answers.get(key, 0) + 1
                 self.node_answers[index][key] = self.node_answers[index].get(key, 0) + 1
                 self.requests += 1
-            time.sleep(0.005)
+            time.sleep(self.pause)
 
     @property
     def failed(self):
@@ -558,6 +574,14 @@ class LoadGenerator(threading.Thread):
     def wrong(self, allowed):
         """200 answers from a version not in `allowed` (a user saw the wrong release)."""
         return sum(count for color, count in self.colors.items() if color not in allowed)
+
+    def answers_between(self, start, end):
+        """{answer: count} of the requests answered from `start` to `end` (epoch seconds)."""
+        seen = {}
+        for at, key in list(self.timeline):
+            if start <= at <= end:
+                seen[key] = seen.get(key, 0) + 1
+        return seen
 
     def wait_requests(self, count, timeout=180.0):
         """Wait until `count` more requests were answered (or failed) from now on."""

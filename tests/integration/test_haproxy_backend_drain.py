@@ -5,17 +5,14 @@ connection (`mode tcp` frontend) held on blue while the map switches to green.""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
 
-from lab import TCP_KEY, App, HAProxyEnv, free_port, wait_for
+from lab import TCP_KEY, App, HAProxyEnv, free_port, held_stream, wait_for
 
 MODULE = "haproxy_backend_drain"
-REQUEST = "GET %s HTTP/1.1\r\nHost: release.test\r\nConnection: close\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
 
 # (map key, blue backend, green backend) for each frontend kind.
 FRONTENDS = {
@@ -47,42 +44,6 @@ def lab(tmp_path):
 
 def port_of(env, kind):
     return env.frontend_port if kind == "http" else env.tcp_port
-
-
-class HeldStream(threading.Thread):
-    """A client holding GET /stream?seconds=60 open, reading every chunk; `ended` is set when the
-    connection closes, `complete` tells whether the stream got its last chunk (a normal end)."""
-
-    def __init__(self, port):
-        super().__init__(daemon=True)
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=90)
-        self.sock.sendall((REQUEST % "/stream?seconds=60").encode())
-        self.data = b""
-        self.ended = threading.Event()
-        self.ended_at = None
-
-    def run(self):
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    break
-                self.data += chunk
-        except OSError:
-            pass
-        self.ended_at = time.monotonic()
-        self.ended.set()
-
-    @property
-    def chunks(self):
-        return self.data.count(b"version=")
-
-    @property
-    def complete(self):
-        return self.data.endswith(LAST_CHUNK)
-
-    def close(self):
-        self.sock.close()
 
 
 class NewRequests(threading.Thread):
@@ -122,8 +83,7 @@ def hold_and_switch(env, kind):
     the stream and the new-request poller (started after the first green answer)."""
     key, blue, green = FRONTENDS[kind]
     port = port_of(env, kind)
-    stream = HeldStream(port)
-    stream.start()
+    stream = held_stream(port)
     wait_for(lambda: stream.chunks >= 1, what="the first chunk of the held stream")
     assert b"version=blue" in stream.data
     wait_for(lambda: scur(env, blue, "blue1") == 1, what="%s/blue1 to count the held session" % blue)

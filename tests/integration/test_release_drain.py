@@ -11,11 +11,12 @@ the playbook does), without it the report says what blue still holds. Real HAPro
 from __future__ import annotations
 
 import os
+import time
 
-from lab import wait_for
+from lab import LoadGenerator, held_stream, wait_for
 from release_report import artifacts, final_message, lock_files
-# HeldStream: a client reading GET /stream?seconds=60 through a listener; scur: a server's sessions.
-from test_haproxy_backend_drain import HeldStream, scur
+# scur: a server's sessions.
+from test_haproxy_backend_drain import scur
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
@@ -23,13 +24,21 @@ GREEN = {"release_target": "backend_green"}
 
 
 def hold_a_stream_on_blue(node):
-    stream = HeldStream(node.frontend_port)
-    stream.start()
+    stream = held_stream(node.frontend_port)
     wait_for(lambda: stream.chunks >= 1, what="the first chunk of the held stream")
     assert b"version=blue" in stream.data
     wait_for(lambda: sum(scur(node, "backend_blue", server) for server in ("blue1", "blue2")) == 1,
              what="backend_blue to count the held session")
     return stream
+
+
+def new_requests_reach_green_throughout(load, report, ended, colors=("version=green",)):
+    """Every request a user sent from the last node's switch to the end of the run (the drain
+    included: FINISH waits, then closes) reached the new version, and there were such requests."""
+    switched = max(float(node["switched_at"]) for node in artifacts(report)["release_summary"].values())
+    after = load.answers_between(switched + 0.2, ended)
+    assert sum(after.values()) >= 10, ("users kept sending requests during the drain", after)
+    assert set(after) <= set("200 %s" % color for color in colors), after
 
 
 def drains(report):
@@ -39,11 +48,17 @@ def drains(report):
 def test_a_cutover_closes_what_the_old_version_still_holds_with_shutdown(fleet_factory, run_playbook):
     fleet = fleet_factory(nodes=2)
     streams = [hold_a_stream_on_blue(node) for node in fleet.nodes]
+    load = LoadGenerator(fleet.nodes, pause=0.05)
+    load.start()
 
     rc, report = run_playbook(CUTOVER, dict(GREEN, release_drain_timeout=2, release_drain_shutdown=True),
                               inventory=fleet.inventory)
 
+    ended = time.time()
+    load.stop()
     assert rc == 0, final_message(report)
+    new_requests_reach_green_throughout(load, report, ended)
+    assert load.failed == 0, load.answers
     assert fleet.map_values() == ["backend_green"] * 2 and fleet.disk_values() == ["backend_green"] * 2
     # Closed by the FINISH step, before the playbook returned: cut short, not its normal end.
     # The client's reader sees the close a moment later on a busy machine.
@@ -61,10 +76,16 @@ def test_a_cutover_closes_what_the_old_version_still_holds_with_shutdown(fleet_f
 def test_without_shutdown_the_report_names_what_the_old_version_still_holds(fleet_factory, run_playbook):
     fleet = fleet_factory(nodes=1)
     stream = hold_a_stream_on_blue(fleet.nodes[0])
+    load = LoadGenerator(fleet.nodes, pause=0.05)
+    load.start()
 
     rc, report = run_playbook(CUTOVER, dict(GREEN, release_drain_timeout=1), inventory=fleet.inventory)
 
+    ended = time.time()
+    load.stop()
     assert rc == 0, final_message(report)  # a drain never fails a release that is live and persisted
+    # The held stream stays on blue; every new request goes to green.
+    new_requests_reach_green_throughout(load, report, ended)
     assert fleet.map_values() == ["backend_green"] and fleet.disk_values() == ["backend_green"]
     drain = drains(report)["node1"]
     assert (drain["backend"], drain["sessions_left"], drain["shut_down"]) == ("backend_blue", 1, 0), drain

@@ -12,11 +12,13 @@ until the backend's release_smoke_bodies regex matches. Real HAProxy 2.6 on loop
 from __future__ import annotations
 
 import os
+import time
 
-from lab import wait_for
+from lab import LoadGenerator, held_stream, wait_for
 from release_report import artifacts, final_message, lock_files, nothing_switched, prechecked
-# HeldStream: a client reading GET /stream?seconds=60 through a listener; scur: a server's sessions.
-from test_haproxy_backend_drain import HeldStream, scur
+# scur: a server's sessions.
+from test_haproxy_backend_drain import scur
+from test_release_drain import new_requests_reach_green_throughout
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
@@ -51,17 +53,23 @@ def test_a_cutover_moves_the_tcp_frontend_persists_it_and_closes_what_blue_still
     fleet = tcp_fleet(fleet_factory, nodes=2)
     streams = []
     for node in fleet.nodes:  # a long-lived TCP session on blue through each node's tcp frontend
-        stream = HeldStream(node.tcp_port)
-        stream.start()
+        stream = held_stream(node.tcp_port)
         streams.append(stream)
         wait_for(lambda: stream.chunks >= 1, what="the first chunk of the held stream")
         wait_for(lambda node=node: scur(node, "backend_tcp_blue", "blue1") + scur(node, "backend_tcp_blue", "blue2") == 1,
                  what="backend_tcp_blue to count the held session")
+    load = LoadGenerator(fleet.nodes, tcp=True, pause=0.05)
+    load.start()
 
     rc, report = run_playbook(CUTOVER, dict(GREEN, release_drain_timeout=2, release_drain_shutdown=True),
                               inventory=fleet.inventory)
 
+    ended = time.time()
+    load.stop()
     assert rc == 0, final_message(report)
+    # New connections reach green from the switch on, through the drain; none failed.
+    new_requests_reach_green_throughout(load, report, ended)
+    assert load.failed == 0, load.answers
     assert fleet.map_values("tcp") == ["backend_tcp_green"] * 2, "switched at runtime"
     assert fleet.disk_values("tcp") == ["backend_tcp_green"] * 2, "persisted"
     assert fleet.map_values() == ["backend_blue"] * 2, "the HTTP service's key is not the release's"

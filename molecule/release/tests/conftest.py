@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SCENARIO, "..", "shared"))
 
 from bluegreen_molecule import MAP, nodes  # noqa: E402
+from held_stream import HeldStream  # noqa: E402,F401  (tests/support: the tests' long-lived client)
 from testinfra.utils.ansible_runner import AnsibleRunner  # noqa: E402
 
 HOST_HEADER = "release.example.test"
@@ -230,48 +230,6 @@ class Users:
                     connections.pop(address)
         for conn in connections.values():
             conn.close()
-
-
-class HeldStream(threading.Thread):
-    """A client holding GET /stream?seconds=N (the app's chunked response: a chunk every 0.2 s,
-    then the last chunk) open through a node's frontend, reading every byte; `ended` is set when
-    the connection closes, `complete` tells whether the stream got its last chunk (a normal end)."""
-
-    LAST_CHUNK = b"\r\n0\r\n\r\n"
-
-    def __init__(self, address, seconds=120):
-        super().__init__(daemon=True)
-        self.seconds = seconds
-        self.sock = socket.create_connection((address, 80), timeout=seconds + 30)
-        self.sock.sendall(("GET /stream?seconds=%d HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
-                           % (seconds, HOST_HEADER)).encode())
-        self.data = b""
-        self.started = time.monotonic()
-        self.ended = threading.Event()
-        self.ended_after = None
-
-    def run(self):
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    break
-                self.data += chunk
-        except OSError:
-            pass
-        self.ended_after = time.monotonic() - self.started
-        self.ended.set()
-
-    @property
-    def chunks(self):
-        return self.data.count(b"version=")
-
-    @property
-    def complete(self):
-        return self.data.endswith(self.LAST_CHUNK)
-
-    def close(self):
-        self.sock.close()
 
 
 def container_address(name):

@@ -31,7 +31,7 @@ import pytest
 
 from bluegreen_molecule import (ADMIN_SOCKET, MAP, MASTER_SOCKET, NODE_CLIENT, PLAYBOOKS, ansible_env, inventory,
                                 playbook, wait_for)
-from conftest import (HeldStream, Load, Users, backend_2xx, container_address, expect_fleet, resolve,
+from conftest import (HOST_HEADER, HeldStream, Load, Users, backend_2xx, container_address, expect_fleet, resolve,
                       state)
 
 GREEN = {"release_target": "backend_green"}
@@ -317,7 +317,7 @@ def test_a_cutover_drains_blue_and_closes_a_held_stream(fleet):
     with release_drain_timeout and release_drain_shutdown: lb1's FINISH closes it (the client's
     stream ends before its last chunk), lb2 had nothing to close."""
     lb1, lb2 = fleet
-    stream = HeldStream(container_address(lb1.name), seconds=120)
+    stream = HeldStream(container_address(lb1.name), 80, HOST_HEADER, seconds=120)
     stream.start()
     try:
         wait_for(lambda: stream.chunks >= 1, what="the first chunk of the held stream")
