@@ -19,7 +19,7 @@ import time
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps import canary_bucket
 from lab import wait_for
-from release_report import artifacts, final_message, lock_files, ran
+from release_report import artifacts, final_message, lock_files, prechecked, ran
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
@@ -193,3 +193,34 @@ def test_a_canary_a_dead_run_left_is_refused_by_a_cutover_and_ended_by_a_rollbac
     assert [node.map_value("active.weight") for node in fleet.nodes] == ["0", "0"]
     assert {Users.ask(fleet.nodes[user % 2], user) for user in on_canary} == {(200, "version=blue")}
     assert lock_files(fleet) == []
+
+
+def test_a_canary_in_check_mode_proves_the_gates_and_changes_nothing(fleet_factory, run_playbook):
+    fleet = fleet_factory(nodes=2, canary=True)
+    disks = [node.disk_text() for node in fleet.nodes]
+    started = time.time()
+
+    # Steps of 60 s: a check run that armed them or waited their windows would take minutes.
+    rc, report = run_playbook(CUTOVER, dict(CANARY, release_canary_steps=[10, 50], release_canary_step_seconds=60),
+                              inventory=fleet.inventory, check=True)
+
+    took = time.time() - started
+    assert rc == 0, final_message(report)
+    assert took < 60, "a check run waits no analysis window (%.1f s)" % took
+    # Every gate ran on every node and passed: health, preflight and the current path.
+    for stage in ("health", "preflight", "current"):
+        checks = prechecked(report, stage)
+        assert sorted(host for host, _key, _result in checks) == ["node1", "node2"], stage
+        assert not [result for _host, _key, result in checks if result["failed"]], (stage, checks)
+    # No step was armed, none ran: nothing at runtime, no lock, the disk byte for byte.
+    assert ran(report, "release_step", "canary") == [] and ran(report, "release_collect") == []
+    for node in fleet.nodes:
+        entries = node.runtime("show map %s" % node.map_path)
+        assert "active.canary" not in entries and "active.weight" not in entries, entries
+    assert fleet.map_values() == ["backend_blue"] * 2
+    assert [node.disk_text() for node in fleet.nodes] == disks
+    assert lock_files(fleet) == []
+    # The report says it was a check.
+    assert artifacts(report)["release_outcome"] == "checked"
+    assert {node["outcome"] for node in summary(report).values()} == {"checked"}
+    assert all(not node.get("canary_steps") for node in summary(report).values())
