@@ -530,7 +530,11 @@ def test_a_reload_during_a_step_is_named_at_that_step_and_its_end_is_not_refused
 
 def test_a_failed_window_and_a_reload_name_the_reload_first(haproxy, http, monkeypatch):
     windows = Windows(haproxy, canary=dict(requests=0, verdict="insufficient", msg="0 real requests"))
-    windows.during_window = lambda: haproxy.maps[MAP].entries.__setitem__(slice(None), [("active", "backend_blue")])
+
+    def reload():
+        haproxy.maps[MAP].entries = [("active", "backend_blue")]
+
+    windows.during_window = reload
     monkeypatch.setattr(traffic, "watch_backend", windows)
     outcome = run_canary(10)
     message = outcome.result["msg"]
