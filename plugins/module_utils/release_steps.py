@@ -1001,8 +1001,10 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
                                            for name in (service["key"],) + canary_keys(service["key"]))
             moved = canary_share_errors(services, targets, lives, weight, live)
         for key in moved:
-            if key in windows:
-                windows[key]["verdict"] = moved[key]["verdict"]
+            # Also when the window itself could not be read (the reload took the socket away).
+            windows.setdefault(key, dict(weight=int(weight), backend=targets[key], switched_at=switch.get("switched_at"),
+                                         started=round(started, 3), ended=round(now(), 3)))
+            windows[key]["verdict"] = moved[key]["verdict"]
         failures = [(key, moved[key]) for key in keys if key in moved] + \
             [(key, item) for key, item in failures if key not in moved]
         if window_error and not moved:

@@ -541,6 +541,20 @@ def test_a_failed_window_and_a_reload_name_the_reload_first(haproxy, http, monke
     assert message.startswith("at 10%: the canary share is gone") and "the canary does not route" not in message
 
 
+def test_a_window_cut_short_by_the_reload_still_reports_the_step_with_the_reload(haproxy, http, monkeypatch):
+    windows = Windows(haproxy)
+
+    def reload_and_lose_the_socket():
+        haproxy.maps[MAP].entries = [("active", "backend_blue")]
+        raise release_step.RuntimeAPIError("connection refused: /run/haproxy/admin.sock")
+
+    windows.during_window = reload_and_lose_the_socket
+    monkeypatch.setattr(traffic, "watch_backend", windows)
+    outcome = run_canary(10)
+    assert outcome.result["msg"].startswith("at 10%: the canary share is gone"), outcome.result["msg"]
+    assert outcome.result["canary_step"]["active"]["verdict"] == "share gone"
+
+
 def test_the_end_takes_back_the_shares_still_set_and_skips_the_ones_gone(haproxy, http):
     haproxy.maps[MAP].entries = [("shop", "shop_blue"), ("api", "api_blue"), ("shop.canary", "shop_green"),
                                  ("shop.weight", "25")]
