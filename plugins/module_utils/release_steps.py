@@ -812,6 +812,39 @@ def canary_entries(services, targets, lives, weight, weights=None):
     return entries
 
 
+def canary_share_errors(services, targets, lives, weight, live):
+    """What the read of the live map at the end of a step's window (`live`: {key: value}, one
+    `show map`) finds: {key: {verdict, msg}} of every moving service whose share is not the step's any
+    more. A share gone (`<key>.weight` absent or 0) is what a reload does: the new worker loads the
+    map file, which never holds a share, so the canary ended there (safe: every user is on the
+    stable version) and the step cannot be judged."""
+    errors = {}
+    for service in services:
+        key = service["key"]
+        if targets[key] == lives[key]:
+            continue
+        canary, share = canary_keys(key)
+        seen = dict((name, live.get(name)) for name in (key, canary, share))
+        if seen[share] in (None, "0"):
+            errors[key] = dict(verdict="share gone", msg=(
+                "the canary share is gone: %s is %s at runtime, expected %d; did HAProxy reload? (a reload loads the "
+                "map file, which never holds a share: the canary ended on this node, every user is on %s)"
+                % (share, seen[share] or "absent", int(weight), seen[key] or "absent")))
+        elif seen[share] != str(int(weight)) or seen[canary] != targets[key] or seen[key] != lives[key]:
+            moved = ["%s is %s at runtime, expected %s" % (name, seen[name] or "absent", value)
+                     for name, value in ((key, lives[key]), (canary, targets[key]), (share, str(int(weight))))
+                     if seen[name] != value]
+            errors[key] = dict(verdict="moved", msg="the canary moved during its window: %s; another hand changed the map"
+                               % ", ".join(moved))
+    return errors
+
+
+def shares_gone(keys, live):
+    """The keys whose canary share is already gone at runtime (`<key>.weight` absent or 0 in `live`):
+    nothing to end there (a reload during the canary, or another run ended it)."""
+    return [key for key in keys if live.get(canary_keys(key)[1]) in (None, "0")]
+
+
 def _step_verdict(target, stable, min_requests, insufficient_traffic):
     """A canary step's verdict from its two windows: (verdict, message or None)."""
     if target["verdict"] == "failed":
@@ -852,24 +885,41 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
 
     from ansible_collections.bluegreen.haproxy.plugins.module_utils import traffic
     from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import runtime_values
 
     now = clock or time.time
     watch = dict(watch or {})
     keys = [service["key"] for service in services]
     entries = canary_entries(services, targets, lives, weight, weights)
     expected = dict((key, lives[key]) for key in keys if canary_keys(key)[1] in entries)
+    ending = [key for key in keys if key in expected]
     for key in list(expected):
         before = (weights or {}).get(key)
         if before not in (None, ""):
             expected[canary_keys(key)[1]] = str(before)
-    result = dict(changed=False, weight=int(weight), switch=None, canary_step=None, smoke=None, stage=None, warnings=[])
+    result = dict(changed=False, weight=int(weight), switch=None, canary_step=None, canary_verify=None, smoke=None,
+                  stage=None, warnings=[])
+    gone = []
+    if not weight and ending:
+        # The end: a share already gone (a reload during the canary) is ended there, not a
+        # compare-and-set refusal; one `show map` says which.
+        try:
+            gone = shares_gone(ending, runtime_values(client, map_name))
+        except RuntimeAPIError as exc:
+            result.update(failed=True, stage="CANARY", msg=str(exc))
+            return result
+        for key in gone:
+            for name in (key,) + canary_keys(key):
+                entries.pop(name, None)
+                expected.pop(name, None)
     params = dict(map=map_name, map_file=None, persist=False, backup=False, switch_at=switch_at, state="present",
                   key=None, value=None, expected_value=None, entries=entries, expected_entries=expected,
                   release_lock=dict(path=lock["path"], owner=lock["owner"], phase="canary %d%%" % int(weight))
                   if lock else None)
     try:
         try:
-            switch = change_map(client, params, warn=result["warnings"].append)
+            # Nothing to write when every share is gone already.
+            switch = change_map(client, params, warn=result["warnings"].append) if entries else dict(changed=False)
         except MapStepError as exc:
             result["switch"] = exc.result
             raise StepFailed("CANARY", str(exc))
@@ -882,12 +932,17 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
             ended = round(now(), 3)
             result["canary_step"] = dict((key, dict(weight=0, backend=lives[key], verdict="ended", started=ended,
                                                     ended=ended, switched_at=switch.get("switched_at")))
-                                         for key in keys if key in expected)
+                                         for key in ending)
+            for key in gone:
+                result["canary_step"][key]["note"] = ("the share was already gone at runtime (%s absent or 0): "
+                                                      "did HAProxy reload?" % canary_keys(key)[1])
             result["smoke"] = _smoke_services(_run_smoke(), services, lives, smoke)
             failed = [(item["key"], item) for item in result["smoke"] if not item["passed"]]
             if failed:
                 raise StepFailed("CANARY", "the stable version after the canary ended: %s" % _service_message(failed, keys))
-            result["msg"] = "canary ended: %s" % describe(dict((key, lives[key]) for key in keys if key in expected))
+            result["msg"] = "canary ended: %s%s" % (describe(dict((key, lives[key]) for key in ending)),
+                                                    "; the share was already gone at runtime for %s (did HAProxy reload?)"
+                                                    % ", ".join(gone) if gone else "")
             return result
         moving = [service for service in services if targets[service["key"]] != lives[service["key"]]]
         if smoke_header:
@@ -907,27 +962,53 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
             for backend in (targets[service["key"]], lives[service["key"]]):
                 if backend not in baselines:
                     baselines[backend] = traffic.watch_backend(client, backend, retry_for=retry)["counters"]
-        windows, failures = {}, []
-        for index, service in enumerate(moving):
-            key = service["key"]
-            min_requests = int(watch.get("min_requests", 20))
-            target = traffic.watch_backend(
-                client, targets[key], baseline=baselines[targets[key]],
-                duration=float(watch.get("seconds") or 0) if index == 0 else 0.0,
-                interval=min(float(watch.get("interval") or 1), 1.0), max_error_rate=float(watch.get("max_error_rate", 1.0)),
-                min_requests=min_requests, retry_for=retry, insufficient_traffic="pass")
-            stable = traffic.watch_backend(client, lives[key], baseline=baselines[lives[key]],
-                                           max_error_rate=float(watch.get("max_error_rate", 1.0)),
-                                           min_requests=min_requests, retry_for=retry, insufficient_traffic="pass")
-            verdict, message = _step_verdict(target, stable, min_requests, watch.get("insufficient_traffic", "fail"))
-            windows[key] = dict(weight=int(weight), backend=targets[key], switched_at=switch.get("switched_at"),
-                                requests=target["requests"],
-                                errors=target["errors"], error_rate=target["error_rate"], verdict=verdict,
-                                started=round(started, 3), ended=round(now(), 3),
-                                stable=dict(backend=lives[key], requests=stable["requests"], errors=stable["errors"],
-                                            error_rate=stable["error_rate"], verdict=stable["verdict"]))
-            if message:
-                failures.append((key, dict(msg=message)))
+        windows, failures, window_error = {}, [], None
+        try:
+            for index, service in enumerate(moving):
+                key = service["key"]
+                min_requests = int(watch.get("min_requests", 20))
+                target = traffic.watch_backend(
+                    client, targets[key], baseline=baselines[targets[key]],
+                    duration=float(watch.get("seconds") or 0) if index == 0 else 0.0,
+                    interval=min(float(watch.get("interval") or 1), 1.0),
+                    max_error_rate=float(watch.get("max_error_rate", 1.0)),
+                    min_requests=min_requests, retry_for=retry, insufficient_traffic="pass")
+                stable = traffic.watch_backend(client, lives[key], baseline=baselines[lives[key]],
+                                               max_error_rate=float(watch.get("max_error_rate", 1.0)),
+                                               min_requests=min_requests, retry_for=retry, insufficient_traffic="pass")
+                verdict, message = _step_verdict(target, stable, min_requests, watch.get("insufficient_traffic", "fail"))
+                windows[key] = dict(weight=int(weight), backend=targets[key], switched_at=switch.get("switched_at"),
+                                    requests=target["requests"],
+                                    errors=target["errors"], error_rate=target["error_rate"], verdict=verdict,
+                                    started=round(started, 3), ended=round(now(), 3),
+                                    stable=dict(backend=lives[key], requests=stable["requests"], errors=stable["errors"],
+                                                error_rate=stable["error_rate"], verdict=stable["verdict"]))
+                if message:
+                    failures.append((key, dict(msg=message)))
+        except RuntimeAPIError as exc:
+            window_error = str(exc)
+        # The end of the window reads the live map once, also after a failed window: a reload
+        # during it ended the canary on this node (the map file holds no share), and that is
+        # the finding, before whatever the counters said.
+        try:
+            live = runtime_values(client, map_name)
+        except RuntimeAPIError as exc:
+            result["canary_verify"] = dict(failed=True, msg=str(exc))
+            moved = {}
+            failures.insert(0, (keys[0], dict(msg="the live map could not be read after the window: %s" % exc)))
+        else:
+            result["canary_verify"] = dict((name, live.get(name)) for service in moving
+                                           for name in (service["key"],) + canary_keys(service["key"]))
+            moved = canary_share_errors(services, targets, lives, weight, live)
+        for key in moved:
+            # Also when the window itself could not be read (the reload took the socket away).
+            windows.setdefault(key, dict(weight=int(weight), backend=targets[key], switched_at=switch.get("switched_at"),
+                                         started=round(started, 3), ended=round(now(), 3)))
+            windows[key]["verdict"] = moved[key]["verdict"]
+        failures = [(key, moved[key]) for key in keys if key in moved] + \
+            [(key, item) for key, item in failures if key not in moved]
+        if window_error and not moved:
+            failures.append((keys[0], dict(msg=window_error)))
         result["canary_step"] = windows
         if failures:
             raise StepFailed("CANARY", "at %d%%: %s" % (int(weight), _service_message(failures, keys)))

@@ -518,10 +518,18 @@ unlocked:
 canary_step:
   description:
     - Per moving key, the canary step's analysis window - C(weight), C(backend), C(requests), C(errors),
-      C(error_rate), C(verdict) (C(passed), C(failed), C(insufficient), C(does not route)), C(started), C(ended)
+      C(error_rate), C(verdict) (C(passed), C(failed), C(insufficient), C(does not route), C(share gone) - the
+      share was gone at the end of the window, e.g. HAProxy reloaded - or C(moved)), C(started), C(ended)
       (epoch) and C(stable) (the stable backend's C(requests), C(errors), C(error_rate), C(verdict)).
-      V(null) when the step ended the canary (O(weight=0)) or failed before its window.
+      With O(weight=0), per key whose share was ended, C(verdict=ended) (and a C(note) when the share was
+      already gone at runtime, so nothing was written for it). V(null) when the step failed before its window.
   returned: step C(canary)
+  type: dict
+canary_verify:
+  description:
+    - The live values of every moving key, its C(<key>.canary) and its C(<key>.weight) (V(null) when absent),
+      read once at the end of the step's window; C(failed) and C(msg) when the map could not be read.
+  returned: step C(canary) with O(weight) above 0, when the window ran
   type: dict
 weight:
   description: The weight this canary step set.

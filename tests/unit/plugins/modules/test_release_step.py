@@ -355,8 +355,12 @@ class Windows(object):
                             backend_blue=dict(dict(requests=400, errors=0, error_rate=0.0, verdict="passed",
                                                    msg="0 of 400 real requests failed"), **(stable or {})))
 
+    during_window = None  # called once the canary's window runs, e.g. a reload
+
     def __call__(self, client, backend, baseline=None, **options):
         self.calls.append(dict(backend=backend, baseline=baseline is not None, live=self.haproxy.values(MAP), **options))
+        if baseline is not None and options.get("duration") and self.during_window:
+            self.during_window()
         if baseline is None:
             return dict(passed=True, counters=dict(dict((name, 0) for name in traffic.REQUIRED_FIELDS), read_at=1.0))
         return dict(self.results[backend], backend=backend)
@@ -497,6 +501,70 @@ def test_the_end_of_a_canary_takes_back_a_share_whose_key_does_not_move(haproxy,
     outcome = run_canary(0, targets=BLUE, weights={"active": "20"})
     assert not outcome.failed, outcome.result["msg"]
     assert haproxy.values(MAP) == {"active": "backend_blue", "active.canary": "backend_green", "active.weight": "0"}
+
+
+def test_a_reload_during_a_step_is_named_at_that_step_and_its_end_is_not_refused(haproxy, http, monkeypatch):
+    windows = Windows(haproxy)
+    monkeypatch.setattr(traffic, "watch_backend", windows)
+
+    def reload():  # the new worker loaded the map file: no share
+        haproxy.maps[MAP].entries = [("active", "backend_blue")]
+
+    windows.during_window = reload
+    outcome = run_canary(10)
+    assert outcome.failed and outcome.result["stage"] == "CANARY"
+    assert outcome.result["msg"].startswith("at 10%: the canary share is gone: active.weight is absent at runtime, "
+                                            "expected 10; did HAProxy reload?"), outcome.result["msg"]
+    assert outcome.result["canary_step"]["active"]["verdict"] == "share gone"
+    assert outcome.result["canary_verify"] == {"active": "backend_blue", "active.canary": None, "active.weight": None}
+    # The end that follows: nothing to take back there (no compare-and-set refusal, no write), the
+    # stable version proven.
+    writes = list(haproxy.writes)
+    ended = run_canary(0, weights={"active": "10"})
+    assert not ended.failed, ended.result["msg"]
+    assert haproxy.writes == writes and ended.result["changed"] is False
+    assert ended.result["canary_step"]["active"]["verdict"] == "ended"
+    assert "did HAProxy reload?" in ended.result["canary_step"]["active"]["note"]
+    assert [call["regex"] for call in http.smoke_calls] == ["version=blue"]
+
+
+def test_a_failed_window_and_a_reload_name_the_reload_first(haproxy, http, monkeypatch):
+    windows = Windows(haproxy, canary=dict(requests=0, verdict="insufficient", msg="0 real requests"))
+
+    def reload():
+        haproxy.maps[MAP].entries = [("active", "backend_blue")]
+
+    windows.during_window = reload
+    monkeypatch.setattr(traffic, "watch_backend", windows)
+    outcome = run_canary(10)
+    message = outcome.result["msg"]
+    assert message.startswith("at 10%: the canary share is gone") and "the canary does not route" not in message
+
+
+def test_a_window_cut_short_by_the_reload_still_reports_the_step_with_the_reload(haproxy, http, monkeypatch):
+    windows = Windows(haproxy)
+
+    def reload_and_lose_the_socket():
+        haproxy.maps[MAP].entries = [("active", "backend_blue")]
+        raise release_step.RuntimeAPIError("connection refused: /run/haproxy/admin.sock")
+
+    windows.during_window = reload_and_lose_the_socket
+    monkeypatch.setattr(traffic, "watch_backend", windows)
+    outcome = run_canary(10)
+    assert outcome.result["msg"].startswith("at 10%: the canary share is gone"), outcome.result["msg"]
+    assert outcome.result["canary_step"]["active"]["verdict"] == "share gone"
+
+
+def test_the_end_takes_back_the_shares_still_set_and_skips_the_ones_gone(haproxy, http):
+    haproxy.maps[MAP].entries = [("shop", "shop_blue"), ("api", "api_blue"), ("shop.canary", "shop_green"),
+                                 ("shop.weight", "25")]
+    services = [dict(SERVICE, key="shop"), dict(SERVICE, key="api")]
+    outcome = run_canary(0, targets={"shop": "shop_green", "api": "api_green"}, expected={"shop": "shop_blue", "api": "api_blue"},
+                         services=services, weights={"shop": "25", "api": "25"})
+    assert not outcome.failed, outcome.result["msg"]
+    assert haproxy.values(MAP) == {"shop": "shop_blue", "api": "api_blue", "shop.canary": "shop_green", "shop.weight": "0"}
+    assert sorted(outcome.result["canary_step"]) == ["api", "shop"] and "note" in outcome.result["canary_step"]["api"]
+    assert "the share was already gone at runtime for api" in outcome.result["msg"]
 
 
 # step=finish
