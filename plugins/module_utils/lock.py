@@ -30,6 +30,17 @@ OWNERSHIP_FIELDS = ("owner", "acquired", "acquired_epoch")
 RUN_FIELDS = ("controller", "controller_pid", "started", "phase", "map", "key", "previous", "target")
 
 
+def lock_argument_spec():
+    """Which lock and how a held one may be taken over (path, owner, force, stale_after): release_lock's
+    options and release_step's `lock` suboptions. Each module sets what it requires (release_lock: the owner)."""
+    return dict(
+        path=dict(type="path", required=True),
+        owner=dict(type="str"),
+        force=dict(type="bool", default=False),
+        stale_after=dict(type="int", default=0),
+    )
+
+
 class LockError(Exception):
     """Base class: the lock could not be taken, updated or released."""
 

@@ -115,6 +115,22 @@ def tcp_send(text):
     return text
 
 
+def precheck_argument_spec():
+    """The precheck's options shared by every service of a run (release_precheck, and release_step's
+    step prepare), documented in the precheck doc fragment; validate_options checks them."""
+    return dict(
+        health_wait=dict(type="float", default=0),
+        poll_interval=dict(type="float", default=1.0),
+        allow_no_check=dict(type="bool", default=False),
+        force=dict(type="bool", default=False),
+        requests=dict(type="int", default=1),
+        request_timeout=dict(type="float", default=5.0),
+        validate_certs=dict(type="bool", default=True),
+        preflight_validate_certs=dict(type="bool", default=False),
+        skip_servers=dict(type="list", elements="str", default=[]),
+    )
+
+
 def validate_options(health_wait, poll_interval, requests, request_timeout, skip_servers):
     """The options shared by every service; returns skip_servers cleaned. PrecheckOptionError otherwise."""
     try:

@@ -71,6 +71,39 @@ class SmokeOptionError(ValueError):
     """An invalid option value; the message names the option."""
 
 
+def smoke_request_argument_spec():
+    """The request a smoke test sends and how its answers are judged (url, headers, status_code,
+    body_regex, max_body_bytes): http_smoke and haproxy_backend_preflight, documented in the
+    smoke doc fragment."""
+    return dict(
+        url=dict(type='str', required=True),
+        headers=dict(type='dict', default={}),
+        status_code=dict(type='list', elements='int', default=[200]),
+        body_regex=dict(type='str'),
+        max_body_bytes=dict(type='int', default=DEFAULT_MAX_BODY_BYTES),
+    )
+
+
+def smoke_repeat_argument_spec():
+    """How often a smoke test tries and what a failed one does (requests, interval, timeout,
+    fail_on_error): http_smoke and tcp_smoke, documented in the smoke.repeat doc fragment."""
+    return dict(
+        requests=dict(type='int', default=1),
+        interval=dict(type='float', default=0),
+        timeout=dict(type='float', default=5),
+        fail_on_error=dict(type='bool', default=True),
+    )
+
+
+def exit_smoke(module, result, fail_on_error):
+    """End a smoke module's run with its result: a smoke test only reads, and with any attempt
+    failed the task fails unless fail_on_error is off (the playbook then judges `passed`)."""
+    result['changed'] = False
+    if result['failed_count'] and fail_on_error:
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
 class Target(object):
     """A parsed, validated URL: where the request goes and what it is called."""
 

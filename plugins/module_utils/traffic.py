@@ -134,6 +134,16 @@ def own_counters(own_requests):
     return counters
 
 
+def traffic_gate_argument_spec():
+    """How a watch window judges real users' requests: haproxy_backend_traffic and release_step
+    (steps switch and canary), documented in the traffic_gate doc fragment."""
+    return dict(
+        max_error_rate=dict(type="float", default=1.0),
+        min_requests=dict(type="int", default=20),
+        insufficient_traffic=dict(type="str", choices=list(INSUFFICIENT_TRAFFIC), default="fail"),
+    )
+
+
 def validate_options(duration, interval, max_error_rate, min_requests, baseline, insufficient_traffic="fail",
                      smoke_interval=1.0):
     if insufficient_traffic not in INSUFFICIENT_TRAFFIC:

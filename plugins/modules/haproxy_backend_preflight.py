@@ -31,6 +31,7 @@ author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
   - bluegreen.haproxy.runtime_api
+  - bluegreen.haproxy.smoke
   - bluegreen.haproxy.runtime_api.attributes
   - bluegreen.haproxy.runtime_api.read_only_attributes
 options:
@@ -40,32 +41,6 @@ options:
       - An unknown backend is an error that lists the backends HAProxy has.
     type: str
     required: true
-  url:
-    description:
-      - The public URL users request, C(http://) or C(https://), for example
-        C(https://release.example.com/release).
-      - Its host (and port, when the URL gives one) is sent as the C(Host) header, and its host
-        as the TLS SNI of TLS servers; its path and query are requested. The connection itself
-        goes to each server's address and port.
-    type: str
-    required: true
-  headers:
-    description:
-      - Extra request headers, as a dictionary of names to values.
-    type: dict
-    default: {}
-  status_code:
-    description:
-      - The status codes a passing answer may have.
-    type: list
-    elements: int
-    default: [200]
-  body_regex:
-    description:
-      - A Python regular expression searched for (C(re.search)) in each server's answer body,
-        for example V(version=green) for the release the backend must serve.
-      - A failing server's reason quotes the first line of what it answered instead.
-    type: str
   request_timeout:
     description:
       - Seconds each server's request may take as a whole, from connecting (and the TLS
@@ -82,11 +57,6 @@ options:
         preflight judges what the servers answer.
     type: bool
     default: false
-  max_body_bytes:
-    description:
-      - The most bytes of each answer's body that are read (and searched with O(body_regex)).
-    type: int
-    default: 1048576
   skip_servers:
     description:
       - Names of servers not to check, for example servers this host cannot reach directly.
@@ -217,11 +187,11 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
     runtime_api_argument_spec,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
-    DEFAULT_MAX_BODY_BYTES,
     SmokeOptionError,
     build_tls_context,
     compile_body_regex,
     parse_url,
+    smoke_request_argument_spec,
     validate_headers,
     validate_max_body_bytes,
     validate_status_codes,
@@ -231,15 +201,11 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
 
 def main():
     argument_spec = runtime_api_argument_spec()
+    argument_spec.update(smoke_request_argument_spec())
     argument_spec.update(
         backend=dict(type="str", required=True),
-        url=dict(type="str", required=True),
-        headers=dict(type="dict", default={}),
-        status_code=dict(type="list", elements="int", default=[200]),
-        body_regex=dict(type="str"),
         request_timeout=dict(type="float", default=5.0),
         validate_certs=dict(type="bool", default=False),
-        max_body_bytes=dict(type="int", default=DEFAULT_MAX_BODY_BYTES),
         skip_servers=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -54,6 +54,7 @@ author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
   - bluegreen.haproxy.runtime_api
+  - bluegreen.haproxy.traffic_gate
   - bluegreen.haproxy.runtime_api.attributes
   - bluegreen.haproxy.runtime_api.read_only_attributes
 options:
@@ -76,32 +77,12 @@ options:
       - Seconds between two reads while watching.
     type: float
     default: 1
-  max_error_rate:
-    description:
-      - The highest error rate allowed, in percent of the requests counted (V(1.0) is one failed
-        request in a hundred). A rate equal to it passes.
-    type: float
-    default: 1.0
-  min_requests:
-    description:
-      - The fewest requests counted before the gate judges. Below it the module does not judge
-        (RV(judged=false)), does not fail, and says so in RV(msg).
-    type: int
-    default: 20
   baseline:
     description:
       - The counters the deltas are taken from, as returned in RV(counters) by an earlier call of
         this module for the same backend.
       - When not set, the counters read when the module starts.
     type: dict
-  insufficient_traffic:
-    description:
-      - What fewer than O(min_requests) real requests in the window means (RV(verdict=insufficient)).
-      - V(fail) fails the task with a message naming the requests counted and required.
-      - V(pass) accepts it; the result still says RV(verdict=insufficient).
-    type: str
-    choices: [fail, pass]
-    default: fail
   own_requests:
     description:
       - 'The caller''s own requests to this backend since O(baseline), all answered before this call
@@ -382,6 +363,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import (
     normalize_baseline,
     own_counters,
     smoke_sender,
+    traffic_gate_argument_spec,
     validate_options,
     watch_backend,
 )
@@ -389,14 +371,12 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import (
 
 def main():
     argument_spec = runtime_api_argument_spec()
+    argument_spec.update(traffic_gate_argument_spec())
     argument_spec.update(
         backend=dict(type="str", required=True),
         duration=dict(type="float", default=0),
         interval=dict(type="float", default=1),
-        max_error_rate=dict(type="float", default=1.0),
-        min_requests=dict(type="int", default=20),
         baseline=dict(type="dict"),
-        insufficient_traffic=dict(type="str", default="fail", choices=["fail", "pass"]),
         own_requests=dict(type="dict"),
         smoke=dict(type="list", elements="dict", options=dict(
             url=dict(type="str", required=True),

@@ -25,75 +25,20 @@ description:
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
+  - bluegreen.haproxy.smoke
+  - bluegreen.haproxy.smoke.repeat
   - bluegreen.haproxy.runtime_api.attributes
   - bluegreen.haproxy.runtime_api.read_only_attributes
 options:
-  url:
-    description:
-      - The absolute C(http://) or C(https://) URL to request.
-      - Credentials in the URL are hidden in messages.
-    type: str
-    required: true
   method:
     description:
       - The HTTP method.
     type: str
     default: GET
-  headers:
-    description:
-      - Extra request headers, as a dictionary of names to values.
-      - A C(Host) header given here replaces the URL's host in the C(Host) header only; prefer
-        O(resolve) to reach a chosen address.
-    type: dict
-    default: {}
   body:
     description:
       - The request body, sent as given (set a C(Content-Type) in O(headers) when it matters).
     type: str
-  status_code:
-    description:
-      - The status codes a passing answer may have.
-      - With O(follow_redirects=none) a redirect is an answer like any other, so
-        V([301]) checks that a listener redirects.
-    type: list
-    elements: int
-    default: [200]
-  body_regex:
-    description:
-      - A Python regular expression searched for (C(re.search)) in every answer's body.
-      - An answer whose body does not match fails, whatever its status.
-    type: str
-  requests:
-    description:
-      - How many requests to send. All of them must pass.
-      - Each request uses a new connection and no cookies from earlier requests, so a balancer
-        spreads them over its servers as it would spread new clients.
-    type: int
-    default: 1
-  interval:
-    description:
-      - Seconds to wait between two requests.
-    type: float
-    default: 0
-  timeout:
-    description:
-      - Seconds each request may take as a whole, from connecting (TLS handshake and redirects
-        included) to the last byte of the answer read. A request that takes longer, for example
-        an answer that trickles in, fails with C(timed out).
-      - The host name lookup (DNS) counts too. A lookup still unanswered when the time is up fails
-        the request with C(name resolution of <host> timed out).
-    type: float
-    default: 5
-  max_body_bytes:
-    description:
-      - The most bytes of each answer's body that are read. Reading stops there, so a large
-        body costs no more memory than this; the rest is never downloaded.
-      - O(body_regex) is searched in the part that was read, and RV(results[].body_truncated)
-        says when a body was longer.
-      - V(0) reads no body at all (only the status is judged; a O(body_regex) then searches an
-        empty text).
-    type: int
-    default: 1048576
   validate_certs:
     description:
       - Whether to verify the server's TLS certificate and that it is valid for the URL's host.
@@ -154,6 +99,8 @@ options:
         C(haproxy1.internal).
       - Without a port, the URL's port is used.
       - Applies to every connection to the URL's host and port, including redirects to it.
+      - Prefer it to a C(Host) header in O(headers), which replaces the URL's host in the C(Host)
+        header only.
       - When set, proxies from the environment are not used.
     type: str
   follow_redirects:
@@ -171,13 +118,6 @@ options:
         variables. Ignored (no proxy) when O(resolve) is set.
     type: bool
     default: true
-  fail_on_error:
-    description:
-      - Whether the task fails when any request fails.
-      - With V(false) the task returns RV(passed=false) and the counts, and the playbook decides.
-      - Invalid options always fail the task, before any request is sent.
-    type: bool
-    default: true
 notes:
   - The connection options follow ansible-core's C(url_argument_spec) (O(validate_certs),
     O(ca_path), O(client_cert), O(client_key), O(url_username), O(url_password),
@@ -185,7 +125,11 @@ notes:
   - "Every request is independent: a new connection (C(Connection: close)) and no cookie jar
     shared between requests."
   - Bodies are decoded with the answer's charset (UTF-8 by default, invalid bytes replaced)
-    before O(body_regex) is searched. Only the first O(max_body_bytes) bytes are read.
+    before O(body_regex) is searched. Only the first O(max_body_bytes) bytes are read;
+    RV(results[].body_truncated) says when a body was longer.
+  - O(timeout) includes the TLS handshake and redirects; a host name lookup still unanswered when
+    it is up fails the request with C(name resolution of <host> timed out).
+  - With O(follow_redirects=none) a redirect is judged like any other answer (O(status_code)).
 seealso:
   - name: curl --resolve
     description: The curl option that O(resolve) mirrors.
@@ -345,15 +289,17 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
-    DEFAULT_MAX_BODY_BYTES,
     HTTP_AGENT,
     SmokeOptionError,
     build_tls_context,
     compile_body_regex,
+    exit_smoke,
     parse_url,
     resolve_address,
     run_smoke,
     send_request,
+    smoke_repeat_argument_spec,
+    smoke_request_argument_spec,
     validate_headers,
     validate_max_body_bytes,
     validate_method,
@@ -365,16 +311,8 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import (
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            url=dict(type='str', required=True),
             method=dict(type='str', default='GET'),
-            headers=dict(type='dict', default={}),
             body=dict(type='str'),
-            status_code=dict(type='list', elements='int', default=[200]),
-            body_regex=dict(type='str'),
-            requests=dict(type='int', default=1),
-            interval=dict(type='float', default=0),
-            timeout=dict(type='float', default=5),
-            max_body_bytes=dict(type='int', default=DEFAULT_MAX_BODY_BYTES),
             validate_certs=dict(type='bool', default=True),
             ca_path=dict(type='path'),
             resolve=dict(type='str'),
@@ -387,7 +325,8 @@ def main():
             force_basic_auth=dict(type='bool', default=False),
             use_netrc=dict(type='bool', default=True),
             http_agent=dict(type='str', default=HTTP_AGENT),
-            fail_on_error=dict(type='bool', default=True),
+            **smoke_request_argument_spec(),
+            **smoke_repeat_argument_spec(),
         ),
         required_by=dict(client_key='client_cert'),
         supports_check_mode=True,
@@ -434,10 +373,7 @@ def main():
         url_username=params['url_username'], url_password=params['url_password'],
         force_basic_auth=params['force_basic_auth'], use_netrc=params['use_netrc'], http_agent=params['http_agent'],
         send=send_request, sleep=time.sleep)
-    result['changed'] = False
-    if result['failed_count'] and params['fail_on_error']:
-        module.fail_json(**result)
-    module.exit_json(**result)
+    exit_smoke(module, result, params['fail_on_error'])
 
 
 if __name__ == '__main__':

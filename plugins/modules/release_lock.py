@@ -197,6 +197,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import (
     LockError,
     LockHeldError,
     acquire,
+    lock_argument_spec,
     read_lock,
     release,
     run_fields,
@@ -214,11 +215,9 @@ def read_or_none(path):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", required=True),
+            lock_argument_spec(),
+            owner=dict(type="str", required=True),  # the one who takes, updates or releases it
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            owner=dict(type="str", required=True),
-            force=dict(type="bool", default=False),
-            stale_after=dict(type="int", default=0),
             controller=dict(type="str"),
             controller_pid=dict(type="int"),
             started=dict(type="str"),

@@ -31,6 +31,7 @@ author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
   - bluegreen.haproxy.runtime_api
+  - bluegreen.haproxy.precheck
   - bluegreen.haproxy.runtime_api.attributes
   - bluegreen.haproxy.runtime_api.read_only_attributes
 options:
@@ -87,47 +88,6 @@ options:
         description: Whether to check that the current path answers through the listener.
         type: bool
         default: true
-  health_wait:
-    description: Seconds to wait for the targets to become healthy before failing.
-    type: float
-    default: 0
-  poll_interval:
-    description: Seconds between two looks at a target's health while waiting.
-    type: float
-    default: 1.0
-  allow_no_check:
-    description: Whether a server without a health check counts as healthy.
-    type: bool
-    default: false
-  force:
-    description:
-      - Report the targets' health without judging it (no wait either). The targets must
-        still exist; the preflight and the current path are still checked.
-    type: bool
-    default: false
-  requests:
-    description: How many requests the current path must answer, one after the other.
-    type: int
-    default: 1
-  request_timeout:
-    description: Seconds one request may take as a whole, connecting to the last byte read.
-    type: float
-    default: 5
-  validate_certs:
-    description: Whether the current-path requests verify the listener's TLS certificate.
-    type: bool
-    default: true
-  preflight_validate_certs:
-    description:
-      - Whether the preflight verifies each TLS server's certificate; off by default, as in
-        M(bluegreen.haproxy.haproxy_backend_preflight).
-    type: bool
-    default: false
-  skip_servers:
-    description: Names of target servers the preflight leaves out; a name no target has is an error.
-    type: list
-    elements: str
-    default: []
 notes:
   - Run it on the HAProxy node itself, where the Runtime API, the servers and the listener are
     reached the way HAProxy and its users reach them.
@@ -215,6 +175,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import (
     PrecheckOptionError,
+    precheck_argument_spec,
     prepare_services,
     run_precheck,
     validate_options,
@@ -245,16 +206,8 @@ def main():
     argument_spec = runtime_api_argument_spec()
     argument_spec.update(
         services=dict(type="list", elements="dict", required=True, options=SERVICE_SPEC),
-        health_wait=dict(type="float", default=0),
-        poll_interval=dict(type="float", default=1.0),
-        allow_no_check=dict(type="bool", default=False),
-        force=dict(type="bool", default=False),
-        requests=dict(type="int", default=1),
-        request_timeout=dict(type="float", default=5.0),
-        validate_certs=dict(type="bool", default=True),
-        preflight_validate_certs=dict(type="bool", default=False),
-        skip_servers=dict(type="list", elements="str", default=[]),
     )
+    argument_spec.update(precheck_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
 

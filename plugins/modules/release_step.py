@@ -62,11 +62,16 @@ description:
     every case the release lock is released last, also after a failure.
   - The first refusal or failure ends a step; RV(stage) names it. An option another step uses, set with this
     step, is refused before anything is read (RV(stage=INIT)).
+  - The precheck's options O(health_wait), O(poll_interval), O(force), O(preflight_validate_certs) and
+    O(skip_servers) are step C(prepare)'s, O(allow_no_check) steps C(prepare) and C(status)'s. O(max_error_rate),
+    O(min_requests) and O(insufficient_traffic) judge the window of steps C(switch) and C(canary).
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
   - bluegreen.haproxy.runtime_api
   - bluegreen.haproxy.release_step
+  - bluegreen.haproxy.precheck
+  - bluegreen.haproxy.traffic_gate
   - bluegreen.haproxy.runtime_api.attributes
 attributes:
   check_mode:
@@ -165,26 +170,6 @@ options:
     description: Smoke-test the current path through this node's listener first. Step C(prepare) only.
     type: bool
     default: true
-  health_wait:
-    description: Seconds to wait for the targets to become healthy. Step C(prepare) only.
-    type: float
-    default: 0
-  poll_interval:
-    description: Seconds between two health reads while waiting. Step C(prepare) only.
-    type: float
-    default: 1.0
-  allow_no_check:
-    description: Count servers without a health check as healthy. Steps C(prepare) and C(status).
-    type: bool
-    default: false
-  force:
-    description: Report the targets' health without judging it (they must still exist). Step C(prepare) only.
-    type: bool
-    default: false
-  preflight_validate_certs:
-    description: Verify TLS certificates of the servers in the preflight. Step C(prepare) only.
-    type: bool
-    default: false
   test_listener:
     description:
       - This node's test listener (C(host:port), as seen from the node) - a frontend that routes by the map key
@@ -222,11 +207,6 @@ options:
         C(<key>.weight) back to 0 in the same commit as the new live value (a compare-and-set on that weight).
         Step C(switch) only.
     type: int
-  skip_servers:
-    description: Servers the preflight leaves out. Step C(prepare) only.
-    type: list
-    elements: str
-    default: []
   targets:
     description:
       - Every key of the run with the value to make live (step C(switch)), or with its new value, persisted
@@ -255,21 +235,6 @@ options:
       - Step C(switch) only.
     type: float
     default: 1
-  max_error_rate:
-    description: The highest share of real requests (percent) that may fail in the window. Step C(switch) only.
-    type: float
-    default: 1.0
-  min_requests:
-    description: The fewest real requests to judge the error rate from. Step C(switch) only.
-    type: int
-    default: 20
-  insufficient_traffic:
-    description:
-      - Whether too few real requests in the window fail the step (V(fail)) or pass it (V(pass)).
-      - Step C(switch) only.
-    type: str
-    choices: [fail, pass]
-    default: fail
   outcome:
     description: The fleet's verdict. Step C(finish) only, required there.
     type: str
@@ -309,16 +274,10 @@ options:
     description:
       - Requests of each smoke test - the current path's (step C(prepare)), the new version's after the switch
         (step C(switch)), the old version's after a rollback (step C(finish)).
-    type: int
-    default: 1
   request_timeout:
     description: Seconds for each request (step C(switch) also retries a counter read during a reload that long).
-    type: float
-    default: 5.0
   validate_certs:
     description: Verify TLS certificates of the smoke tests (step C(prepare) - of the current path).
-    type: bool
-    default: true
 seealso:
   - module: bluegreen.haproxy.release_precheck
   - module: bluegreen.haproxy.release_lock
@@ -550,6 +509,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import lock_argument_spec
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
     MapFileEncodingError,
     MapFileError,
@@ -558,6 +518,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import MapChangeError, normalize_entries, validate_key
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import (
     PrecheckOptionError,
+    precheck_argument_spec,
     validate_options as validate_precheck_options,
 )
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps import (
@@ -577,6 +538,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api impo
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import LazyTLSContext, SmokeOptionError, parse_resolve
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import (
     TrafficOptionError,
+    traffic_gate_argument_spec,
     validate_options as validate_watch_options,
 )
 
@@ -587,12 +549,7 @@ RUN_SPEC = dict(
     controller_pid=dict(type="int"),
     started_at=dict(type="str"),
 )
-LOCK_SPEC = dict(
-    path=dict(type="path", required=True),
-    owner=dict(type="str"),
-    force=dict(type="bool", default=False),
-    stale_after=dict(type="int", default=0),
-)
+LOCK_SPEC = lock_argument_spec()
 
 # Which options each step reads besides the ones every step reads (socket, timeout, step, map,
 # map_file, services, lock, requests, request_timeout, validate_certs). Any other option set to
@@ -629,20 +586,13 @@ def argument_spec():
         keys=dict(type="list", elements="str", no_log=False),
         backends=dict(type="list", elements="str", default=[]),
         lock=dict(type="dict", options=LOCK_SPEC),
-        requests=dict(type="int", default=1),
-        request_timeout=dict(type="float", default=5.0),
-        validate_certs=dict(type="bool", default=True),
         # prepare
         run=dict(type="dict", options=RUN_SPEC),
         allow_drift=dict(type="bool", default=False),
         preflight=dict(type="bool", default=True),
         smoke_current=dict(type="bool", default=True),
-        health_wait=dict(type="float", default=0),
-        poll_interval=dict(type="float", default=1.0),
-        allow_no_check=dict(type="bool", default=False),
-        force=dict(type="bool", default=False),
-        preflight_validate_certs=dict(type="bool", default=False),
-        skip_servers=dict(type="list", elements="str", default=[]),
+        # the precheck's (and requests, request_timeout, validate_certs: the smoke tests of every step)
+        **precheck_argument_spec(),
         test_listener=dict(type="str"),
         canary=dict(type="bool", default=False),
         # switch (and finish)
@@ -652,9 +602,7 @@ def argument_spec():
         switch_at=dict(type="float"),
         watch_seconds=dict(type="float", default=0),
         watch_interval=dict(type="float", default=1),
-        max_error_rate=dict(type="float", default=1.0),
-        min_requests=dict(type="int", default=20),
-        insufficient_traffic=dict(type="str", choices=["fail", "pass"], default="fail"),
+        **traffic_gate_argument_spec(),
         canary_weight=dict(type="int"),
         # canary
         weight=dict(type="int"),

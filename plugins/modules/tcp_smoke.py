@@ -20,6 +20,7 @@ description:
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
+  - bluegreen.haproxy.smoke.repeat
   - bluegreen.haproxy.runtime_api.attributes
   - bluegreen.haproxy.runtime_api.read_only_attributes
 options:
@@ -57,38 +58,16 @@ options:
         that proves only the listener, because HAProxy accepts a connection before it connects to
         a server; O(expect) proves a server answered.
     type: str
-  requests:
-    description:
-      - How many connections to make. All of them must pass.
-    type: int
-    default: 1
-  interval:
-    description:
-      - Seconds to wait between two connections.
-    type: float
-    default: 0
-  timeout:
-    description:
-      - Seconds each connection may take as a whole, from the host name lookup and connecting to
-        the match (or to sending O(send) when there is no O(expect)). A peer that trickles bytes
-        slowly fails with C(timed out ...).
-    type: float
-    default: 5
   max_bytes:
     description:
       - The most bytes read from each connection while waiting for O(expect) to match; the
         connection fails when that many arrived without a match.
     type: int
     default: 65536
-  fail_on_error:
-    description:
-      - Whether the task fails when any connection fails.
-      - With V(false) the task returns RV(passed=false) and the counts, and the playbook decides.
-      - Invalid options always fail the task, before any connection is made.
-    type: bool
-    default: true
 notes:
   - Every connection is independent and closed after its check; nothing else is sent.
+  - O(timeout) runs to the match of O(expect), or to sending O(send) when there is no O(expect); a
+    peer that trickles bytes slowly fails with C(timed out ...).
 seealso:
   - module: bluegreen.haproxy.http_smoke
     description: The same check for HTTP and HTTPS listeners, judging status codes and bodies.
@@ -256,6 +235,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import exit_smoke, smoke_repeat_argument_spec
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.tcp_probe import (
     DEFAULT_MAX_BYTES,
     TcpProbeOptionError,
@@ -272,11 +252,8 @@ def main():
             port=dict(type='int', required=True),
             send=dict(type='str'),
             expect=dict(type='str'),
-            requests=dict(type='int', default=1),
-            interval=dict(type='float', default=0),
-            timeout=dict(type='float', default=5),
             max_bytes=dict(type='int', default=DEFAULT_MAX_BYTES),
-            fail_on_error=dict(type='bool', default=True),
+            **smoke_repeat_argument_spec(),
         ),
         supports_check_mode=True,
     )
@@ -290,11 +267,7 @@ def main():
         module.fail_json(msg=str(e), passed=False)
 
     # Check mode runs it too: it only reads, and a dry run should prove the service answers.
-    result = run_tcp_smoke(spec, probe=probe_once, sleep=time.sleep)
-    result['changed'] = False
-    if result['failed_count'] and params['fail_on_error']:
-        module.fail_json(**result)
-    module.exit_json(**result)
+    exit_smoke(module, run_tcp_smoke(spec, probe=probe_once, sleep=time.sleep), params['fail_on_error'])
 
 
 if __name__ == '__main__':

@@ -39,3 +39,21 @@ def run_main(main, args, check=False, diff=False):
         with pytest.raises(ModuleExit) as raised:
             main()
     return raised.value
+
+
+class _SpecCaught(Exception):
+    pass
+
+
+def argument_spec_of(module, monkeypatch):
+    """The argument_spec the module's main() hands AnsibleModule, caught before anything runs."""
+    seen = {}
+
+    def capture(**kwargs):
+        seen.update(kwargs)
+        raise _SpecCaught()
+
+    monkeypatch.setattr(module, 'AnsibleModule', capture)
+    with pytest.raises(_SpecCaught):
+        module.main()
+    return seen['argument_spec']

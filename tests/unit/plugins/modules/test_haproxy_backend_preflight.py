@@ -25,7 +25,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.parsers import (
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.runtime_api import RuntimeAPIClient
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_backend_preflight
 
-from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import argument_spec_of, run_main
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures")
 VERSIONS = ["2.6", "3.0"]
@@ -308,3 +308,12 @@ def test_module_bad_input_sends_no_request(run, args, message):
     assert result["msg"].startswith(message), result["msg"]
     assert sender.calls == []
     assert "servers" not in result
+
+
+def test_the_request_options_are_the_smoke_helper(monkeypatch):
+    """url, headers, status_code, body_regex and max_body_bytes are http_smoke's (the smoke doc
+    fragment); validate_certs keeps its own default (off: the servers' certificates are internal)."""
+    spec = argument_spec_of(haproxy_backend_preflight, monkeypatch)
+    shared = smoke.smoke_request_argument_spec()
+    assert dict((name, spec[name]) for name in shared) == shared
+    assert spec['validate_certs'] == dict(type='bool', default=False)

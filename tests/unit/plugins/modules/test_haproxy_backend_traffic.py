@@ -17,7 +17,7 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import runtime_api  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.modules import haproxy_backend_traffic  # noqa: E402
-from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import argument_spec_of, run_main  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures')
 SHOW_BACKEND = '# name\nbackend_blue\nbackend_green\n\n'
@@ -166,3 +166,18 @@ def test_bad_smoke_options_change_nothing(haproxy, smoke, message):
     outcome = run(dict(backend='backend_green', baseline=ZERO, duration=5, smoke=smoke))
     assert outcome.failed and outcome.result['msg'].startswith(message), outcome.result
     assert sent == []
+
+
+def test_the_gate_options_come_from_the_shared_helper_unchanged(monkeypatch):
+    """max_error_rate, min_requests and insufficient_traffic are release_step's too (the traffic_gate
+    doc fragment), with the types and defaults playbooks were written against."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import traffic_gate_argument_spec
+
+    assert traffic_gate_argument_spec() == dict(
+        max_error_rate=dict(type="float", default=1.0),
+        min_requests=dict(type="int", default=20),
+        insufficient_traffic=dict(type="str", choices=["fail", "pass"], default="fail"),
+    )
+    spec = argument_spec_of(haproxy_backend_traffic, monkeypatch)
+    shared = traffic_gate_argument_spec()
+    assert dict((name, spec[name]) for name in shared) == shared

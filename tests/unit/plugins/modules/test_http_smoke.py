@@ -16,7 +16,7 @@ import pytest
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import smoke
 from ansible_collections.bluegreen.haproxy.plugins.modules import http_smoke
 
-from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import argument_spec_of, run_main
 
 URL = "http://release.example.test/release"
 
@@ -161,3 +161,24 @@ def test_max_body_bytes_zero_is_allowed(run):
     failed, result, calls = run({"url": URL, "max_body_bytes": 0})
     assert failed is False
     assert calls[0]["max_body_bytes"] == 0
+
+
+def test_the_smoke_options_come_from_the_shared_helpers_unchanged(monkeypatch):
+    """The request options (smoke doc fragment) and the repeat options (smoke.repeat) are
+    module_utils/smoke.py's helpers, with the types and defaults playbooks were written against."""
+    assert smoke.smoke_request_argument_spec() == dict(
+        url=dict(type='str', required=True),
+        headers=dict(type='dict', default={}),
+        status_code=dict(type='list', elements='int', default=[200]),
+        body_regex=dict(type='str'),
+        max_body_bytes=dict(type='int', default=1048576),
+    )
+    assert smoke.smoke_repeat_argument_spec() == dict(
+        requests=dict(type='int', default=1),
+        interval=dict(type='float', default=0),
+        timeout=dict(type='float', default=5),
+        fail_on_error=dict(type='bool', default=True),
+    )
+    spec = argument_spec_of(http_smoke, monkeypatch)
+    shared = dict(smoke.smoke_request_argument_spec(), **smoke.smoke_repeat_argument_spec())
+    assert dict((name, spec[name]) for name in shared) == shared

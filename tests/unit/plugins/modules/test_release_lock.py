@@ -17,7 +17,7 @@ except ImportError:  # plain pytest from the repo root: use the `make collection
 
 
 from ansible_collections.bluegreen.haproxy.plugins.modules import release_lock  # noqa: E402
-from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import argument_spec_of, run_main  # noqa: E402
 
 
 def run(args, check=False):
@@ -136,3 +136,19 @@ def test_unwritable_directory_is_reported(tmp_path):
     assert outcome.failed
     assert outcome.result['msg'].startswith('cannot change release lock %s' % (tmp_path / 'missing-dir' / 'x.lock'))
     assert 'directory writable' in outcome.result['msg']
+
+
+def test_the_lock_options_come_from_the_shared_helper_unchanged(monkeypatch):
+    """path, owner, force and stale_after are release_step's lock suboptions too, the owner required here."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import lock_argument_spec
+
+    assert lock_argument_spec() == dict(
+        path=dict(type="path", required=True),
+        owner=dict(type="str"),
+        force=dict(type="bool", default=False),
+        stale_after=dict(type="int", default=0),
+    )
+    spec = argument_spec_of(release_lock, monkeypatch)
+    assert dict((name, spec[name]) for name in ("path", "force", "stale_after")) == dict(
+        (name, lock_argument_spec()[name]) for name in ("path", "force", "stale_after"))
+    assert spec["owner"] == dict(type="str", required=True)

@@ -18,7 +18,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils import precheck 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import runtime_api, smoke
 from ansible_collections.bluegreen.haproxy.plugins.modules import release_precheck
 
-from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import argument_spec_of, run_main
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures", "haproxy-2.6")
 URL = "http://release.test/release"
@@ -210,3 +210,23 @@ def test_an_haproxy_that_cannot_say_its_level_is_not_refused(haproxy, http):
     replies["show cli level"] = fixture("unknown_command.txt")
     outcome = run([service()])
     assert not outcome.failed, outcome.result["msg"]
+
+
+def test_the_precheck_options_come_from_the_shared_helper_unchanged(monkeypatch):
+    """The options release_step's step prepare shares (the precheck doc fragment), with the types and
+    defaults playbooks were written against."""
+    assert precheck_utils.precheck_argument_spec() == dict(
+        health_wait=dict(type="float", default=0),
+        poll_interval=dict(type="float", default=1.0),
+        allow_no_check=dict(type="bool", default=False),
+        force=dict(type="bool", default=False),
+        requests=dict(type="int", default=1),
+        request_timeout=dict(type="float", default=5.0),
+        validate_certs=dict(type="bool", default=True),
+        preflight_validate_certs=dict(type="bool", default=False),
+        skip_servers=dict(type="list", elements="str", default=[]),
+    )
+    spec = argument_spec_of(release_precheck, monkeypatch)
+    shared = precheck_utils.precheck_argument_spec()
+    assert dict((name, spec[name]) for name in shared) == shared
+    assert set(spec) == set(shared) | {"socket", "timeout", "services"}

@@ -37,7 +37,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils import drain, he
 from ansible_collections.bluegreen.haproxy.plugins.modules import release_step  # noqa: E402
 
 from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.fake_map_haproxy import FakeHAProxy  # noqa: E402
-from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main  # noqa: E402
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import argument_spec_of, run_main  # noqa: E402
 
 MAP = "/etc/haproxy/maps/bluegreen.map"
 PREPARE_SERVICE = dict(key="active", target="backend_green", backends=["backend_blue", "backend_green"],
@@ -827,3 +827,19 @@ def test_switch_and_finish_are_skipped_in_check_mode(haproxy, step, args):
     assert not outcome.failed and outcome.result["skipped"] is True and outcome.result["changed"] is False
     assert "does not run in check mode" in outcome.result["msg"]
     assert haproxy.log == []
+
+
+def test_the_precheck_gate_and_lock_options_are_the_shared_helpers(monkeypatch):
+    """Step prepare's precheck options are release_precheck's (the precheck doc fragment), the watch
+    window's gate haproxy_backend_traffic's (traffic_gate), the lock's suboptions release_lock's, the
+    lock's owner optional here (step prepare takes it from run.owner)."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import lock_argument_spec
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.precheck import precheck_argument_spec
+
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.traffic import traffic_gate_argument_spec
+
+    spec = argument_spec_of(release_step, monkeypatch)
+    shared = dict(precheck_argument_spec(), **traffic_gate_argument_spec())
+    assert dict((name, spec[name]) for name in shared) == shared
+    assert spec["lock"] == dict(type="dict", options=lock_argument_spec())
+    assert "required" not in spec["lock"]["options"]["owner"]

@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.bluegreen.haproxy.plugins.module_utils import tcp_probe
 from ansible_collections.bluegreen.haproxy.plugins.modules import tcp_smoke
 
-from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import run_main
+from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_runner import argument_spec_of, run_main
 
 ARGS = {"host": "127.0.0.1", "port": 9000}
 
@@ -120,3 +120,13 @@ def test_host_and_port_are_required(run):
     caught = run_main(tcp_smoke.main, {"host": "127.0.0.1"})
     assert caught.failed is True
     assert caught.result["msg"] == "missing required arguments: port"
+
+
+def test_the_repeat_options_are_the_smoke_helper(monkeypatch):
+    """requests, interval, timeout and fail_on_error are http_smoke's (the smoke.repeat doc fragment)."""
+    from ansible_collections.bluegreen.haproxy.plugins.module_utils.smoke import smoke_repeat_argument_spec
+
+    spec = argument_spec_of(tcp_smoke, monkeypatch)
+    shared = smoke_repeat_argument_spec()
+    assert dict((name, spec[name]) for name in shared) == shared
+    assert set(spec) == set(shared) | {'host', 'port', 'send', 'expect', 'max_bytes'}
