@@ -263,6 +263,9 @@ def main():
         module.fail_json(msg=exc.msg, **exc.details)
     except (RuntimeAPIError, MapFileError, OSError) as exc:
         module.fail_json(msg="%s: %s" % (type(exc).__name__, exc))
+    # Through module.warn: a `warnings` key in the result is deprecated (removed in ansible-core 2.23).
+    for warning in result.pop("warnings", None) or []:
+        module.warn(warning)
     module.exit_json(**result)
 
 

@@ -797,6 +797,9 @@ def main():
     if refusal:
         module.fail_json(msg=refusal, changed=False, stage="INIT", **(dict(switched=False) if step == "switch" else {}))
     result = STEPS[step](module, params)
+    # Through module.warn: a `warnings` key in the result is deprecated (removed in ansible-core 2.23).
+    for warning in result.pop("warnings", None) or []:
+        module.warn(warning)
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

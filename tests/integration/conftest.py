@@ -102,10 +102,16 @@ def run_ansible(command, check=False, diff=False, timeout=600):
     try:
         if os.environ.get("BG_DUMP"):  # debugging: BG_DUMP=<file> keeps the last run's JSON report
             open(os.environ["BG_DUMP"], "w").write(completed.stdout)
-        return completed.returncode, json.loads(completed.stdout)
+        report = json.loads(completed.stdout)
     except ValueError:
         raise AssertionError("%s printed no JSON (rc=%s):\n%s\n%s"
                              % (os.path.basename(command[0]), completed.returncode, completed.stdout, completed.stderr))
+    # Every user would see these on every run: no task of the collection's may cause one.
+    deprecations = ["%s: %s" % (task["task"]["name"], item.get("msg")) for play in report.get("plays", [])
+                    for task in play.get("tasks", []) for result in task.get("hosts", {}).values()
+                    for item in result.get("deprecations") or []]
+    assert not deprecations, "deprecation warnings:\n%s" % "\n".join(deprecations)
+    return completed.returncode, report
 
 
 @pytest.fixture

@@ -13,3 +13,4 @@ from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules import mod
 def module_exits(monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', module_runner.exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', module_runner.fail_json)
+    monkeypatch.setattr(basic.AnsibleModule, 'warn', module_runner.warn)

@@ -19,13 +19,28 @@ class ModuleExit(Exception):
         self.failed = failed
 
 
+def warn(self, warning, **_kwargs):
+    """AnsibleModule.warn, kept on the module object: Ansible shows them as the result's `warnings`."""
+    self.__dict__.setdefault('_test_warnings', []).append(warning)
+
+
+def _with_warnings(module, result):
+    # ansible-core 2.19 deprecates `warnings` passed to exit_json/fail_json (gone in 2.23): every
+    # run would print a deprecation warning to the user.
+    assert 'warnings' not in result, "pass warnings through module.warn, not exit_json(warnings=...)"
+    given = module.__dict__.get('_test_warnings') or []
+    if given:
+        result['warnings'] = list(result.get('warnings') or []) + given
+    return result
+
+
 def exit_json(self, **result):
-    raise ModuleExit(result, failed=False)
+    raise ModuleExit(_with_warnings(self, result), failed=False)
 
 
 def fail_json(self, msg=None, **result):
     result['msg'] = msg
-    raise ModuleExit(result, failed=True)
+    raise ModuleExit(_with_warnings(self, result), failed=True)
 
 
 def run_main(main, args, check=False, diff=False):
