@@ -18,7 +18,6 @@ SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SCENARIO, "..", "shared"))
 
 from bluegreen_molecule import MAP, nodes  # noqa: E402
-from held_stream import HeldStream  # noqa: E402,F401  (tests/support: the tests' long-lived client)
 from testinfra.utils.ansible_runner import AnsibleRunner  # noqa: E402
 
 HOST_HEADER = "release.example.test"

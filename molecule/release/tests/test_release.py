@@ -31,7 +31,8 @@ import pytest
 
 from bluegreen_molecule import (ADMIN_SOCKET, MAP, MASTER_SOCKET, NODE_CLIENT, PLAYBOOKS, ansible_env, inventory,
                                 playbook, wait_for)
-from conftest import (HOST_HEADER, HeldStream, Load, Users, backend_2xx, container_address, expect_fleet, resolve,
+from held_stream import HeldStream  # tests/support (bluegreen_molecule puts it on the path)
+from conftest import (HOST_HEADER, Load, Users, backend_2xx, container_address, expect_fleet, resolve,
                       state)
 
 GREEN = {"release_target": "backend_green"}
