@@ -32,7 +32,8 @@ VERSIONS = ["2.6", "3.0"]
 parametrize_version = pytest.mark.parametrize("version", VERSIONS)
 URL = "http://release.test/release"
 # Ports of backend_green's servers in the captures (fixtures README).
-GREEN1, GREEN2 = 19406, 19407
+GREEN1 = 19406
+GREEN2 = 19407
 
 
 def fixture(version, name):

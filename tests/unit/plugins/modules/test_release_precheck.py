@@ -23,7 +23,8 @@ from ansible_collections.bluegreen.haproxy.tests.unit.plugins.modules.module_run
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "fixtures", "haproxy-2.6")
 URL = "http://release.test/release"
 # Ports of backend_green's servers in the captures (fixtures README).
-GREEN1, GREEN2 = 19406, 19407
+GREEN1 = 19406
+GREEN2 = 19407
 
 
 def fixture(name):

@@ -44,7 +44,8 @@ PREPARE_SERVICE = dict(key="active", target="backend_green", backends=["backend_
                        smoke_url="http://release.test/release", smoke_resolve="127.0.0.1:80")
 SERVICE = dict(key="active", smoke_url="http://release.test/release", smoke_resolve="127.0.0.1:80")
 RUN = dict(owner="run-1", action="cutover", controller="ctl", controller_pid=42, started_at="2026-12-07T07:00:00Z")
-GREEN, BLUE = {"active": "backend_green"}, {"active": "backend_blue"}
+GREEN = {"active": "backend_green"}
+BLUE = {"active": "backend_blue"}
 
 
 # step=prepare
