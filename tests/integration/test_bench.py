@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import resource
 import subprocess
 import sys
+import time
+
+import pytest
 
 from lab import REPO, ansible_env
 
@@ -76,3 +81,48 @@ def test_a_case_that_did_not_run_fails_the_harness_test():
     refused = row(CASES[12], "refused: this run uses mitogen_linear on a fleet of 2 nodes")
     assert cases_that_did_not_run("\n".join(every).replace(row(CASES[12]), not_installed)) == []
     assert cases_that_did_not_run("\n".join(every).replace(row(CASES[12]), refused)) == []
+
+
+# A process that detaches from the run (setsid + exit of its parent, as async_wrapper does with
+# a fleet's armed switch step) and burns this much CPU before it ends.
+DETACHED_BURN = """
+import os, sys, time
+if os.fork():
+    sys.exit(0)
+os.setsid()
+started = time.process_time()
+while time.process_time() - started < 0.6:
+    pass
+with open(sys.argv[1], "w") as handle:
+    handle.write("done")
+"""
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", os.path.join(REPO, "scripts", "bench.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cpu_of_a_case_includes_processes_that_detached_from_it(tmp_path):
+    """The armed switch steps run detached from ansible-playbook: RUSAGE_CHILDREN misses them,
+    the bench's control group does not (issue 14's idle bound is judged from this CPU)."""
+    bench = load_bench()
+    meter = bench.CPUMeter("bluegreen-test-%d" % os.getpid())
+    if meter.path is None:
+        pytest.skip(meter.method)
+    done = tmp_path / "done"
+    try:
+        before, children_before = meter.usage(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", DETACHED_BURN, str(done)], check=True, **meter.subprocess_options())
+        deadline = time.monotonic() + 30
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert done.exists(), "the detached process did not finish in 30 s"
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        assert meter.usage() - before >= 0.55
+        assert (children.ru_utime + children.ru_stime) - (children_before.ru_utime + children_before.ru_stime) < 0.3
+    finally:
+        meter.close()
+    assert not os.path.exists(meter.path)
