@@ -1197,14 +1197,16 @@ def switch_spread(summary, max_spread=None, action="rollback"):
 ARM_COST_RATIO = 2.0
 # Each node run at once beyond the controller's cores adds this share of a core's worth of time.
 OVERSUBSCRIPTION_SHARE = 0.125
-# Arming a batch against the same batch's PREPARE runs, measured at the same forks on the same
-# controller (so its contention is in the measure already): the async wrapper adds a process, and
-# each batch is armed while the one before starts its modules. Measured on 2 cores (10 and 20
-# nodes at forks 5, 10 nodes at forks 10) from every node's `waited` and `late_by`: 1.1-1.3 times.
-# With more than one batch, the last batch's modules start while the earlier ones still do: two
-# module runs' time after the last arming (20 nodes at forks 5: the last batch 2.7-3.5 s late with
-# one), one with a single batch.
-MEASURED_ARM_RATIO = 1.25
+# Arming against the PREPARE phase measured at the same forks on the same controller (its
+# contention is in it already). The first batch arms in about its PREPARE time; every later batch
+# is armed while the one before starts its modules in the background, and costs LATER_BATCH_ARM_COST
+# times its PREPARE time. Measured on 2 cores from the arming task's duration: 10 and 20 nodes at
+# forks = nodes (one batch) 1.0-1.05x the phase; 10 nodes at forks 5 (two batches) 1.27x; 20 at
+# forks 5 (four) 1.54x (this model: 1.0, 1.4, 1.6). After the last arming, the last batch's modules
+# still start: 0.55-0.7 of the slowest PREPARE module run (10 and 20 nodes, forks 5 and = nodes);
+# the lead gives them one whole run. (The earlier model, 1.25x the phase plus two runs with more
+# than one batch, left every node of 10 at forks 5 waiting 2.6-2.9 s on a quiet machine.)
+LATER_BATCH_ARM_COST = 1.8
 # A module run is never assumed cheaper than this (a run without a lock measured nothing).
 MIN_MODULE_SECONDS = 0.3
 # Seconds to spare.
@@ -1235,17 +1237,16 @@ def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_
     """Seconds between choosing the switch instant and the instant itself.
 
     Every node's switch must be armed, and its armed module started and done with its reads,
-    before the instant. Arming runs in batches of `forks` nodes; a batch costs MEASURED_ARM_RATIO
-    times one batch of a measured phase at this forks setting: `phase_seconds` (the first
-    module run's start to the last one's end, controller times from the step's action plugin)
-    divided by the batches. Without a measured phase, a batch costs ARM_COST_RATIO times
-    `module_seconds`, and when more nodes run at once than the controller has `cores`
-    (os.cpu_count() by default), every node beyond them adds OVERSUBSCRIPTION_SHARE per core.
-    The last batch's armed modules then start: about one module run (`module_seconds`, the
-    slowest host's), two when earlier batches are still starting theirs. Plus LEAD_MARGIN.
-    The estimate grows with the batches, not their square (the LOCK phase already holds every
-    batch). `configured` above 0 (release_switch_lead) wins. With `runs` (PREPARE's module runs,
-    see arming_phase) both are estimated from them.
+    before the instant. Arming runs in batches of `forks` nodes. With a measured phase
+    (`phase_seconds`: the first PREPARE module run's start to the last one's end, controller
+    times from the step's action plugin, at this forks setting), the first batch costs its share
+    of the phase and every later batch LATER_BATCH_ARM_COST times it. Without one, a batch costs
+    ARM_COST_RATIO times `module_seconds`, and when more nodes run at once than the controller
+    has `cores` (os.cpu_count() by default), every node beyond them adds OVERSUBSCRIPTION_SHARE
+    per core. Then the last batch's armed modules start: one module run (`module_seconds`, the
+    slowest host's). Plus LEAD_MARGIN. The estimate grows with the batches, not their square
+    (the PREPARE phase already holds every batch). `configured` above 0 (release_switch_lead)
+    wins. With `runs` (PREPARE's module runs, see arming_phase) both are estimated from them.
     """
     if configured and float(configured) > 0:
         return float(configured)
@@ -1260,8 +1261,8 @@ def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_
     if phase_seconds > 0:
         # A measured phase ran at this forks setting on this controller: its contention is in it.
         per_batch = max(MIN_MODULE_SECONDS, phase_seconds / batches)
-        starts = 2 if batches > 1 else 1
-        return round(LEAD_MARGIN + batches * per_batch * MEASURED_ARM_RATIO + starts * module_seconds, 1)
+        arming = per_batch * (1 + LATER_BATCH_ARM_COST * (batches - 1))
+        return round(LEAD_MARGIN + arming + module_seconds, 1)
     parallel = min(forks, hosts)
     contention = 1.0 + OVERSUBSCRIPTION_SHARE * max(0, parallel - cores) / float(cores)
     return round(LEAD_MARGIN + batches * module_seconds * ARM_COST_RATIO * contention + module_seconds, 1)

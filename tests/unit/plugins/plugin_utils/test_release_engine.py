@@ -359,17 +359,29 @@ def test_switch_lead_from_one_batch_with_headroom_above_the_cores(hosts, forks, 
 
 
 def test_switch_lead_from_the_lock_phase_is_one_batch_of_it_per_batch():
-    """The LOCK phase already holds every batch: it is divided by the batches, not multiplied."""
-    # 10 nodes at forks 5 prepared in 8 s: 4 s a batch, 2 batches, x1.25, + two module starts (3 s each), + 0.5 s.
-    assert release.switch_lead(10, 5, 0, 3.0, cores=2, phase_seconds=8.0) == 16.5
+    """The PREPARE phase already holds every batch: it is divided by the batches, not multiplied."""
+    # 10 nodes at forks 5 prepared in 8 s: 4 s a batch; the first armed in 4 s, the second in
+    # 4 x 1.8 (armed while the first starts its modules), + one module start (3 s), + 0.5 s.
+    assert release.switch_lead(10, 5, 0, 3.0, cores=2, phase_seconds=8.0) == 14.7
     # One batch: the phase is the batch (3.7 s); measured at 10 forks on 2 cores, no headroom on top.
-    assert release.switch_lead(10, 10, 0, 3.0, cores=2, phase_seconds=3.7) == 8.1
-    assert release.switch_lead(10, 10, 0, 3.0, cores=64, phase_seconds=3.7) == 8.1
-    # The lead is proportional to the phase, whatever the number of batches.
-    for forks in (1, 2, 5):
+    assert release.switch_lead(10, 10, 0, 3.0, cores=2, phase_seconds=3.7) == 7.2
+    assert release.switch_lead(10, 10, 0, 3.0, cores=64, phase_seconds=3.7) == 7.2
+    # The later batches cost more than the first: 20 s of phase arm in 20 s as one batch, in
+    # 5 x (1 + 3 x 1.8) = 32 s as four.
+    for forks, arming in ((20, 20.0), (10, 10.0 * (1 + release.LATER_BATCH_ARM_COST)),
+                          (5, 5.0 * (1 + 3 * release.LATER_BATCH_ARM_COST))):
         lead = release.switch_lead(20, forks, 0, 0, cores=64, phase_seconds=20.0)
-        starts = 2 if forks < 20 else 1
-        assert lead - release.LEAD_MARGIN - starts * release.MIN_MODULE_SECONDS == pytest.approx(20.0 * release.MEASURED_ARM_RATIO)
+        assert lead - release.LEAD_MARGIN - release.MIN_MODULE_SECONDS == pytest.approx(arming, abs=0.06)
+
+
+def test_switch_lead_leaves_one_module_start_after_the_last_arming():
+    """What the lead holds beyond the arming is one module run (the last batch's modules start)
+    and the margin: measured, 10 nodes at forks 5 waited 2.6-2.9 s with two runs."""
+    runs = [dict(started=100.0 + index * 0.1, seconds=1.5, work=0.0) for index in range(10)]
+    module_seconds, phase_seconds = release.arming_phase(runs, 2)
+    assert (module_seconds, phase_seconds) == (1.5, pytest.approx(2.4))
+    lead = release.switch_lead(10, 5, 0, runs=runs)
+    assert lead == pytest.approx(release.LEAD_MARGIN + 1.2 * (1 + release.LATER_BATCH_ARM_COST) + 1.5, abs=0.06)
 
 
 def test_switch_lead_grows_with_the_batches_not_their_square():
