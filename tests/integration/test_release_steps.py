@@ -37,6 +37,13 @@ def module_runs(report, host):
     return runs
 
 
+def included_roles(report, host):
+    """Names of the include_role tasks that ran on `host` (skipped ones did not)."""
+    return [task["task"]["name"] for play in report["plays"] for task in play["tasks"]
+            if task["task"]["action"].rsplit(".", 1)[-1] == "include_role"
+            and not (task["hosts"].get(host) or {"skipped": True}).get("skipped")]
+
+
 def test_a_one_node_cutover_is_three_module_runs(fleet_factory, run_playbook):
     fleet = fleet_factory(nodes=1)
     rc, report = run_playbook(CUTOVER, dict(GREEN, release_watch_seconds=0), inventory=fleet.inventory)
@@ -44,6 +51,9 @@ def test_a_one_node_cutover_is_three_module_runs(fleet_factory, run_playbook):
     assert fleet.map_values() == ["backend_green"]
     assert module_runs(report, "node1") == [("release_step:prepare", 1), ("release_step:switch", 1),
                                             ("release_step:finish", 1)]
+    # No include_role per phase: the phases are imported when the playbook is read; only the
+    # optional ones (a canary, the second FINISH after a failed persist) are included, when they run.
+    assert included_roles(report, "node1") == []
 
 
 def test_a_fleet_adds_only_the_collection_of_its_armed_switch(fleet_factory, run_playbook):
