@@ -107,19 +107,45 @@ def set_map_text_values(text, values):
     costs one rewrite. Appended lines use the file's own line ending, so CRLF files stay CRLF.
     """
     newline = line_ending(text)
-    lines = _lines(text, keepends=True)
-    found = set()
-    for index, line in enumerate(lines):
-        entry = _split_entry(line)
-        if entry and entry[0] in values:
-            lines[index] = _entry_line(line, values[entry[0]])
-            found.add(entry[0])
+    if len(values) <= _FEW_KEYS and not any(key.startswith("#") for key in values):
+        lines, found = _set_few_keys(text, values)
+    else:
+        lines = _lines(text, keepends=True)
+        found = set()
+        for index, line in enumerate(lines):
+            entry = _split_entry(line)
+            if entry and entry[0] in values:
+                lines[index] = _entry_line(line, values[entry[0]])
+                found.add(entry[0])
     missing = [key for key in values if key not in found]
     if missing:
         if lines and not lines[-1].endswith("\n"):
             lines[-1] += newline
         lines.extend("%s %s%s" % (key, values[key], newline) for key in missing)
     return "".join(lines)
+
+
+# Up to this many keys, set_map_text_values finds their lines with one regex search each (C speed)
+# instead of splitting every line: a release's few keys in a 100,000-line file cost a
+# millisecond, not a tenth of a second. The lines found are the ones _split_entry would key so.
+_FEW_KEYS = 20
+
+
+def _set_few_keys(text, values):
+    """([text pieces], found keys): `text` with every entry line of each key rewritten."""
+    spans = []
+    for key in values:
+        for match in re.finditer(r"^[ \t]*%s(?=[ \t\r]|$)" % re.escape(key), text, re.MULTILINE):
+            end = text.find("\n", match.start())
+            spans.append((match.start(), len(text) if end < 0 else end + 1, key))
+    pieces, position = [], 0
+    for start, end, key in sorted(spans):
+        pieces.extend((text[position:start], _entry_line(text[start:end], values[key])))
+        position = end
+    pieces.append(text[position:])
+    # Without empty pieces the last one holds the text's end, as the last line does in the
+    # slow path: a key appended after it needs a line ending before it.
+    return [piece for piece in pieces if piece], set(key for _start, _end, key in spans)
 
 
 def set_map_text_value(text, key, value):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 
 import pytest
 
+from ansible_collections.bluegreen.haproxy.plugins.module_utils import map_file
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_file import (
     MapFileEncodingError,
     MapFileError,
@@ -105,6 +107,33 @@ def test_bulk_set_is_one_pass_over_many_keys():
     parsed = map_text_values(updated)
     assert parsed["svc00000"] == "backend_green" and parsed["svc00001"] == "backend_blue"
     assert len(parsed) == 20000
+
+
+def every_line_parsed(text, values):
+    """set_map_text_values as it is for many keys: every line split (the reference)."""
+    few = map_file._FEW_KEYS
+    map_file._FEW_KEYS = -1
+    try:
+        return set_map_text_values(text, values)
+    finally:
+        map_file._FEW_KEYS = few
+
+
+@pytest.mark.parametrize("text", ["", "a b\n", "a b", "a\n", "a", "  a\tb\r\n#a c\n a  \n", "ab c\na c\n\ta\td\r\n",
+                                  "a b\r\nx y", "# a b\n", "a\rjunk v\n", "a.b c\naxb d\n", MAP_TEXT, CRLF_TEXT])
+def test_a_few_keys_are_set_as_if_every_line_were_parsed(text):
+    """Up to 20 keys are found with a regex search each: the same lines as a full parse, the
+    same rewrite (indent, separator, line ending kept; a prefix or a comment is not the key)."""
+    for values in ({"a": "Z"}, {"a": "Z", "x": "Y"}, {"a.b": "Q"}, {"active": "backend_green", "new": "N"}):
+        assert set_map_text_values(text, values) == every_line_parsed(text, values), (text, values)
+
+
+def test_a_few_keys_match_a_full_parse_on_random_texts():
+    generator = random.Random(14)
+    for _attempt in range(5000):
+        text = "".join(generator.choice("ab \t\r\n#.") for _char in range(generator.randint(0, 30)))
+        for values in ({"a": "Z"}, {"a": "Z", "b": "Y"}, {"a.b": "Q"}, {"ab": "W"}, {"b": ""}):
+            assert set_map_text_values(text, values) == every_line_parsed(text, values), (text, values)
 
 
 @pytest.mark.parametrize("keys,expected", [
