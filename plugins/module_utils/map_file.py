@@ -66,20 +66,34 @@ def map_text_values(text):
     return values
 
 
-def map_text_lookup(text, keys):
-    """{key: first value on disk} for the `keys` present in the file.
+# Up to this many keys, their lines are found with one regex search per key (C speed) instead of
+# splitting every line of the file: a release's few keys in a 100,000-line map cost a millisecond
+# to read or rewrite, not a tenth of a second.
+_FEW_KEYS = 20
 
-    For a few keys a regex search per key (C speed) beats parsing every line, so reading
-    one key of a 100,000-line file stays cheap; many keys parse the file once.
-    """
-    if len(keys) > 20:
+
+def _key_lines(text, key):
+    """(start, end) of every entry line of `key`, `end` past its line ending: the lines a full
+    parse (_split_entry) keys so, found without splitting the others."""
+    for match in re.finditer(r"^[ \t]*%s(?=[ \t\r]|$)" % re.escape(key), text, re.MULTILINE):
+        start = match.start()
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        # A comment, or a key with blanks in it, is not an entry of that key.
+        if (_split_entry(text[start:end]) or (None,))[0] == key:
+            yield start, end
+
+
+def map_text_lookup(text, keys):
+    """{key: first value on disk} for the `keys` present in the file (a few: see _FEW_KEYS)."""
+    if len(keys) > _FEW_KEYS:
         values = map_text_values(text)
         return {key: values[key] for key in keys if key in values}
     found = {}
     for key in keys:
-        match = re.search(r"^[ \t]*%s(?:[ \t]+(.*?))?[ \t]*\r?$" % re.escape(key), text, re.MULTILINE)
-        if match:
-            found[key] = (match.group(1) or "").strip(_BLANKS)
+        for start, end in _key_lines(text, key):
+            found[key] = _split_entry(text[start:end])[1]
+            break
     return found
 
 
@@ -107,7 +121,7 @@ def set_map_text_values(text, values):
     costs one rewrite. Appended lines use the file's own line ending, so CRLF files stay CRLF.
     """
     newline = line_ending(text)
-    if len(values) <= _FEW_KEYS and not any(key.startswith("#") for key in values):
+    if len(values) <= _FEW_KEYS:
         lines, found = _set_few_keys(text, values)
     else:
         lines = _lines(text, keepends=True)
@@ -125,19 +139,9 @@ def set_map_text_values(text, values):
     return "".join(lines)
 
 
-# Up to this many keys, set_map_text_values finds their lines with one regex search each (C speed)
-# instead of splitting every line: a release's few keys in a 100,000-line file cost a
-# millisecond, not a tenth of a second. The lines found are the ones _split_entry would key so.
-_FEW_KEYS = 20
-
-
 def _set_few_keys(text, values):
     """([text pieces], found keys): `text` with every entry line of each key rewritten."""
-    spans = []
-    for key in values:
-        for match in re.finditer(r"^[ \t]*%s(?=[ \t\r]|$)" % re.escape(key), text, re.MULTILINE):
-            end = text.find("\n", match.start())
-            spans.append((match.start(), len(text) if end < 0 else end + 1, key))
+    spans = [(start, end, key) for key in values for start, end in _key_lines(text, key)]
     pieces, position = [], 0
     for start, end, key in sorted(spans):
         pieces.extend((text[position:start], _entry_line(text[start:end], values[key])))

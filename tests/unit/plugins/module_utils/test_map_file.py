@@ -119,21 +119,30 @@ def every_line_parsed(text, values):
         map_file._FEW_KEYS = few
 
 
+def looked_up_in_every_line(text, keys):
+    """map_text_lookup's reference: the first value of each key in a full parse."""
+    values = map_text_values(text)
+    return dict((key, values[key]) for key in keys if key in values)
+
+
 @pytest.mark.parametrize("text", ["", "a b\n", "a b", "a\n", "a", "  a\tb\r\n#a c\n a  \n", "ab c\na c\n\ta\td\r\n",
                                   "a b\r\nx y", "# a b\n", "a\rjunk v\n", "a.b c\naxb d\n", MAP_TEXT, CRLF_TEXT])
 def test_a_few_keys_are_set_as_if_every_line_were_parsed(text):
-    """Up to 20 keys are found with a regex search each: the same lines as a full parse, the
-    same rewrite (indent, separator, line ending kept; a prefix or a comment is not the key)."""
+    """Up to 20 keys are found with a regex search each, to read or to rewrite: the same lines and
+    values as a full parse, the same rewrite (indent, separator, line ending kept; a prefix or a
+    comment is not the key, a CR ends the value as HAProxy reads it)."""
     for values in ({"a": "Z"}, {"a": "Z", "x": "Y"}, {"a.b": "Q"}, {"active": "backend_green", "new": "N"}):
         assert set_map_text_values(text, values) == every_line_parsed(text, values), (text, values)
+        assert map_text_lookup(text, list(values)) == looked_up_in_every_line(text, values), (text, values)
 
 
 def test_a_few_keys_match_a_full_parse_on_random_texts():
     generator = random.Random(14)
     for _attempt in range(5000):
         text = "".join(generator.choice("ab \t\r\n#.") for _char in range(generator.randint(0, 30)))
-        for values in ({"a": "Z"}, {"a": "Z", "b": "Y"}, {"a.b": "Q"}, {"ab": "W"}, {"b": ""}):
+        for values in ({"a": "Z"}, {"a": "Z", "b": "Y"}, {"a.b": "Q"}, {"ab": "W"}, {"b": ""}, {"#a": "C"}, {"a b": "S"}):
             assert set_map_text_values(text, values) == every_line_parsed(text, values), (text, values)
+            assert map_text_lookup(text, list(values)) == looked_up_in_every_line(text, values), (text, values)
 
 
 @pytest.mark.parametrize("keys,expected", [
