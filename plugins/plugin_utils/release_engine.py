@@ -1279,12 +1279,14 @@ def controller(_value=None):
 
 
 def clock_offset(clock, tolerance):
-    """Why a node's clock is refused ('' when it agrees), from the release_lock action's `clock`.
+    """Why a node's clock is refused ('' when it agrees), from the release_step action's `clock`.
 
-    `clock` is {offset, error}: the node's offset from the controller's clock and the error
-    bound of that measurement (see plugins/action/release_lock.py). The node may be off by as much
-    as |offset| + error, so it is refused when that exceeds `tolerance`; a clock that could not
-    be read is refused too. The message names the offset and the error.
+    `clock` is {offset, error, readings}: the node's offset from the controller's clock and the
+    error bound of that measurement (plugins/plugin_utils/clock.py). The node may be off by as much
+    as |offset| + error, so it is refused when that exceeds `tolerance`; a clock that could not be
+    read is refused too. The message names the offset and the error, and what to fix: a node that
+    reads off by more than the tolerance needs NTP; one that reads within it, but whose every
+    reading took too long to tell, was measured on a busy controller or over a slow connection.
     """
     clock = clock if isinstance(clock, dict) else {}
     tolerance = float(tolerance)
@@ -1294,8 +1296,16 @@ def clock_offset(clock, tolerance):
     offset, error = float(clock["offset"]), float(clock["error"])
     if abs(offset) + error <= tolerance:
         return ""
-    return ("is %.3fs %s the controller's, measured to within %.3fs: up to %.3fs off, above release_clock_tolerance "
-            "%ss" % (abs(offset), "ahead of" if offset > 0 else "behind", error, abs(offset) + error, tolerance))
+    side = "ahead of" if offset > 0 else "behind"
+    if abs(offset) > tolerance:
+        return ("is %.3fs %s the controller's, measured to within %.3fs: up to %.3fs off, above release_clock_tolerance "
+                "%ss; fix its time (NTP) or raise release_clock_tolerance" % (abs(offset), side, error,
+                                                                            abs(offset) + error, tolerance))
+    return ("could not be measured precisely enough: it reads %.3fs %s the controller's, but the best of %s readings "
+            "is only good to within %.3fs, so it may be up to %.3fs off, above release_clock_tolerance %ss; the "
+            "controller or the connection answered too slowly to tell (or its date has no %%N): run again when it is "
+            "quieter, or raise release_clock_tolerance" % (abs(offset), side, clock.get("readings") or "its", error,
+                                                           abs(offset) + error, tolerance))
 
 
 def prepared_failures(hostvars, host, play_hosts, map_name, allow_drift=False, clock_tolerance=0.5):
@@ -1314,8 +1324,7 @@ def prepared_failures(hostvars, host, play_hosts, map_name, allow_drift=False, c
     if prepared.get("clock") is not None:
         refusal = clock_offset(prepared["clock"], clock_tolerance)
         if refusal:
-            return ["LOCK: the clock of %s %s: the fleet switches at one instant of each node's clock; fix NTP or "
-                    "raise release_clock_tolerance" % (host, refusal)]
+            return ["LOCK: the clock of %s %s (the fleet switches at one instant of each node's clock)" % (host, refusal)]
     plan = prepared.get("plan") or {}
     if prepared.get("already_live") or not plan:
         return failures

@@ -13,9 +13,11 @@ _COLLECTIONS = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.colle
 if os.path.isdir(_COLLECTIONS):
     sys.path.insert(0, os.path.abspath(_COLLECTIONS))
 
+from ansible_collections.bluegreen.haproxy.plugins.plugin_utils import clock  # noqa: E402
 from ansible_collections.bluegreen.haproxy.plugins.plugin_utils.clock import (  # noqa: E402
     clock_estimate,
     parse_reading,
+    read_clock,
 )
 
 
@@ -59,3 +61,71 @@ def test_a_one_second_skew_is_not_hidden_by_a_slow_module():
     """
     estimate = clock_estimate([(1000.0, 1001.004, 1000.008, 0.0)])
     assert estimate["offset"] == pytest.approx(1.0, abs=0.001) and estimate["error"] == 0.004
+
+
+class _Node:
+    """A node `offset` seconds ahead whose `date` takes the next of `durations` seconds of controller
+    time to answer (it reads its clock halfway through); the controller's time is simulated."""
+
+    def __init__(self, monkeypatch, durations, offset=0.2, stdout="%.6f\n"):
+        self.now, self.durations, self.offset, self.stdout, self.calls = 1000.0, list(durations), offset, stdout, 0
+        monkeypatch.setattr(clock, "time", self)
+
+    def time(self):
+        return self.now
+
+    def execute(self, command, sudoable=True):
+        assert command == "date +%s.%N" and sudoable is False
+        duration = self.durations[min(self.calls, len(self.durations) - 1)]
+        self.calls += 1
+        self.now += duration / 2
+        reading = self.now + self.offset
+        self.now += duration / 2
+        return dict(rc=0, stdout=self.stdout % reading if "%" in self.stdout else self.stdout, stderr="")
+
+
+def test_one_quick_reading_is_enough(monkeypatch):
+    node = _Node(monkeypatch, [0.004])
+    estimate = read_clock(node.execute)
+    assert node.calls == 1 and estimate == dict(offset=0.2, error=0.002, readings=1)
+
+
+def test_three_readings_over_a_usual_connection(monkeypatch):
+    # An SSH round trip of 30 ms: three readings, the tightest kept, no more.
+    node = _Node(monkeypatch, [0.04, 0.03, 0.05, 0.001])
+    estimate = read_clock(node.execute)
+    assert node.calls == 3 and estimate["error"] == 0.015 and estimate["offset"] == pytest.approx(0.2, abs=1e-6)
+
+
+def test_a_busy_controller_keeps_reading_until_one_answer_is_quick(monkeypatch):
+    """The finding: on a loaded CI machine each reading took 0.6-0.8 s and a node on the controller's own
+    clock was refused at 0.5 s tolerance. Readings go on (within the budget) while every bracket is wide."""
+    node = _Node(monkeypatch, [0.8, 0.6, 0.7, 0.4, 0.02, 0.001])
+    estimate = read_clock(node.execute)
+    assert node.calls == 5 and estimate["error"] == 0.01 and estimate["readings"] == 5
+
+
+def test_the_extra_readings_stop_at_the_time_budget(monkeypatch):
+    node = _Node(monkeypatch, [0.9])
+    estimate = read_clock(node.execute)
+    # 0.9 s each: the fourth reading ends past MORE_SECONDS (3 s) of measuring.
+    assert node.calls == 4 and estimate["error"] == 0.45
+    assert node.now - 1000.0 == pytest.approx(3.6) and clock.MORE_SECONDS == 3.0
+
+
+def test_the_extra_readings_stop_at_their_count(monkeypatch):
+    node = _Node(monkeypatch, [0.15])
+    read_clock(node.execute)
+    assert node.calls == clock.MORE_READINGS
+
+
+def test_a_whole_second_clock_is_not_read_again_for_precision_it_cannot_have(monkeypatch):
+    node = _Node(monkeypatch, [0.002], stdout="1000\n")
+    estimate = read_clock(node.execute)
+    assert node.calls == 3 and estimate["error"] == pytest.approx(0.501)
+
+
+def test_a_clock_that_cannot_be_read_stops_at_once_with_the_reason(monkeypatch):
+    node = _Node(monkeypatch, [0.01], stdout="date: invalid option\n")
+    estimate = read_clock(node.execute)
+    assert node.calls == 1 and estimate["offset"] is None and "date: invalid option" in estimate["problem"]
