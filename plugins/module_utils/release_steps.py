@@ -17,6 +17,7 @@ rules are written once.
 from __future__ import annotations
 
 import re
+import time
 
 from ansible_collections.bluegreen.haproxy.plugins.module_utils.lock import (
     LockError,
@@ -619,7 +620,6 @@ def drain_previous(client, keys, targets, previous, drain, now=None):
     A drain never fails the release: the new version is live and persisted, and the report says
     what the old one still holds.
     """
-    import time
 
     from ansible_collections.bluegreen.haproxy.plugins.module_utils.drain import DrainOptionError, drain_backends
 
@@ -713,6 +713,61 @@ def finish(client, map_name, map_file, services, outcome, targets, previous, swi
         result["msg"] = {"persist": "persisted %s" % describe(targets) if persist else "live %s, not persisted (release_persist)" % describe(targets),
                          "rollback": "rolled back to %s" % describe(previous) if switched else "nothing to roll back here",
                          "release": "nothing changed"}.get(outcome, outcome)
+    return result
+
+
+# -- A FLEET OF ONE NODE --------------------------------------------------------------------------
+
+def _failures(result):
+    """A failed step's failures, each prefixed with its stage (release_engine.step_failures on the controller)."""
+    if result.get("failures"):
+        return list(result["failures"])
+    return ["%s: %s" % (result["stage"], result.get("msg", "failed")) if result.get("stage") else
+            str(result.get("msg", "failed"))]
+
+
+def single(prepared, switch, finish_step, check_mode=False, drain_seconds=None, now=None):
+    """The three steps in one module run, for a fleet of one node: no other node to wait for at a gate.
+
+    `prepared` is PREPARE's result on this node. The gates a fleet would pass between the steps
+    judge this node alone here, exactly as the role's gates would: SWITCH AND PROVE runs only
+    when PREPARE passed with something to switch (not in check mode, not a node already live,
+    not the end of a canary a dead run left, which the role's CANARY phase runs); FINISH then
+    persists when the switch passed and rolls back when it failed (releasing the lock either
+    way), and a persist that failed after the switch is rolled back like the role's second
+    FINISH does for a fleet. `switch(locked)` and `finish_step(outcome, switched, locked, drain_until)`
+    run those steps with the run's options (the module binds them); `locked` says whether this
+    run still holds the release lock. With `drain_seconds`, a persisted release drains the backends it left until
+    that long after the switch passed.
+
+    Returns PREPARE's result with `switch_step` and `finish_step` (the last FINISH) when they ran;
+    `failed`, `stage`, `msg` and every step's `failures` when one failed. A result without them
+    is PREPARE's alone: the role goes on with its phases as for any fleet.
+    """
+    plan = prepared.get("plan") or {}
+    if (prepared.get("failed") or check_mode or prepared.get("already_live") or not plan.get("targets")
+            or plan.get("end_canary")):
+        return prepared
+    result = dict(prepared)
+    locked = bool(prepared.get("lock_taken"))
+    result["switch_step"] = switched_result = switch(locked)
+    passed = not switched_result.get("failed")
+    drain_until = ((now or time.time)() + float(drain_seconds)) if passed and drain_seconds else None
+    finished = finish_step("persist" if passed else "rollback", bool(switched_result.get("switched")), locked, drain_until)
+    failures = [] if passed else _failures(switched_result)
+    stage = switched_result.get("stage") if not passed else finished.get("stage")
+    if finished.get("failed"):
+        failures += _failures(finished)
+        if passed and switched_result.get("switched") and not finished.get("rolled_back"):
+            # The persist failed on a node that moved: back to the previous values (the lock is released).
+            finished = finish_step("rollback", True, locked and not finished.get("unlocked"), None)
+            if finished.get("failed"):
+                failures += _failures(finished)
+    result["finish_step"] = finished
+    result["changed"] = any(step.get("changed") for step in (prepared, switched_result, finished))
+    result["warnings"] = [warning for step in (prepared, switched_result, finished) for warning in step.get("warnings") or []]
+    if failures:
+        result.update(failed=True, stage=stage, msg="; ".join(failures), failures=failures)
     return result
 
 
@@ -881,8 +936,6 @@ def canary_step(client, map_name, services, targets, lives, weight, weights, swi
     HAProxy itself must send them to the target. Returns per service key `canary_step`
     ({weight, requests, errors, error_rate, verdict, started, ended, stable}).
     """
-    import time
-
     from ansible_collections.bluegreen.haproxy.plugins.module_utils import traffic
     from ansible_collections.bluegreen.haproxy.plugins.module_utils.map_change import MapStepError, change_map
     from ansible_collections.bluegreen.haproxy.plugins.module_utils.maps import runtime_values

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: release_step
-short_description: One step of the release engine on one HAProxy node - status, prepare, canary, switch or finish - in one module run
+short_description: One step of the release engine on one HAProxy node (or the three, for a fleet of one node) in one module run
 version_added: 0.2.0
 description:
   - The release engine's three steps, used by the C(bluegreen.haproxy.release) role, one module run per node
@@ -60,6 +60,14 @@ description:
     (B(ROLLBACK VERIFY)) and smoke-tests the old version through this node's listener; a node that did not
     switch has nothing to roll back. O(outcome=release) - nothing to change (nothing moved anywhere). In
     every case the release lock is released last, also after a failure.
+  - O(step=single) (a fleet of one node, the release role's cutover and rollback) - steps C(prepare), C(switch)
+    and C(finish) in one module run - with no other node to wait for, the gates between them judge this node
+    alone. C(prepare) runs as above; when it passed with something to switch (not in check mode, not a node
+    already live, not the end of a canary a dead run left), the switch and its proof run at once (no
+    O(switch_at)), to the targets and from the live values C(prepare) read; then C(finish) persists when they
+    passed and rolls back when they failed, releasing the lock either way, and rolls back a node whose persist
+    failed after it switched. O(drain_seconds) drains the backends a persisted release left. RV(switch_step) and
+    RV(finish_step) are those steps' results; otherwise the result is C(prepare)'s alone.
   - The first refusal or failure ends a step; RV(stage) names it. An option another step uses, set with this
     step, is refused before anything is read (RV(stage=INIT)).
   - The precheck's options O(health_wait), O(poll_interval), O(force), O(preflight_validate_certs) and
@@ -91,7 +99,7 @@ options:
   step:
     description: The step to run on this node.
     type: str
-    choices: [status, prepare, canary, switch, finish]
+    choices: [status, prepare, canary, switch, finish, single]
     required: true
   keys:
     description: The map keys to read. Step C(status) only, required there.
@@ -264,6 +272,11 @@ options:
       - The release role passes the fleet's verdict plus C(release_drain_timeout), so every node's wait ends at
         the same instant whatever batch of forks it ran in. Omitted - no drain. Step C(finish) only.
       - A drain never fails the step - what the old version still holds is reported (RV(drain)).
+    type: float
+  drain_seconds:
+    description:
+      - Step C(single) - as O(drain_until), counted from the moment the switch and its proof passed on this node
+        (the release role passes C(release_drain_timeout)). Omitted or V(0) - no drain.
     type: float
   drain_shutdown:
     description: After the drain's wait, close the sessions left (C(shutdown sessions server)), so those clients
@@ -503,6 +516,25 @@ drain:
   returned: step C(finish)
   type: dict
   sample: {"active": {"backend": "backend_blue", "sessions_left": 0, "shut_down": 1, "waited": 30.0}}
+switch_step:
+  description:
+    - Step C(single) - the result of the switch and its proof (RV(switched), RV(switch), RV(smoke), RV(traffic),
+      RV(watch_verify), RV(stage), ...), as step C(switch) returns it.
+  returned: step C(single), when the switch ran
+  type: dict
+finish_step:
+  description:
+    - Step C(single) - the result of the last finish (RV(persist), RV(rollback), RV(rollback_smoke), RV(rolled_back),
+      RV(drain), RV(unlocked), ...), as step C(finish) returns it.
+  returned: step C(single), when the switch ran
+  type: dict
+failures:
+  description:
+    - Every failure, each prefixed with its stage and a colon (V(SMOKE), V(PERSIST), ...) - step C(switch) when
+      the watch window found several; step C(single) when a step after C(prepare) failed, each failed step's.
+  returned: steps C(switch) and C(single), when they failed
+  type: list
+  elements: str
 """
 
 import time
@@ -526,6 +558,7 @@ from ansible_collections.bluegreen.haproxy.plugins.module_utils.release_steps im
     finish,
     canary_step,
     prepare,
+    single,
     status,
     switch_and_prove,
 )
@@ -564,11 +597,15 @@ STEP_OPTIONS = dict(
             "min_requests", "insufficient_traffic", "canary_weight"),
     finish=("outcome", "targets", "previous", "switched", "persist", "bulk", "backup", "drain_until", "drain_shutdown"),
 )
+STEP_OPTIONS["single"] = STEP_OPTIONS["prepare"] + (
+    "bulk", "watch_seconds", "watch_interval", "max_error_rate", "min_requests", "insufficient_traffic", "persist",
+    "backup", "drain_seconds", "drain_shutdown")
 LOCK_OPTIONS = dict(status=("path",), prepare=("path", "force", "stale_after"), switch=("path", "owner"),
-                    canary=("path", "owner"), finish=("path", "owner"))
+                    canary=("path", "owner"), finish=("path", "owner"), single=("path", "force", "stale_after"))
 REQUIRED_IF = [
     ("step", "status", ("keys",)),
     ("step", "prepare", ("run", "services")),
+    ("step", "single", ("run", "services")),
     ("step", "switch", ("targets", "expected", "services")),
     ("step", "canary", ("targets", "expected", "services", "weight")),
     ("step", "finish", ("outcome", "targets", "previous", "services")),
@@ -578,7 +615,7 @@ REQUIRED_IF = [
 def argument_spec():
     spec = runtime_api_argument_spec()
     spec.update(
-        step=dict(type="str", choices=["status", "prepare", "canary", "switch", "finish"], required=True),
+        step=dict(type="str", choices=["status", "prepare", "canary", "switch", "finish", "single"], required=True),
         map=dict(type="str", required=True),
         map_file=dict(type="path"),
         services=dict(type="list", elements="dict", options=SERVICE_SPEC),
@@ -616,6 +653,8 @@ def argument_spec():
         backup=dict(type="bool", default=False),
         drain_until=dict(type="float"),
         drain_shutdown=dict(type="bool", default=False),
+        # single
+        drain_seconds=dict(type="float"),
     )
     return spec
 
@@ -735,18 +774,29 @@ def run_canary(module, params):
                        smoke=smoke_options(params), smoke_header=params["canary_header"])
 
 
-def run_switch(module, params):
-    """SWITCH AND PROVE: compare-and-set (at the instant), read back, smoke, watch (release_steps.switch_and_prove)."""
-    targets, expected, client = switch_options(module, params)
+def switch_step(client, params, targets, expected, lock):
     try:
         disk_text = read_map_file(params["map_file"] or params["map"]) if params["watch_seconds"] > 0 else None
     except MapFileError:
         disk_text = None  # the reload hint is lost, nothing else
-
     return switch_and_prove(
         client, params["map"], targets, expected, params["services"], bulk=params["bulk"],
-        switch_at=params["switch_at"], lock=params["lock"], smoke=smoke_options(params), watch=watch_options(params),
+        switch_at=params["switch_at"], lock=lock, smoke=smoke_options(params), watch=watch_options(params),
         disk_text=disk_text, canary_weight=params["canary_weight"])
+
+
+def finish_step(module, client, params, outcome, targets, previous, switched, lock, drain_until):
+    return finish(
+        client, params["map"], params["map_file"] or params["map"], params["services"], outcome, targets,
+        previous, switched=switched, persist=params["persist"], bulk=params["bulk"], lock=lock,
+        smoke=smoke_options(params), backup=module.backup_local if params["backup"] else None, module=module,
+        drain=dict(until=drain_until, shutdown=params["drain_shutdown"]) if drain_until is not None else None)
+
+
+def run_switch(module, params):
+    """SWITCH AND PROVE: compare-and-set (at the instant), read back, smoke, watch (release_steps.switch_and_prove)."""
+    targets, expected, client = switch_options(module, params)
+    return switch_step(client, params, targets, expected, params["lock"])
 
 
 def run_finish(module, params):
@@ -757,12 +807,35 @@ def run_finish(module, params):
         client = RuntimeAPIClient(params["socket"], params["timeout"])
     except (MapChangeError, RuntimeAPIError, ValueError) as exc:
         module.fail_json(msg=str(exc), changed=False, stage="INIT")
-    return finish(
-        client, params["map"], params["map_file"] or params["map"], params["services"], params["outcome"], targets,
-        previous, switched=params["switched"], persist=params["persist"], bulk=params["bulk"], lock=params["lock"],
-        smoke=smoke_options(params), backup=module.backup_local if params["backup"] else None, module=module,
-        drain=dict(until=params["drain_until"], shutdown=params["drain_shutdown"])
-        if params["drain_until"] is not None else None)
+    return finish_step(module, client, params, params["outcome"], targets, previous, params["switched"],
+                       params["lock"], params["drain_until"])
+
+
+def run_single(module, params):
+    """A fleet of one node: PREPARE, SWITCH AND PROVE and FINISH in one run (release_steps.single)."""
+    # The later steps' options are proved before PREPARE reads or locks anything.
+    try:
+        if len(params["services"]) > 1 and not params["bulk"]:
+            raise TrafficOptionError("several keys switch together only with bulk=true")
+        if params["requests"] < 1:
+            raise TrafficOptionError("requests must be at least 1, got %d" % params["requests"])
+        if (params["drain_seconds"] or 0) < 0:
+            raise TrafficOptionError("drain_seconds must be 0 or more, got %s" % params["drain_seconds"])
+        validate_watch_options(params["watch_seconds"], min(params["watch_interval"], 1.0), params["max_error_rate"],
+                               params["min_requests"], None, params["insufficient_traffic"], params["watch_interval"])
+    except TrafficOptionError as exc:
+        module.fail_json(msg=str(exc), changed=False, stage="INIT")
+    prepared = run_prepare(module, params)
+    plan = prepared.get("plan") or {}
+    client = RuntimeAPIClient(params["socket"], params["timeout"])
+    held = dict(path=params["lock"]["path"], owner=params["run"]["owner"]) if params["lock"] else None
+    return single(
+        prepared,
+        lambda locked: switch_step(client, params, plan["targets"], plan["lives"], held if locked else None),
+        lambda outcome, switched, locked, drain_until: finish_step(
+            module, client, params, outcome, plan["targets"], plan["lives"], switched, held if locked else None,
+            drain_until),
+        check_mode=module.check_mode, drain_seconds=params["drain_seconds"])
 
 
 def run_status(module, params):
@@ -782,7 +855,8 @@ def run_status(module, params):
                   backends=params["backends"], allow_no_check=params["allow_no_check"], disk_error=disk_error)
 
 
-STEPS = dict(status=run_status, prepare=run_prepare, canary=run_canary, switch=run_switch, finish=run_finish)
+STEPS = dict(status=run_status, prepare=run_prepare, canary=run_canary, switch=run_switch, finish=run_finish,
+             single=run_single)
 
 
 def main():
@@ -790,7 +864,7 @@ def main():
     module = AnsibleModule(argument_spec=spec, required_if=REQUIRED_IF, supports_check_mode=True)
     params = module.params
     step = params["step"]
-    if module.check_mode and step not in ("status", "prepare"):
+    if module.check_mode and step not in ("status", "prepare", "single"):
         # As Ansible skips a module without check mode: the release role stops before these steps then.
         module.exit_json(skipped=True, changed=False, msg="step %s does not run in check mode" % step)
     refusal = option_refusal(step, params, spec)

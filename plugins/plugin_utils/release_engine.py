@@ -1299,8 +1299,8 @@ def clock_offset(clock, tolerance):
     side = "ahead of" if offset > 0 else "behind"
     if abs(offset) > tolerance:
         return ("is %.3fs %s the controller's, measured to within %.3fs: up to %.3fs off, above release_clock_tolerance "
-                "%ss; fix its time (NTP) or raise release_clock_tolerance" % (abs(offset), side, error,
-                                                                            abs(offset) + error, tolerance))
+                "%ss; fix its time (NTP) or raise release_clock_tolerance"
+                % (abs(offset), side, error, abs(offset) + error, tolerance))
     return ("could not be measured precisely enough: it reads %.3fs %s the controller's, but the best of %s readings "
             "is only good to within %.3fs, so it may be up to %.3fs off, above release_clock_tolerance %ss; the "
             "controller or the connection answered too slowly to tell (or its date has no %%N): run again when it is "

@@ -12,22 +12,41 @@ import os
 COLLECTION = "bluegreen.haproxy."
 
 
+# A fleet of one node runs the engine's three steps in one release_step run (step single): its
+# result is PREPARE's, with the switch's and the finish's under these fields.
+SINGLE_STEPS = {"prepare": None, "switch": "switch_step", "finish": "finish_step"}
+
+
+def _step_results(task, result, step):
+    """The results of release_step's `step` this task result stands for ([] or one)."""
+    invoked = ((result.get("invocation") or {}).get("module_args") or {}).get("step") or task["task"].get("step")
+    if invoked == step:
+        return [result]
+    if invoked == "single" and step in SINGLE_STEPS:
+        field = SINGLE_STEPS[step]
+        if field is None:
+            return [result]
+        return [result[field]] if isinstance(result.get(field), dict) else []
+    return []
+
+
 def results(report, action, step=None):
     """[(task name, host, result)] of every task that ran `action` (short or FQCN), in order.
 
-    `step` names one step of the release engine's module (release_step: prepare, switch, finish).
-    A task looped over the release's services gives one result per service (its `item` is the
-    service), so a test reads a single-key run and a multi-service run the same way.
+    `step` names one step of the release engine's module (release_step: prepare, switch, finish),
+    found in a fleet of one node's single run too (SINGLE_STEPS). A task looped over the
+    release's services gives one result per service (its `item` is the service), so a test reads
+    a single-key run and a multi-service run the same way.
     """
     found = []
     for play in report["plays"]:
         for task in play["tasks"]:
             name = task["task"]["action"]
-            if step is not None and task["task"].get("step") != step:
-                continue
             if name == action or name == COLLECTION + action or name == "ansible.builtin." + action:
                 for host, result in task["hosts"].items():
                     items = result.get("results") if isinstance(result.get("results"), list) else [result]
+                    if step is not None:
+                        items = [found_step for item in items for found_step in _step_results(task, item, step)]
                     found.extend((task["task"]["name"], host, item) for item in items)
     return found
 

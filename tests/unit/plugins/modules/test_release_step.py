@@ -16,6 +16,9 @@ file in a temporary directory; the old version's smoke test after a rollback is 
 The maps are a fake HAProxy at the level of the bytes sent (fake_map_haproxy). Last, the argument
 spec: what each step requires, and an option only another step reads refused before anything is asked.
 
+step=single - a fleet of one node: the three steps in one run, with the gates between them judged on
+that node (switch only after a passed PREPARE, persist only after a passed switch, a rollback otherwise).
+
 step=status - read-only, the key live and on disk, the lock and each backend's health in one run,
 never failing for what it cannot read (the health reads are captured `show stat` replies).
 """
@@ -702,6 +705,120 @@ def test_another_runs_lock_is_never_released(finished):
     assert finished["lock"].exists()
 
 
+# step=single - a fleet of one node: the three steps in one run
+
+def run_single(prepared, check=False, **args):
+    params = dict(dict(step="single", map=MAP, map_file=prepared["map_file"], services=[PREPARE_SERVICE], run=RUN,
+                       socket="/nonexistent/admin.sock", lock=dict(path=prepared["lock"]), requests=10), **args)
+    return run_main(release_step.main, params, check=check)
+
+
+def disk(prepared):
+    with open(prepared["map_file"]) as handle:
+        return handle.read()
+
+
+def test_a_fleet_of_one_node_prepares_switches_proves_and_persists_in_one_run(haproxy, prepared, http):
+    outcome = run_single(prepared, watch_seconds=30)
+    result = outcome.result
+    assert not outcome.failed, result["msg"]
+    # PREPARE's result, then the switch's and the finish's, each as its own step returns it.
+    assert result["plan"]["targets"] == GREEN and result["lock_taken"] is True and len(prepared["precheck"].calls) == 1
+    assert result["switch_step"]["switched"] is True and result["switch_step"]["stage"] is None
+    assert result["switch_step"]["traffic"][0]["key"] == "active"
+    assert result["finish_step"]["persist"]["persisted"] is True and result["finish_step"]["unlocked"] is True
+    assert haproxy.writes == ["set map"] and haproxy.values(MAP) == GREEN and disk(prepared) == "active backend_green\n"
+    assert [call["regex"] for call in http.smoke_calls] == ["version=green"] and not os.path.exists(prepared["lock"])
+    assert result["changed"] is True and "failures" not in result
+
+
+def test_a_fleet_of_one_node_whose_new_version_fails_rolls_back_in_the_same_run(haproxy, prepared, http, monkeypatch):
+    def green_fails(url, **options):
+        http.smoke_passes = options["body_regex"].pattern != "version=green"
+        return http.run_smoke(url, **options)
+
+    monkeypatch.setattr(smoke, "run_smoke", green_fails)
+    outcome = run_single(prepared)
+    result = outcome.result
+    assert outcome.failed and result["stage"] == "SMOKE"
+    assert result["failures"] == ["SMOKE: 3 of 10 requests failed: 3 x status 503"] and result["msg"] == result["failures"][0]
+    assert result["switch_step"]["switched"] is True and result["finish_step"]["rolled_back"] is True
+    # Back to blue at runtime, blue on disk (never written green), the old version proved, the lock released.
+    assert haproxy.values(MAP) == BLUE and disk(prepared) == "active backend_blue\n"
+    assert [(call["regex"], call["live"]) for call in http.smoke_calls] == [("version=green", GREEN), ("version=blue", BLUE)]
+    assert not os.path.exists(prepared["lock"])
+
+
+def test_a_fleet_of_one_node_whose_persist_fails_goes_back_in_the_same_run(haproxy, prepared, http, monkeypatch):
+    finishes = []
+
+    def persist_fails(client, map_name, map_file, services, outcome, *args, **options):
+        finishes.append(outcome)
+        if outcome == "persist":
+            release_steps.finish(client, map_name, map_file, services, "release", *args, **options)
+            return dict(changed=False, failed=True, stage="PERSIST", msg="cannot write the map file", unlocked=True,
+                        rolled_back=False)
+        return release_steps.finish(client, map_name, map_file, services, outcome, *args, **options)
+
+    monkeypatch.setattr(release_step, "finish", persist_fails)
+    outcome = run_single(prepared)
+    result = outcome.result
+    assert outcome.failed and result["stage"] == "PERSIST" and finishes == ["persist", "rollback"]
+    assert result["failures"] == ["PERSIST: cannot write the map file"]
+    assert result["finish_step"]["rolled_back"] is True and haproxy.values(MAP) == BLUE
+    assert disk(prepared) == "active backend_blue\n" and not os.path.exists(prepared["lock"])
+
+
+def test_a_fleet_of_one_node_keeps_a_key_moved_by_hand_during_its_precheck(haproxy, prepared, http, monkeypatch):
+    """The read and the switch share one run: a hand that moves the key while the precheck runs is
+    still refused by the compare-and-set, and the run goes back to nothing (a fleet's version with
+    the hand between two tasks: test_release_truth.py)."""
+    precheck = prepared["precheck"]
+
+    def hand_during_precheck(client, services, **options):
+        haproxy.maps[MAP].entries = [("active", "backend_hand")]
+        return precheck(client, services, **options)
+
+    monkeypatch.setattr(release_steps, "run_precheck", hand_during_precheck)
+    outcome = run_single(prepared)
+    result = outcome.result
+    assert outcome.failed and result["stage"] == "SWITCH" and "nothing was changed" in result["msg"]
+    assert result["switch_step"]["switched"] is False and result["finish_step"]["rollback"] is None
+    assert haproxy.writes == [] and haproxy.values(MAP) == {"active": "backend_hand"} and http.smoke_calls == []
+    assert disk(prepared) == "active backend_blue\n" and not os.path.exists(prepared["lock"])
+
+
+def test_a_fleet_of_one_node_in_check_mode_only_prepares(haproxy, prepared, http):
+    outcome = run_single(prepared, check=True)
+    assert not outcome.failed, outcome.result["msg"]
+    assert "switch_step" not in outcome.result and "finish_step" not in outcome.result
+    assert haproxy.writes == [] and http.smoke_calls == [] and not os.path.exists(prepared["lock"])
+
+
+def test_a_fleet_of_one_node_already_live_changes_nothing(haproxy, prepared, http):
+    haproxy.maps[MAP].entries = [("active", "backend_green")]
+    with open(prepared["map_file"], "w") as handle:
+        handle.write("active backend_green\n")
+    outcome = run_single(prepared)
+    assert not outcome.failed and outcome.result["already_live"] is True and "switch_step" not in outcome.result
+    assert haproxy.writes == [] and prepared["precheck"].calls == [] and not os.path.exists(prepared["lock"])
+
+
+def test_a_fleet_of_one_node_whose_prepare_refuses_stops_there_with_the_lock_for_the_role_to_release(
+        haproxy, prepared, http):
+    prepared["precheck"].failed = True
+    outcome = run_single(prepared)
+    assert outcome.failed and outcome.result["stage"] == "PRECHECK" and "switch_step" not in outcome.result
+    # As for any fleet: the role's FINISH releases the lock PREPARE took.
+    assert haproxy.writes == [] and os.path.exists(prepared["lock"])
+
+
+def test_a_fleet_of_one_node_proves_the_later_steps_options_before_reading_anything(haproxy, prepared, http):
+    outcome = run_single(prepared, max_error_rate=150.0)
+    assert outcome.failed and outcome.result["stage"] == "INIT" and "max_error_rate" in outcome.result["msg"]
+    assert haproxy.log == [] and prepared["precheck"].calls == [] and not os.path.exists(prepared["lock"])
+
+
 # step=status
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, 'fixtures')
@@ -784,15 +901,15 @@ def test_an_option_the_step_requires_is_named_when_missing(haproxy, step, args, 
 
 @pytest.mark.parametrize("step, args, message", [
     ("prepare", dict(run=RUN, watch_seconds=30),
-     "step prepare does not use watch_seconds: remove it (watch_seconds is for step canary and switch)"),
+     "step prepare does not use watch_seconds: remove it (watch_seconds is for step canary, switch and single)"),
     ("prepare", dict(run=RUN, targets=GREEN, lock=dict(path="/tmp/lock", owner="run-1")),
      "step prepare does not use targets, lock.owner: remove them "
      "(targets is for step canary, switch and finish; lock.owner is for step canary, switch and finish)"),
     ("switch", dict(targets=GREEN, expected=BLUE, health_wait=30, outcome="persist"),
      "step switch does not use health_wait, outcome: remove them "
-     "(health_wait is for step prepare; outcome is for step finish)"),
+     "(health_wait is for step prepare and single; outcome is for step finish)"),
     ("switch", dict(targets=GREEN, expected=BLUE, lock=dict(path="/tmp/lock", owner="run-1", force=True)),
-     "step switch does not use lock.force: remove it (lock.force is for step prepare)"),
+     "step switch does not use lock.force: remove it (lock.force is for step prepare and single)"),
     ("switch", dict(targets=GREEN, expected=BLUE, lock=dict(path="/tmp/lock")),
      "step switch needs lock.owner, the run that holds the lock /tmp/lock"),
     ("finish", dict(outcome="persist", targets=GREEN, previous=BLUE, expected=BLUE, switch_at=1.0),
