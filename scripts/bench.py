@@ -676,8 +676,10 @@ def render(bench, info, started, finished, load_before, load_after, tiny):
         "idle is wall - CPU / %d cores (time spent waiting, not working); spread is the last minus the"
         % info["cores"],
         "first node's switch (the run's REPORT message); module runs are per node, counted from the module",
-        "processes each run started. The numbers depend heavily on the machine's load: the ratios",
-        "are the part to compare between runs.",
+        "processes each run started. One node runs the release in one module run (a fleet of one",
+        "has no gate to wait at: release_step step single), a fleet's nodes in three each plus the",
+        "collection of the armed switch: \"CPU per node <= 1.2x one node's\" compares the two paths.",
+        "The numbers depend heavily on the machine's load: the ratios are the part to compare between runs.",
         "",
         "## Machine",
         "",
