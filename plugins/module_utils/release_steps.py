@@ -745,8 +745,8 @@ def single(prepared, switch, finish_step, check_mode=False, drain_seconds=None, 
     is PREPARE's alone: the role goes on with its phases as for any fleet.
     """
     plan = prepared.get("plan") or {}
-    if (prepared.get("failed") or check_mode or prepared.get("already_live") or not plan.get("targets")
-            or plan.get("end_canary")):
+    nothing_to_switch = prepared.get("already_live") or not plan.get("targets") or plan.get("end_canary")
+    if prepared.get("failed") or check_mode or nothing_to_switch:
         return prepared
     result = dict(prepared)
     locked = bool(prepared.get("lock_taken"))

@@ -587,19 +587,20 @@ LOCK_SPEC = lock_argument_spec()
 # Which options each step reads besides the ones every step reads (socket, timeout, step, map,
 # map_file, services, lock, requests, request_timeout, validate_certs). Any other option set to
 # something else than its default is refused: it would be silently ignored otherwise.
+PREPARE_OPTIONS = ("run", "allow_drift", "preflight", "smoke_current", "health_wait", "poll_interval", "allow_no_check",
+                   "force", "preflight_validate_certs", "skip_servers", "test_listener", "canary")
 STEP_OPTIONS = dict(
     status=("keys", "backends", "allow_no_check"),
-    prepare=("run", "allow_drift", "preflight", "smoke_current", "health_wait", "poll_interval", "allow_no_check",
-             "force", "preflight_validate_certs", "skip_servers", "test_listener", "canary"),
+    prepare=PREPARE_OPTIONS,
     canary=("targets", "expected", "bulk", "switch_at", "watch_seconds", "watch_interval", "max_error_rate",
             "min_requests", "insufficient_traffic", "weight", "weights", "canary_header"),
     switch=("targets", "expected", "bulk", "switch_at", "watch_seconds", "watch_interval", "max_error_rate",
             "min_requests", "insufficient_traffic", "canary_weight"),
     finish=("outcome", "targets", "previous", "switched", "persist", "bulk", "backup", "drain_until", "drain_shutdown"),
+    # A fleet of one node: prepare's, then the switch's and the finish's that PREPARE's read does not decide.
+    single=PREPARE_OPTIONS + ("bulk", "watch_seconds", "watch_interval", "max_error_rate", "min_requests",
+                              "insufficient_traffic", "persist", "backup", "drain_seconds", "drain_shutdown"),
 )
-STEP_OPTIONS["single"] = STEP_OPTIONS["prepare"] + (
-    "bulk", "watch_seconds", "watch_interval", "max_error_rate", "min_requests", "insufficient_traffic", "persist",
-    "backup", "drain_seconds", "drain_shutdown")
 LOCK_OPTIONS = dict(status=("path",), prepare=("path", "force", "stale_after"), switch=("path", "owner"),
                     canary=("path", "owner"), finish=("path", "owner"), single=("path", "force", "stale_after"))
 REQUIRED_IF = [

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 from release_report import artifacts, final_message, nothing_switched, report_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
