@@ -3,7 +3,9 @@
 # (requirements/test.txt) gets its own venv under .venv-matrix/<version>/, created in parallel
 # and reused while requirements/matrix.txt, the version and its Python are unchanged. In each:
 # the unit tests, then an AWX project from a plain clone runs status, cutover, rollback and
-# persist against a real HAProxy on loopback (tests/integration/test_packaging.py).
+# persist against a real HAProxy on loopback (tests/integration/test_packaging.py), and a fleet of
+# two nodes at forks 1, whose async switch is collected by reading each job's file
+# (release_collect decodes it with that version's own module-result parsing).
 #
 # Each version's venv uses `python3` when that Python is new enough for it, else the oldest
 # installed Python that is (ansible-core 2.20 and newer need 3.12: pyenv's, or a python3.12 on
@@ -98,13 +100,14 @@ for pid in "${pids[@]}"; do wait "$pid" || prepared=1; done
 echo "matrix: venvs ready in $((SECONDS - started))s"
 if $prepare_only; then exit 0; fi
 
-# run_version VERSION: its unit tests and the plain-clone cutover and rollback, output to
+# run_version VERSION: its unit tests, the plain-clone cutover and rollback, the collected fleet, output to
 # .venv-matrix/VERSION.test.log; prints one line with the result and the time.
 run_version() {
   local version=$1 venv=.venv-matrix/$1 began=$SECONDS python
   python=$("$venv/bin/python" -c 'import platform; print(platform.python_version())')
   if "$venv/bin/pytest" -q -p no:cacheprovider tests/unit \
       tests/integration/test_packaging.py::test_awx_project_from_a_plain_clone_runs_the_playbooks \
+      "tests/integration/test_release_steps.py::test_a_fleet_runs_three_steps_and_collects_only_an_async_switch[1]" \
       >"$venv.test.log" 2>&1; then
     echo "matrix: ansible-core $version (Python $python) passed in $((SECONDS - began))s: $(tail -n1 "$venv.test.log")"
   else

@@ -740,8 +740,8 @@ def single(prepared, switch, finish_step, check_mode=False, drain_seconds=None, 
     run still holds the release lock. With `drain_seconds`, a persisted release drains the backends it left until
     that long after the switch passed.
 
-    Returns PREPARE's result with `switch_step` and `finish_step` (the last FINISH) when they ran;
-    `failed`, `stage`, `msg` and every step's `failures` when one failed. A result without them
+    Returns PREPARE's result with `switch_step` and `finish_step` (the last FINISH) when they ran,
+    and the last FINISH's `msg`; `failed`, `stage`, `msg` and every step's `failures` when one failed. A result without them
     is PREPARE's alone: the role goes on with its phases as for any fleet.
     """
     plan = prepared.get("plan") or {}
@@ -764,6 +764,7 @@ def single(prepared, switch, finish_step, check_mode=False, drain_seconds=None, 
             if finished.get("failed"):
                 failures += _failures(finished)
     result["finish_step"] = finished
+    result["msg"] = finished.get("msg") or result.get("msg")
     result["changed"] = any(step.get("changed") for step in (prepared, switched_result, finished))
     result["warnings"] = [warning for step in (prepared, switched_result, finished) for warning in step.get("warnings") or []]
     if failures:

@@ -17,8 +17,8 @@ description:
   - A job still running at the look is looked at again every O(interval) seconds, until
     O(timeout) seconds after the first look; then the task fails naming the wait.
   - The task's result is the job's result (failed when the job failed), with RV(looks).
-  - Runs as an action plugin on the controller; each look is one run of the async_status module
-    on the node.
+  - Runs as an action plugin on the controller; each look reads the job's file on the node with
+    one command (C(cat)), no module run, and judges it as C(ansible.builtin.async_status) does.
 author:
   - Blue-green HAProxy maintainers (@bluegreen-haproxy)
 extends_documentation_fragment:
@@ -62,7 +62,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 looks:
-  description: How many times the job's status was read on the node.
+  description: How many times the job's file was read on the node.
   returned: always
   type: int
   sample: 1

@@ -32,7 +32,7 @@ description:
     bracketed by the controller's (RV(clock)), when the lock was taken (or, in check mode, could be), so the
     fleet's switch instant can be trusted. Whether every node agrees on the live value is the fleet's
     question, judged by the role after this step.
-  - O(step=switch) (SWITCH AND PROVE, armed as an async task for a fleet's instant) - B(SWITCH) records the
+  - O(step=switch) (SWITCH AND PROVE, armed for a fleet's instant; an async task when the fleet has more nodes than forks) - B(SWITCH) records the
     phase C(switching) in the release lock, then moves every key of O(targets) with compare-and-set from
     O(expected) (one key - C(set map); O(bulk) - one C(prepare)/C(commit map) of the whole map), waiting for
     O(switch_at) first and judging the compare-and-set at that instant, and reads the keys back, as
@@ -361,6 +361,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+step:
+  description:
+    - The step this run was (O(step)), so a result says what ran also when the task's O(step) is a
+      template (the role picks V(single) or V(prepare)).
+  returned: when the step ran (not for an option refused before it)
+  type: str
+  sample: switch
 map:
   description:
     - What step C(status) read of O(keys) - C(entries), C(disk_entries), C(drift_keys) and more, as
@@ -698,6 +705,11 @@ def read_disk(params):
 
 def run_prepare(module, params):
     """PREPARE: read, lock, prove (module_utils/release_steps.prepare)."""
+    return prepare_step(module, params)[0]
+
+
+def prepare_step(module, params):
+    """(PREPARE's result, the Runtime API client it used): step single goes on with the same client."""
     try:
         skip_servers = validate_precheck_options(params["health_wait"], params["poll_interval"], params["requests"],
                                                  params["request_timeout"], params["skip_servers"])
@@ -732,7 +744,20 @@ def run_prepare(module, params):
     # The node's own work (waits, requests): the rest of the module run's time is what any module
     # run costs at this forks setting, which the fleet's switch lead is estimated from.
     result["work_seconds"] = round(time.time() - started, 3)
-    return result
+    return result, client
+
+
+def check_switch_options(params):
+    """Raise TrafficOptionError for a switch or canary option that cannot work (steps switch, canary, single)."""
+    if len(params["services"]) > 1 and not params["bulk"]:
+        raise TrafficOptionError("several keys switch together only with bulk=true")
+    if params["requests"] < 1:
+        raise TrafficOptionError("requests must be at least 1, got %d" % params["requests"])
+    for name in ("weight", "canary_weight"):
+        if params[name] is not None and not 0 <= params[name] <= 100:
+            raise TrafficOptionError("%s must be a share of users from 0 to 100, got %d" % (name, params[name]))
+    validate_watch_options(params["watch_seconds"], min(params["watch_interval"], 1.0), params["max_error_rate"],
+                           params["min_requests"], None, params["insufficient_traffic"], params["watch_interval"])
 
 
 def switch_options(module, params):
@@ -743,15 +768,7 @@ def switch_options(module, params):
         expected = normalize_entries("expected", params["expected"])
         if sorted(targets) != sorted(keys) or sorted(expected) != sorted(keys):
             raise TrafficOptionError("targets and expected must name exactly the services' keys (%s)" % ", ".join(keys))
-        if len(keys) > 1 and not params["bulk"]:
-            raise TrafficOptionError("several keys switch together only with bulk=true")
-        if params["requests"] < 1:
-            raise TrafficOptionError("requests must be at least 1, got %d" % params["requests"])
-        for name in ("weight", "canary_weight"):
-            if params[name] is not None and not 0 <= params[name] <= 100:
-                raise TrafficOptionError("%s must be a share of users from 0 to 100, got %d" % (name, params[name]))
-        validate_watch_options(params["watch_seconds"], min(params["watch_interval"], 1.0), params["max_error_rate"],
-                               params["min_requests"], None, params["insufficient_traffic"], params["watch_interval"])
+        check_switch_options(params)
         return targets, expected, RuntimeAPIClient(params["socket"], params["timeout"])
     except (TrafficOptionError, RuntimeAPIError) as exc:
         module.fail_json(msg=str(exc), changed=False, switched=False, stage="INIT")
@@ -816,19 +833,13 @@ def run_single(module, params):
     """A fleet of one node: PREPARE, SWITCH AND PROVE and FINISH in one run (release_steps.single)."""
     # The later steps' options are proved before PREPARE reads or locks anything.
     try:
-        if len(params["services"]) > 1 and not params["bulk"]:
-            raise TrafficOptionError("several keys switch together only with bulk=true")
-        if params["requests"] < 1:
-            raise TrafficOptionError("requests must be at least 1, got %d" % params["requests"])
+        check_switch_options(params)
         if (params["drain_seconds"] or 0) < 0:
             raise TrafficOptionError("drain_seconds must be 0 or more, got %s" % params["drain_seconds"])
-        validate_watch_options(params["watch_seconds"], min(params["watch_interval"], 1.0), params["max_error_rate"],
-                               params["min_requests"], None, params["insufficient_traffic"], params["watch_interval"])
     except TrafficOptionError as exc:
         module.fail_json(msg=str(exc), changed=False, stage="INIT")
-    prepared = run_prepare(module, params)
+    prepared, client = prepare_step(module, params)
     plan = prepared.get("plan") or {}
-    client = RuntimeAPIClient(params["socket"], params["timeout"])
     held = dict(path=params["lock"]["path"], owner=params["run"]["owner"]) if params["lock"] else None
     return single(
         prepared,
@@ -872,6 +883,7 @@ def main():
     if refusal:
         module.fail_json(msg=refusal, changed=False, stage="INIT", **(dict(switched=False) if step == "switch" else {}))
     result = STEPS[step](module, params)
+    result["step"] = step
     # Through module.warn: a `warnings` key in the result is deprecated (removed in ansible-core 2.23).
     for warning in result.pop("warnings", None) or []:
         module.warn(warning)

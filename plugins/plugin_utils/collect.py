@@ -3,14 +3,40 @@
 """Collecting an async job with one look at it (the release_collect action's loop).
 
 A fleet's switch step runs as an async job armed for one instant; looking at a job before it can
-have finished costs a module run on the node and gives nothing. So the controller first waits,
+have finished costs a command on the node and gives nothing. So the controller first waits,
 without touching the node, until the job should be done (`not_before`), and then looks; only a
 job still running is looked at again, every `interval` seconds, until `timeout`.
+
+A look reads the job's file (`cat` over the connection) and judges it the way the async_status
+module does (`job_result`): reading a small file needs no module run, which costs a Python
+process on the node and a worker's module build on the controller for each node.
 """
 
 from __future__ import annotations
 
 import time
+
+
+def job_result(res, jid, path, parse):
+    """async_status's answer from the job's file, as `cat` on the node returned it.
+
+    `res` is the command's {rc, stdout, stderr}. The async wrapper writes the file whole (a rename),
+    so an empty one is a job that has not written yet: running, as async_status says. `parse(res)`
+    decodes the JSON the way the controller decodes a module's result (the job's result is the
+    module's); a file without `started` holds the job's end, its result.
+    """
+    if res.get("rc") != 0:
+        return dict(failed=True, started=True, finished=True, ansible_job_id=jid, results_file=path,
+                    msg="could not read async job %s's file %s: %s"
+                        % (jid, path, (res.get("stderr") or "").strip() or "rc %s" % res.get("rc")))
+    if not (res.get("stdout") or "").strip():
+        return dict(started=True, finished=False, ansible_job_id=jid, results_file=path)
+    data = dict(parse(res))
+    if "started" not in data:
+        data.update(finished=True, ansible_job_id=jid)
+    elif "finished" not in data:
+        data["finished"] = False
+    return data
 
 
 def collect(look, not_before=None, interval=0.5, timeout=60.0, clock=time.time, sleep=time.sleep):

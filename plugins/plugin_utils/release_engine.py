@@ -1206,6 +1206,10 @@ OVERSUBSCRIPTION_SHARE = 0.125
 # still start: 0.55-0.7 of the slowest PREPARE module run (10 and 20 nodes, forks 5 and = nodes);
 # the lead gives them one whole run. (The earlier model, 1.25x the phase plus two runs with more
 # than one batch, left every node of 10 at forks 5 waiting 2.6-2.9 s on a quiet machine.)
+# A fleet in one batch (nodes <= forks) runs its step as a plain module run: the task ends only
+# with the step, so the arming is the modules' own start, inside the batch's share of the phase,
+# and no module run is added (10 nodes at forks 10: every node ready 2.6 s after the instant was
+# chosen, against a phase of 3.35 s; the one-run lead left each waiting 4.6-5.0 s).
 LATER_BATCH_ARM_COST = 1.8
 # A module run is never assumed cheaper than this (a run without a lock measured nothing).
 MIN_MODULE_SECONDS = 0.3
@@ -1244,7 +1248,8 @@ def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_
     ARM_COST_RATIO times `module_seconds`, and when more nodes run at once than the controller
     has `cores` (os.cpu_count() by default), every node beyond them adds OVERSUBSCRIPTION_SHARE
     per core. Then the last batch's armed modules start: one module run (`module_seconds`, the
-    slowest host's). Plus LEAD_MARGIN. The estimate grows with the batches, not their square
+    slowest host's), except in one measured batch, whose plain module runs start within its
+    share. Plus LEAD_MARGIN. The estimate grows with the batches, not their square
     (the PREPARE phase already holds every batch). `configured` above 0 (release_switch_lead)
     wins. With `runs` (PREPARE's module runs, see arming_phase) both are estimated from them.
     """
@@ -1261,6 +1266,9 @@ def switch_lead(hosts, forks, configured=0, module_seconds=0, cores=None, phase_
     if phase_seconds > 0:
         # A measured phase ran at this forks setting on this controller: its contention is in it.
         per_batch = max(MIN_MODULE_SECONDS, phase_seconds / batches)
+        if batches == 1:
+            # The plain run of one batch: its modules start within the batch's share.
+            return round(LEAD_MARGIN + per_batch, 1)
         arming = per_batch * (1 + LATER_BATCH_ARM_COST * (batches - 1))
         return round(LEAD_MARGIN + arming + module_seconds, 1)
     parallel = min(forks, hosts)

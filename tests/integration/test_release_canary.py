@@ -93,7 +93,8 @@ def test_a_healthy_canary_moves_a_stable_share_of_users_step_by_step_then_promot
     assert rc == 0, final_message(report)
     # Each step first sent its smoke requests through each node with a bucket in the step's share:
     # HAProxy routed every one of them to green.
-    # (A fleet's steps are async jobs: their results are the collected ones.)
+    # (A fleet's steps are plain runs in one batch of forks; with more nodes, async jobs whose
+    # results are the collected ones.)
     steps = ran(report, "release_step", "canary") + ran(report, "release_collect")
     smoked = [(result["weight"], [(item["passed"], item["passed_count"]) for item in result["smoke"]])
               for _name, _host, result in steps if result.get("weight")]

@@ -1,8 +1,9 @@
 """The release engine in three steps (issue 14): module runs per node on the happy path.
 
-A fleet runs exactly three modules on each node - release_step's prepare, switch and finish -
-plus the collection of its armed switch (release_collect: one look at each node once the step
-should be done). A fleet of one node has no other node to wait for at a gate: its cutover is one
+A fleet runs exactly three modules on each node - release_step's prepare, switch and finish.
+A fleet in one batch of forks runs its armed switch as a plain module run that waits for the
+instant; with more nodes than forks the switch is an async job, and the fleet adds its collection
+(release_collect: one look at each node once the step should be done). A fleet of one node has no other node to wait for at a gate: its cutover is one
 module run (release_step's single: the three steps in one run). Nothing else reaches a node:
 every other task is the controller's (facts, gates, the report). Counted from the run's own task
 results (the test_json callback), against real HAProxy on loopback.
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import os
 
-from release_report import final_message, ran
+import pytest
+
+from release_report import final_message, ran, report_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUTOVER = os.path.join(REPO, "playbooks", "cutover.yml")
@@ -31,7 +34,7 @@ def module_runs(report, host):
             action = task["task"]["action"].rsplit(".", 1)[-1]
             result = task["hosts"].get(host)
             # release_step's step as the module ran it (the task's argument may be a template).
-            step = ((result or {}).get("invocation") or {}).get("module_args", {}).get("step") or task["task"].get("step")
+            step = (result or {}).get("step") or task["task"].get("step")
             if step and action == "release_step":
                 action = "%s:%s" % (action, step)
             if result is None or result.get("skipped") or action in CONTROLLER_ONLY:
@@ -58,18 +61,24 @@ def test_a_one_node_cutover_is_one_module_run(fleet_factory, run_playbook):
     assert included_roles(report, "node1") == []
 
 
-def test_a_fleet_adds_only_the_collection_of_its_armed_switch(fleet_factory, run_playbook):
+@pytest.mark.parametrize("forks", [2, 1])
+def test_a_fleet_runs_three_steps_and_collects_only_an_async_switch(fleet_factory, run_playbook, monkeypatch, forks):
+    monkeypatch.setenv("ANSIBLE_FORKS", str(forks))
     fleet = fleet_factory(nodes=2)
     rc, report = run_playbook(CUTOVER, GREEN, inventory=fleet.inventory)
     assert rc == 0, final_message(report)
     assert fleet.map_values() == ["backend_green", "backend_green"]
+    # One batch (forks 2): the switch is a plain run. Two batches (forks 1): an async job, collected.
+    collected = ["release_collect"] if forks < 2 else []
     for host in ("node1", "node2"):
         runs = module_runs(report, host)
-        assert [action for action, _attempts in runs] == ["release_step:prepare", "release_step:switch",
-                                                          "release_collect", "release_step:finish"], runs
+        assert [action for action, _attempts in runs] == ["release_step:prepare", "release_step:switch"] + collected + [
+            "release_step:finish"], runs
         assert all(attempts == 1 for _action, attempts in runs), runs
     # The collection waits on the controller until the step should be done, then looks: once per
     # node; a second look is a node still busy then (a loaded machine), a third would be the old
     # poll-at-once-then-again.
     looks = dict((host, result["looks"]) for _name, host, result in ran(report, "release_collect"))
-    assert sorted(looks) == ["node1", "node2"] and max(looks.values()) <= 2, looks
+    assert sorted(looks) == (["node1", "node2"] if collected else []) and max(looks.values() or [0]) <= 2, looks
+    # Either way the fleet switched at one instant: no node late.
+    assert report_task(report)["switch"]["late"] == {} and report_task(report)["switch"]["nodes"] == 2

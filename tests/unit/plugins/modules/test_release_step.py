@@ -730,6 +730,10 @@ def test_a_fleet_of_one_node_prepares_switches_proves_and_persists_in_one_run(ha
     assert haproxy.writes == ["set map"] and haproxy.values(MAP) == GREEN and disk(prepared) == "active backend_green\n"
     assert [call["regex"] for call in http.smoke_calls] == ["version=green"] and not os.path.exists(prepared["lock"])
     assert result["changed"] is True and "failures" not in result
+    # The result names its step (the role's task argument is a template), then what it did last:
+    # the finish's message, not PREPARE's.
+    assert result["step"] == "single"
+    assert result["msg"] == result["finish_step"]["msg"] and result["msg"] != "", result["msg"]
 
 
 def test_a_fleet_of_one_node_whose_new_version_fails_rolls_back_in_the_same_run(haproxy, prepared, http, monkeypatch):

@@ -1,9 +1,11 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Unit tests for plugin_utils/collect.py: one look at an async job once it should be done."""
+"""Unit tests for plugin_utils/collect.py: one look at an async job once it should be done, and
+how a look judges the job's file (as the async_status module does)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -11,7 +13,7 @@ _COLLECTIONS = os.path.join(os.path.dirname(__file__), *[os.pardir] * 4, '.colle
 if os.path.isdir(_COLLECTIONS):
     sys.path.insert(0, os.path.abspath(_COLLECTIONS))
 
-from ansible_collections.bluegreen.haproxy.plugins.plugin_utils.collect import collect  # noqa: E402
+from ansible_collections.bluegreen.haproxy.plugins.plugin_utils.collect import collect, job_result  # noqa: E402
 
 
 class Job(object):
@@ -63,7 +65,42 @@ def test_a_job_that_does_not_finish_fails_naming_the_wait():
     assert looks == 3
 
 
-def test_a_job_async_status_cannot_find_ends_the_wait():
-    result, looks = collect(lambda: dict(failed=True, msg="could not find job", started=1, finished=1),
+def test_a_job_whose_file_cannot_be_read_ends_the_wait():
+    result, looks = collect(lambda: job_result(dict(rc=1, stdout="", stderr="cat: /r/.ansible_async/j1: No such file or directory\n"),
+                                               "j1", "/r/.ansible_async/j1", json_result),
                             clock=lambda: 0.0, sleep=lambda seconds: None)
-    assert (looks, result["msg"]) == (1, "could not find job")
+    assert looks == 1 and result["failed"] is True and result["finished"] is True
+    assert result["msg"] == "could not read async job j1's file /r/.ansible_async/j1: cat: /r/.ansible_async/j1: No such file or directory"
+
+
+# What a look reads: the job's file as the async wrapper wrote it.
+
+def json_result(res):
+    return json.loads(res["stdout"])
+
+
+def read(text, rc=0):
+    return job_result(dict(rc=rc, stdout=text, stderr=""), "j1", "/r/.ansible_async/j1", json_result)
+
+
+def test_the_wrappers_first_record_is_a_job_running():
+    assert read('{"started": 1, "finished": 0, "ansible_job_id": "j1"}') == dict(started=1, finished=0, ansible_job_id="j1")
+
+
+def test_an_empty_file_is_a_job_running_as_async_status_says():
+    assert read("") == dict(started=True, finished=False, ansible_job_id="j1", results_file="/r/.ansible_async/j1")
+
+
+def test_a_record_without_finished_is_running():
+    assert read('{"started": 1, "ansible_job_id": "j1"}')["finished"] is False
+
+
+def test_the_modules_result_is_the_job_finished_with_its_id():
+    result = read('{"changed": true, "switched": true, "stage": null, "invocation": {"module_args": {"step": "switch"}}}')
+    assert result == dict(changed=True, switched=True, stage=None, invocation={"module_args": {"step": "switch"}},
+                          finished=True, ansible_job_id="j1")
+
+
+def test_a_failed_job_is_finished_and_failed():
+    result = read('{"failed": true, "msg": "SMOKE: 2 of 6 requests failed", "stage": "SMOKE"}')
+    assert result["finished"] is True and result["failed"] is True and result["stage"] == "SMOKE"

@@ -363,15 +363,30 @@ def test_switch_lead_from_the_lock_phase_is_one_batch_of_it_per_batch():
     # 10 nodes at forks 5 prepared in 8 s: 4 s a batch; the first armed in 4 s, the second in
     # 4 x 1.8 (armed while the first starts its modules), + one module start (3 s), + 0.5 s.
     assert release.switch_lead(10, 5, 0, 3.0, cores=2, phase_seconds=8.0) == 14.7
-    # One batch: the phase is the batch (3.7 s); measured at 10 forks on 2 cores, no headroom on top.
-    assert release.switch_lead(10, 10, 0, 3.0, cores=2, phase_seconds=3.7) == 7.2
-    assert release.switch_lead(10, 10, 0, 3.0, cores=64, phase_seconds=3.7) == 7.2
+    # One batch: the phase is the batch (3.7 s); measured at 10 forks on 2 cores, no headroom on
+    # top, and no module start after it: the batch's plain runs start within it.
+    assert release.switch_lead(10, 10, 0, 3.0, cores=2, phase_seconds=3.7) == 4.2
+    assert release.switch_lead(10, 10, 0, 3.0, cores=64, phase_seconds=3.7) == 4.2
     # The later batches cost more than the first: 20 s of phase arm in 20 s as one batch, in
-    # 5 x (1 + 3 x 1.8) = 32 s as four.
-    for forks, arming in ((20, 20.0), (10, 10.0 * (1 + release.LATER_BATCH_ARM_COST)),
+    # 5 x (1 + 3 x 1.8) = 32 s as four, and then their async modules start.
+    assert release.switch_lead(20, 20, 0, 0, cores=64, phase_seconds=20.0) == 20.0 + release.LEAD_MARGIN
+    for forks, arming in ((10, 10.0 * (1 + release.LATER_BATCH_ARM_COST)),
                           (5, 5.0 * (1 + 3 * release.LATER_BATCH_ARM_COST))):
         lead = release.switch_lead(20, forks, 0, 0, cores=64, phase_seconds=20.0)
         assert lead - release.LEAD_MARGIN - release.MIN_MODULE_SECONDS == pytest.approx(arming, abs=0.06)
+
+
+def test_switch_lead_of_one_batch_is_its_prepare_phase():
+    """A fleet in one batch of forks runs its step as a plain module run that waits for the
+    instant: measured, 10 nodes at forks 10 were every one ready 2.6 s after the instant was
+    chosen, against a PREPARE phase of 3.35 s (module runs of 2.9-3.4 s side by side on 2 cores)."""
+    runs = [dict(started=100.0 + index * 0.03, seconds=3.35 - index * 0.03, work=0.05) for index in range(10)]
+    lead = release.switch_lead(10, 10, 0, runs=runs)
+    assert lead == pytest.approx(release.LEAD_MARGIN + 3.3, abs=0.06)
+    # Ready 2.6 s after the choice: every node waits about 1.2 s, none is late.
+    assert 2.6 < lead < 2.6 + 2.0
+    # Two batches keep the async step's model: arming both, then one module start.
+    assert release.switch_lead(10, 5, 0, runs=runs) > lead + 3.3
 
 
 def test_switch_lead_leaves_one_module_start_after_the_last_arming():
