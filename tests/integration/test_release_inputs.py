@@ -218,8 +218,9 @@ def test_a_node_that_switched_late_fails_the_run_and_every_node_rolls_back(fleet
                   "slow_local_seconds=8")
 
     # node2 starts 8 s late; a 3 s lead arms node1 in time even on a busy machine (a 1 s lead let
-    # node1 be late too, and the spread between two late nodes fell under the bound).
-    rc, report = cutover(fleet, tmp_path, dict(GREEN, release_switch_lead=3, release_max_spread=1.0))
+    # node1 be late too, and the spread between two late nodes fell under the bound). At forks 1
+    # the fleet is two batches, so the switch is the async launch slow_local delays.
+    rc, report = cutover(fleet, tmp_path, dict(GREEN, release_switch_lead=3, release_max_spread=1.0), "--forks", "1")
 
     message = final_message(report)
     assert rc != 0
@@ -238,9 +239,10 @@ def test_with_spread_action_warn_a_late_node_is_a_warning_in_the_summary(fleet_f
                   "ansible_connection=slow_local slow_local_module=release_step slow_local_async_only=true "
                   "slow_local_seconds=8")
 
-    # Its own release_max_spread: the lab fleets' 5 s (conftest) is not this test's subject.
+    # Its own release_max_spread: the lab fleets' 5 s (conftest) is not this test's subject. Forks 1:
+    # the switch is the async launch slow_local delays (as above).
     rc, report = cutover(fleet, tmp_path, dict(GREEN, release_switch_lead=3, release_max_spread=1.0,
-                                               release_spread_action="warn"))
+                                               release_spread_action="warn"), "--forks", "1")
 
     assert rc == 0, final_message(report)
     assert fleet.map_values() == ["backend_green", "backend_green"]

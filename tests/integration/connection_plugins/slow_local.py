@@ -5,8 +5,8 @@ A test gives a host `ansible_connection=slow_local slow_local_module=haproxy_map
 every command that runs that module on the host (its AnsiballZ file, or async_wrapper starting it)
 waits that many seconds before it starts, as on a node whose process start is slow. With
 `slow_local_async_only=true` only its async launches wait (the release engine's steps are one
-module, release_step: its switch step is the one a fleet arms as an async task). Everything
-else runs as with `local`.
+module, release_step: its switch step is the one a fleet with more nodes than forks arms as an
+async task). Everything else runs as with `local`.
 """
 
 from __future__ import annotations
