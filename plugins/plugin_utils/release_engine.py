@@ -14,6 +14,7 @@ tests/unit/plugins/plugin_utils/test_release_engine.py.
 from __future__ import annotations
 
 import difflib
+import re
 import math
 import multiprocessing
 import os
@@ -55,6 +56,8 @@ OLD_INTERNAL_NAMES = frozenset((
 ))
 
 INTERNAL_PREFIX = "_release_"
+# The names the INIT guard looks at: inputs and the engine's internal state.
+RELEASE_NAME = re.compile(r"^_?release_")
 LEFT_THE_PLAY = "left the play (unreachable or an unexpected error)"
 SHORT = 80
 
@@ -153,6 +156,36 @@ def run_refusals(names, specs, fleet=None):
                                       bool(fleet.get("allow_partial")))["message"])
         messages.append(strategy_refusal(fleet.get("strategy"), fleet.get("play_hosts")))
     return [message for message in messages if message]
+
+
+def fleet_refusals(hostvars, hosts, names, specs, fleet=None, current=None):
+    """run_refusals for every node of the play in one pass (the INIT guard runs once for the fleet).
+
+    `names` are the `release_*` and `_release_*` variable names the `current` host sees (query
+    varnames): besides what its hostvars hold, the play's and the role's vars, which every node
+    shares. Each node's own come from its hostvars (inventory, facts, extra vars). A name every
+    node has is judged once, without a node's name; one only some nodes have is judged for each
+    of them, prefixed by the node. The fleet's own refusals (part of the release_hosts group,
+    Mitogen) follow.
+    """
+    hosts = list(hosts or [])
+    seen = dict((host, set(_names(hostvars, host))) for host in hosts)
+    shared = set(str(name) for name in names or []) - seen.get(current, set())
+    for host in hosts:
+        seen[host] |= shared
+    common = set.intersection(*seen.values()) if seen else shared
+    messages = run_refusals(sorted(common), specs)
+    for host in hosts:
+        messages += ["%s: %s" % (host, message) for message in run_refusals(sorted(seen[host] - common), specs)]
+    return messages + (run_refusals([], specs, fleet) if fleet is not None else [])
+
+
+def _names(hostvars, host):
+    """The `release_*` and `_release_*` variable names of `host`'s hostvars (none when it has none)."""
+    try:
+        return [str(name) for name in hostvars[host] if RELEASE_NAME.match(str(name))]
+    except (KeyError, TypeError):
+        return []
 
 
 def input_failures(inputs):
@@ -1378,7 +1411,7 @@ STEPS = {
     "partial_fleet": partial_fleet,
     "services": services,
     "describe": describe,
-    "run_refusals": run_refusals,
+    "fleet_refusals": fleet_refusals,
     "input_failures": input_failures,
     "prepared_failures": prepared_failures,
     "report_keys": report_keys,

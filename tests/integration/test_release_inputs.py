@@ -87,6 +87,23 @@ def test_a_misspelled_input_is_refused_with_the_closest_name_and_nothing_moves(f
     assert_nothing_moved(fleet, report, disks)
 
 
+def test_a_misspelled_input_in_one_nodes_inventory_is_refused_naming_that_node(fleet_factory, tmp_path):
+    """The guard runs once for the fleet, and still sees what only one node's inventory sets."""
+    fleet = fleet_factory(nodes=2)
+    disks = [node.disk_text() for node in fleet.nodes]
+    set_host_vars(fleet.inventory, "node2", "ansible_connection=local release_watch_secnds=30")
+
+    rc, report = cutover(fleet, tmp_path, GREEN)
+
+    message = final_message(report)
+    assert rc != 0
+    assert "node2: refusing to run: unknown release input release_watch_secnds (did you mean `release_watch_seconds`?)" \
+        in message, message
+    assert "node1:" not in message, message
+    assert ran(report, "release_step") == [], "nothing may even be read"
+    assert_nothing_moved(fleet, report, disks)
+
+
 def test_an_input_no_haproxy_command_can_carry_is_refused_at_init_without_being_echoed(fleet_factory, tmp_path):
     fleet = fleet_factory(nodes=1)
     disks = [node.disk_text() for node in fleet.nodes]

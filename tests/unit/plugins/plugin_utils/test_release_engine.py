@@ -992,6 +992,33 @@ def test_run_refusals_names_every_cause_and_nothing_for_a_clean_run():
     assert len(mitogen) == 1 and "mitogen_linear on a fleet of 2 nodes" in mitogen[0]
 
 
+def test_fleet_refusals_judge_every_node_in_one_pass():
+    """The INIT guard runs once for the fleet: what every node has (an extra var, a play var) is
+    said once, what only some nodes' inventory sets is said with each node's name."""
+    fleet = dict(group_hosts=["a", "b", "c"], play_hosts=["a", "b", "c"], allow_partial=False, strategy="linear")
+    clean = dict(a=dict(release_target="x"), b=dict(release_target="x"), c=dict(release_target="x"))
+    assert release.fleet_refusals(clean, ["a", "b", "c"], ["release_target"], _argument_specs(), fleet, current="a") == []
+    # release_max_eror_rate an extra var (in every node's hostvars), release_persit a play var (only
+    # in what the guard's host sees), release_watch_secnds in b's inventory, _release_gate in c's.
+    extra = dict(release_target="x", release_max_eror_rate=0)
+    hostvars = dict(a=dict(extra), b=dict(extra, release_watch_secnds=3), c=dict(extra, _release_gate=1))
+    refusals = release.fleet_refusals(hostvars, ["a", "b", "c"], ["release_target", "release_max_eror_rate", "release_persit"],
+                                      _argument_specs(), dict(fleet, play_hosts=["a", "b"]), current="a")
+    assert refusals[0].startswith("refusing to run: unknown release inputs release_max_eror_rate (did you mean "
+                                  "`release_max_error_rate`?), release_persit (did you mean `release_persist`?)"), refusals
+    assert refusals[1].startswith("b: refusing to run: unknown release input release_watch_secnds (did you mean "
+                                  "`release_watch_seconds`?)"), refusals
+    assert refusals[2].startswith("c: refusing to run: _release_gate is the release engine's internal state"), refusals
+    # Then the fleet's own: a run on part of the group.
+    assert "release_allow_partial=true" in refusals[3] and len(refusals) == 4
+    # What only the guard's own host has in its inventory is that host's.
+    refusals = release.fleet_refusals(dict(a=dict(_release_x=1), b={}), ["a", "b"], ["_release_x"], _argument_specs(), current="a")
+    assert len(refusals) == 1 and refusals[0].startswith("a: refusing to run: _release_x is"), refusals
+    # A node hostvars cannot show still gets what every node shares judged.
+    refusals = release.fleet_refusals(dict(a={}), ["a", "gone"], ["_release_x"], _argument_specs(), current="a")
+    assert refusals == [release.internal_names_message(["_release_x"])]
+
+
 def test_run_refusals_without_a_fleet_checks_only_the_names():
     """status.yml: a read-only run on part of a fleet, or under Mitogen, is fine."""
     assert release.run_refusals(["release_map_key"], _argument_specs()) == []
