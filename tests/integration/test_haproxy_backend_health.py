@@ -147,14 +147,31 @@ def test_server_still_rising_fails(haproxy_factory, run_module):
     assert result["msg"].endswith("green1 (DOWN 1/2, L7OK/200)")
 
 
+def cli_requests(env):
+    """HAProxy's request count (`show info` CumReq): every Runtime API command counts, this one too."""
+    info = dict(line.split(": ", 1) for line in env.runtime("show info").splitlines() if ": " in line)
+    return int(info["CumReq"])
+
+
+def start_after_a_look(env, app, timeout=60.0):
+    """Start `app` once something other than this poll sent HAProxy a Runtime API command (the
+    module's first look at the server), polling every 0.1 s."""
+    base, polls = cli_requests(env), 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        polls += 1
+        if cli_requests(env) - base - polls >= 1:
+            break
+    app.start()
+
+
 def test_wait_timeout_expires_then_waits_for_recovery(haproxy_env, run_module):
     app = haproxy_env.apps["green1"]
     app.stop()
     haproxy_env.wait_status("backend_green", "green1", "DOWN")
 
-    started = time.monotonic()
     expired = health(run_module, haproxy_env, wait_timeout=2, poll_interval=0.5)
-    run_time = time.monotonic() - started
     assert_unhealthy(expired, "green1", "DOWN")
     # Not given up before wait_timeout, and no look after it: at most the looks at 0, 0.5, 1, 1.5
     # and 2 s (a busy machine makes each look slower, so fewer fit: a count, not a time bound).
@@ -164,14 +181,14 @@ def test_wait_timeout_expires_then_waits_for_recovery(haproxy_env, run_module):
     waited = re.match(r"backend_green is not healthy after ([0-9.]+)s: ", expired["msg"])
     assert waited and float(waited.group(1)) >= 2, expired["msg"]
 
-    # Restart the app once the next run has had time to look at the DOWN server
-    # (ansible's start-up is run_time minus the 2 s wait above).
-    restart = threading.Timer(max(1.0, run_time - 2) + 1.0, app.start)
+    # Restart the app once the next run has looked at the DOWN server: a state, not a guess at
+    # Ansible's start-up (a busy machine started it later than the first run did).
+    restart = threading.Thread(target=start_after_a_look, args=(haproxy_env, app), daemon=True)
     restart.start()
     try:
         recovered = health(run_module, haproxy_env, wait_timeout=15, poll_interval=0.3)
     finally:
-        restart.join()
+        restart.join(timeout=30)
     assert recovered.get("failed") is not True, recovered
     assert (recovered["healthy"], recovered["changed"], recovered["unhealthy_servers"]) == (True, False, [])
     assert recovered["attempts"] > 1
